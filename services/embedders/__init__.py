@@ -1,0 +1,21 @@
+"""Pluggable embedders behind one contract (see base.py) and a registry (see registry.py)."""
+
+from services.embedders.base import (
+    Embedded,
+    EmbedError,
+    Embedder,
+    EmbedderIdentity,
+    EmbedderUnavailable,
+    QueryKind,
+)
+from services.embedders.registry import get_embedder
+
+__all__ = [
+    "Embedded",
+    "EmbedError",
+    "Embedder",
+    "EmbedderIdentity",
+    "EmbedderUnavailable",
+    "QueryKind",
+    "get_embedder",
+]

@@ -1,0 +1,160 @@
+"""The embedder contract every backend implements.
+
+Backends implement two batch methods that may raise; the base class owns what must be the same
+everywhere: chunking, isolating the one bad item of a failed batch, L2 normalisation, float32,
+and shape checks. That is why a DashScope timeout and a corrupt local image surface the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class QueryKind(str, Enum):
+    IMAGE_TO_IMAGE = "image->image"
+    TEXT_TO_IMAGE = "text->image"
+    TEXT_TO_TEXT = "text->text"
+
+
+class EmbedError(Exception):
+    """An item (or a whole call) could not be embedded; the message is safe to show users."""
+
+
+class EmbedderUnavailable(Exception):
+    """The backend cannot be built here (no weights, no key, missing package)."""
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    """What makes two vectors comparable. Vectors of different identities never share a collection."""
+
+    backend: str
+    model: str
+    image_dim: int
+    text_dim: int
+    cross_modal: bool  # do text and image vectors live in one space?
+
+    @property
+    def key(self) -> str:
+        raw = f"{self.backend}|{self.model}|{self.image_dim}|{self.text_dim}|{self.cross_modal}"
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{self.backend}-{self.model}".lower()).strip("-")[:40]
+        return f"{slug}-{digest}"
+
+    def describe(self) -> str:
+        dims = (
+            f"{self.image_dim}-d"
+            if self.image_dim == self.text_dim
+            else f"image {self.image_dim}-d, text {self.text_dim}-d"
+        )
+        return f"{self.backend} {self.model} ({dims})"
+
+
+@dataclass
+class Embedded:
+    """A batch result: one row per input; rows of failed items are zero and listed in `errors`."""
+
+    vectors: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def ok(self, index: int) -> bool:
+        return index not in self.errors
+
+
+def l2_normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
+        raise EmbedError("the model returned a zero or non-finite vector")
+    return (matrix / norms).astype(np.float32, copy=False)
+
+
+class Embedder(ABC):
+    """A model that turns images and texts into unit vectors."""
+
+    identity: EmbedderIdentity
+    fallback_reason: str | None = None  # set when `auto` had to skip a preferred backend
+    image_batch_size: int = 32
+    text_batch_size: int = 64
+
+    @property
+    def supported_queries(self) -> frozenset[QueryKind]:
+        kinds = {QueryKind.IMAGE_TO_IMAGE, QueryKind.TEXT_TO_TEXT}
+        if self.identity.cross_modal:
+            kinds.add(QueryKind.TEXT_TO_IMAGE)
+        return frozenset(kinds)
+
+    @abstractmethod
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed one batch; raise on any failure."""
+
+    @abstractmethod
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed one batch; raise on any failure."""
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
+        return self._run(list(images), self._embed_images, self.identity.image_dim, self.image_batch_size)
+
+    def embed_texts(self, texts: Sequence[str]) -> Embedded:
+        items = [t if isinstance(t, str) else "" for t in texts]
+        return self._run(items, self._embed_texts, self.identity.text_dim, self.text_batch_size)
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        """One query image; raises EmbedError."""
+        result = self.embed_images([image])
+        if result.errors:
+            raise EmbedError(result.errors[0])
+        return result.vectors[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """One query text; raises EmbedError."""
+        result = self.embed_texts([text])
+        if result.errors:
+            raise EmbedError(result.errors[0])
+        return result.vectors[0]
+
+    def close(self) -> None:
+        """Release network clients or memory; the default holds nothing to release."""
+
+    def _run(self, items: list, fn, dim: int, batch_size: int) -> Embedded:
+        out = np.zeros((len(items), dim), dtype=np.float32)
+        errors: dict[int, str] = {}
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            try:
+                out[start : start + len(chunk)] = self._checked(fn(chunk), len(chunk), dim)
+                continue
+            except Exception as exc:  # isolate the bad item(s) below
+                if len(chunk) == 1:
+                    errors[start] = _message(exc)
+                    continue
+                log.debug("batch of %d failed (%s); retrying one by one", len(chunk), exc)
+            for offset, item in enumerate(chunk):
+                try:
+                    out[start + offset] = self._checked(fn([item]), 1, dim)[0]
+                except Exception as exc:
+                    errors[start + offset] = _message(exc)
+        return Embedded(out, errors)
+
+    @staticmethod
+    def _checked(matrix: np.ndarray, rows: int, dim: int) -> np.ndarray:
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.shape != (rows, dim):
+            raise EmbedError(f"expected vectors of shape {(rows, dim)}, got {matrix.shape}")
+        return l2_normalise(matrix)
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if isinstance(exc, EmbedError) else f"{exc.__class__.__name__}: {text}"

@@ -1,0 +1,121 @@
+"""open_clip (CLIP and friends): one shared space for photos and text.
+
+`SHOPLENS_OPENCLIP_MODEL` is an open_clip architecture (`ViT-B-32`), `hf-hub:org/repo` or
+`local-dir:/path` (open_clip_config.json plus weights); `SHOPLENS_OPENCLIP_PRETRAINED` is a
+pretrained tag (downloaded once into the Hugging Face cache) or a local checkpoint file for
+machines that cannot download.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.settings import Settings
+from services.torch_compat import import_open_clip
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` means CUDA when a GPU is visible, else CPU."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def file_fingerprint(path: Path) -> str:
+    """A cheap content fingerprint (size + head + tail) so identity follows the weights, not the path."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(4 << 20))
+        if size > 8 << 20:
+            fh.seek(-(4 << 20), 2)
+            digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
+def _weights_id(model_name: str, pretrained: str | None) -> str:
+    if model_name.startswith("local-dir:"):
+        folder = Path(model_name.removeprefix("local-dir:")).expanduser()
+        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
+        return f"local-dir:{file_fingerprint(files[0])}" if files else "local-dir:random"
+    if model_name.startswith("hf-hub:"):
+        return model_name
+    if pretrained and Path(pretrained).expanduser().is_file():
+        return f"{model_name}/file:{file_fingerprint(Path(pretrained).expanduser())}"
+    return f"{model_name}/{pretrained or 'random'}"
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model_name: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any]:
+    open_clip = import_open_clip()
+    precision = "fp16" if device.startswith("cuda") else "fp32"
+    if pretrained and not model_name.startswith(("local-dir:", "hf-hub:")):
+        candidate = Path(pretrained).expanduser()
+        if candidate.suffix in {".pt", ".pth", ".bin", ".safetensors"} and not candidate.is_file():
+            raise EmbedderUnavailable(f"open_clip checkpoint not found: {candidate}")
+        if candidate.is_file():
+            pretrained = str(candidate)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=None if model_name.startswith(("local-dir:", "hf-hub:")) else pretrained,
+            device=device,
+            precision=precision,
+        )
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
+        raise EmbedderUnavailable(f"cannot load open_clip {model_name} ({pretrained}): {exc}") from exc
+    model.eval()
+    return model, preprocess, tokenizer
+
+
+class OpenClipEmbedder(Embedder):
+    def __init__(self, model_name: str, pretrained: str | None, device: str = "auto", batch_size: int = 32):
+        import torch
+
+        self.device = resolve_device(device)
+        self._model, self._preprocess, self._tokenizer = _load(model_name, pretrained, self.device)
+        self._dtype = next(self._model.parameters()).dtype
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+        self.image_batch_size = batch_size
+        self.text_batch_size = max(batch_size, 64)
+        with torch.inference_mode():
+            dim = int(self._model.encode_text(self._tokenizer(["probe"]).to(self.device)).shape[-1])
+        self.identity = EmbedderIdentity(
+            backend="openclip", model=_weights_id(model_name, pretrained), image_dim=dim, text_dim=dim, cross_modal=True
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenClipEmbedder:
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        return cls(settings.openclip_model, settings.openclip_pretrained, settings.device, settings.embed_batch_size)
+
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = self._torch.stack([self._preprocess(image) for image in images])
+        with self._lock, self._torch.inference_mode():
+            features = self._model.encode_image(batch.to(self.device, dtype=self._dtype))
+        return features.float().cpu().numpy()
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self._tokenizer(list(texts)).to(self.device)
+        with self._lock, self._torch.inference_mode():
+            features = self._model.encode_text(tokens)
+        return features.float().cpu().numpy()

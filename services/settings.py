@@ -1,0 +1,81 @@
+"""The one place that reads configuration (environment variables prefixed SHOPLENS_, or .env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPLENS_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        populate_by_name=True,
+    )
+
+    home: Path = Field(default=Path.home() / ".shoplens", description="data folder")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home")
+    qdrant_url: str | None = Field(default=None, description="Qdrant server; default embedded store in home")
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection_prefix: str = "shoplens"
+    qdrant_shards: int = Field(default=1, ge=1)
+    qdrant_replicas: int = Field(default=1, ge=1)
+    qdrant_timeout: float = Field(default=30.0, gt=0)
+
+    embedder: Literal["auto", "openclip", "offline", "dashscope"] = "auto"
+    openclip_model: str = "ViT-B-32"
+    openclip_pretrained: str | None = "laion2b_s34b_b79k"
+    device: str = "auto"
+    torch_threads: int = Field(default=0, ge=0, description="0: let torch decide")
+    embed_batch_size: int = Field(default=32, ge=1)
+
+    dashscope_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SHOPLENS_DASHSCOPE_API_KEY", "DASHSCOPE_API_KEY"),
+    )
+    dashscope_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
+    dashscope_model: str = "multimodal-embedding-v1"
+    dashscope_images_per_call: int = Field(default=1, ge=1, le=8)
+    dashscope_requests_per_minute: int = Field(default=120, ge=1)
+    dashscope_timeout: float = Field(default=30.0, gt=0)
+    dashscope_max_retries: int = Field(default=5, ge=0)
+
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    url_timeout: float = Field(default=15.0, gt=0)
+    ingest_batch_size: int = Field(default=64, ge=1)
+    ingest_workers: int = Field(default=4, ge=1)
+
+    text_vector_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="share of product-text similarity in a text query's score (cross-modal embedders)",
+    )
+    min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
+
+    admin_password: SecretStr | None = None
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def media_dir(self) -> Path:
+        return self.home / "media"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.home / "qdrant"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'shoplens.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process; tests build their own Settings objects instead."""
+    return Settings()
