@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; fail fast instead of retrying
 
+pytest_plugins = ["tests.support.fake_dashscope"]
+
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
