@@ -1,0 +1,1 @@
+"""Catalog ingestion: readers → validation → images → embedding → SQL + Qdrant, and the CLI."""

@@ -1,0 +1,203 @@
+"""The `shoplens` command line. User mistakes print one clear line on stderr and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.context import ShopLens
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ingest.readers import CatalogError
+    from services.catalog.store import CatalogUnavailable
+    from services.embedders.base import EmbedderUnavailable, EmbedError
+    from services.images import ImageError
+    from services.search import QueryError
+    from services.vectors import VectorStoreUnavailable
+
+    return (UserError, CatalogError, CatalogUnavailable, EmbedderUnavailable, EmbedError, ImageError, QueryError, VectorStoreUnavailable)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoplens", description="Photo-to-product search for online shops.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="load or refresh a CSV/JSONL catalog")
+    p.add_argument("catalog", type=Path)
+    p.add_argument("--prune", action="store_true", help="remove products that are not in the catalog")
+    p.add_argument("--report", type=Path, help="write the problems found to this .csv or .json file")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search by photo, text or both")
+    p.add_argument("--image", type=Path, help="query photo")
+    p.add_argument("--text", help="query text")
+    p.add_argument("--weight", type=float, default=0.5, help="text share when giving both (0-1, default 0.5)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--category", action="append", default=[], help="repeatable")
+    p.add_argument("--brand", action="append", default=[], help="repeatable")
+    p.add_argument("--min-price", type=float)
+    p.add_argument("--max-price", type=float)
+    p.add_argument("--in-stock", action="store_true")
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("stats", help="product, image and vector counts in SQL and Qdrant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("reindex", help="rebuild every vector from SQL and the media folder")
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("import-vendure", help="convert the Vendure demo catalog to a ShopLens CSV")
+    p.add_argument("assets", type=Path, help="the folder holding products.csv and images/")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_import_vendure)
+    return parser
+
+
+def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.pipeline import ingestor_for
+    from ingest.readers import read_catalog
+
+    catalog = read_catalog(args.catalog)
+    ingestor = ingestor_for(app)
+    _announce_embedder(app)
+    result = ingestor.ingest(catalog, prune=args.prune, trigger="cli")
+    report = args.report or app.settings.home / "reports" / f"run-{result.run_id}.csv"
+    result.write_report(report)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, "status": result.status, "seconds": round(result.seconds, 3), "report": str(report), "errors": len(result.errors), **result.counts.__dict__}))
+    else:
+        print(result.summary())
+        for error in result.errors[:10]:
+            print(f"  {error}", file=sys.stderr)
+        if len(result.errors) > 10:
+            print(f"  … and {len(result.errors) - 10} more", file=sys.stderr)
+        print(f"report: {report}")
+    return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
+
+
+def cmd_search(app: ShopLens, args: argparse.Namespace) -> int:
+    from services.images import load_image
+    from services.search import SearchFilters, SearchRequest
+
+    if args.image is None and not args.text:
+        raise UserError("give --image PATH, --text TEXT, or both")
+    image = load_image(str(args.image), None, app.limits) if args.image else None
+    filters = SearchFilters(tuple(args.category), tuple(args.brand), args.min_price, args.max_price, args.in_stock)
+    response = app.search.search(SearchRequest(image, args.text, args.weight, filters, args.top_k, args.offset, args.min_score))
+    if args.json:
+        print(json.dumps([h.as_dict() for h in response.hits], ensure_ascii=False))
+        return 0
+    _announce_embedder(app)
+    for note in response.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not response.hits:
+        print("no matching products")
+    for rank, hit in enumerate(response.hits, start=args.offset + 1):
+        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
+        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
+    print(f"{len(response.hits)} result(s) in {response.took_ms:.0f} ms", file=sys.stderr)
+    return 0
+
+
+def collect_stats(app: ShopLens) -> dict[str, object]:
+    from services.vectors import IMAGE, TEXT
+
+    sql = app.catalog.counts()
+    vectors = {"image_points": app.vectors.count(IMAGE), "text_points": app.vectors.count(TEXT)}
+    consistent = sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
+    return {
+        "embedder": app.embedder.identity.describe(), "collection": app.vectors.collection,
+        "sql": sql, "qdrant": vectors, "consistent": consistent,
+    }
+
+
+def cmd_stats(app: ShopLens, args: argparse.Namespace) -> int:
+    stats = collect_stats(app)
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    sql, qd = stats["sql"], stats["qdrant"]
+    print(f"embedder:   {stats['embedder']}\ncollection: {stats['collection']}")
+    print(f"SQL:    {sql['products']} products, {sql['images']} images, {sql['unsynced']} pending vector sync")
+    print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
+    print("consistent: yes" if stats["consistent"] else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")
+    return 0
+
+
+def cmd_reindex(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.pipeline import ingestor_for
+
+    _announce_embedder(app)
+    result = ingestor_for(app).reindex()
+    print(result.summary())
+    return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
+
+
+def cmd_import_vendure(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.vendure import convert_vendure
+
+    count = convert_vendure(args.assets, args.out)
+    print(f"wrote {count} products to {args.out}")
+    return 0
+
+
+def _announce_embedder(app: ShopLens) -> None:
+    embedder = app.embedder
+    how = "chosen automatically" if app.settings.embedder == "auto" else "configured"
+    line = f"embedder: {embedder.identity.describe()} ({how})"
+    if embedder.fallback_reason:
+        line += f"; open_clip unavailable: {embedder.fallback_reason}"
+    print(line, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("SHOPLENS_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "sentence_transformers", "root"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+    app = ShopLens()
+    try:
+        return args.func(app, args)
+    except _user_errors() as exc:
+        if debug:
+            raise
+        print(f"shoplens: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("shoplens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"shoplens: error: {exc.__class__.__name__}: {_one_line(exc)} (run with --debug for details)", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        app.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The image stage of ingestion: read, hash, validate, store in media — one product at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from ingest.records import ProductRecord, RowError
+from services.catalog.models import Product
+from services.images import (
+    EXTENSIONS,
+    ImageError,
+    ImageLimits,
+    decode_image,
+    is_url,
+    probe_format,
+    read_image_bytes,
+    sha256_hex,
+)
+from services.media import MediaStore
+
+EMBED_MAX_SIDE = 1024  # models look at ~224 px; keeping a bounded copy caps memory per batch
+
+
+@dataclass
+class ImageInfo:
+    source: str
+    sha256: str
+    media_path: str
+    width: int
+    height: int
+    decoded: Image.Image | None = None  # present when freshly decoded (kept for embedding)
+
+
+@dataclass
+class PreparedProduct:
+    record: ProductRecord
+    images: list[ImageInfo]
+    errors: list[RowError]
+
+
+def local_image_stats(record: ProductRecord, base_dir: Path | None) -> tuple[str, ...]:
+    """Size and mtime of local image files: a replaced file changes the row's fingerprint."""
+    stats = []
+    for ref in record.images:
+        if is_url(ref):
+            continue
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() or base_dir is None else base_dir / path
+        try:
+            st = path.stat()
+            stats.append(f"{ref}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            stats.append(f"{ref}:missing")
+    return tuple(stats)
+
+
+def prepare_images(
+    record: ProductRecord,
+    previous: Product | None,
+    base_dir: Path | None,
+    media: MediaStore,
+    limits: ImageLimits,
+    http: httpx.Client | None = None,
+) -> PreparedProduct:
+    """Every usable image of the record; a bad one is reported and, if it was stored before, kept."""
+    known = {img.sha256: img for img in previous.images} if previous else {}
+    by_source = {img.source: img for img in previous.images} if previous else {}
+    images: dict[str, ImageInfo] = {}
+    errors: list[RowError] = []
+    for ref in record.images:
+        try:
+            data = read_image_bytes(ref, base_dir, limits, http)
+            sha = sha256_hex(data)
+            if sha in images:
+                continue
+            old = known.get(sha)
+            if old is not None and media.exists(old.media_path):
+                images[sha] = ImageInfo(ref, sha, old.media_path, old.width, old.height)
+                continue
+            fmt, _, _ = probe_format(data, limits)
+            decoded = decode_image(data, limits)
+            relative = media.put(data, sha, EXTENSIONS.get(fmt, ".img"))
+            width, height = decoded.size
+            decoded.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE))
+            images[sha] = ImageInfo(ref, sha, relative, width, height, decoded)
+        except ImageError as exc:
+            kept = by_source.get(ref)
+            note = ""
+            if kept is not None and media.exists(kept.media_path) and kept.sha256 not in images:
+                images[kept.sha256] = ImageInfo(ref, kept.sha256, kept.media_path, kept.width, kept.height)
+                note = " (kept the previously stored copy)"
+            errors.append(RowError(record.row, "image", f"{exc}{note}", record.sku))
+    return PreparedProduct(record, list(images.values()), errors)
+

@@ -1,0 +1,150 @@
+"""Bring Qdrant in line with SQL for a set of products: the writer stage of ingestion.
+
+SQL is the source of truth. For each product we know the points it should have (ids derived
+from content) and their payload; we embed only points Qdrant lacks, overwrite payloads of the
+rest, delete the product's other points, and only then record the product as synced. A run
+killed anywhere leaves products marked pending, and the next run finishes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import update
+
+from ingest.records import RowError
+from services.catalog.models import Product
+from services.catalog.store import CatalogStore
+from services.embedders.base import Embedder
+from services.images import ImageError, ImageLimits, decode_image
+from services.media import MediaStore
+from services.vectors import IMAGE, TEXT, PointData, VectorStore, image_point_id, text_point_id
+
+log = logging.getLogger(__name__)
+
+
+def payload_of(product: Product) -> dict[str, Any]:
+    return {
+        "sku": product.sku,
+        "category": product.category,
+        "brand": product.brand,
+        "price": None if product.price is None else float(product.price),
+        "currency": product.currency,
+        "in_stock": bool(product.in_stock),
+    }
+
+
+def text_sha(product: Product) -> str:
+    return hashlib.sha256(product.text.encode()).hexdigest()
+
+
+def expected_points(product: Product) -> dict[str, dict[str, Any]]:
+    """Point id → payload, for every point this product should have."""
+    base = payload_of(product)
+    points = {
+        image_point_id(product.sku, img.sha256): {**base, "kind": IMAGE, "image_sha": img.sha256, "position": img.position}
+        for img in product.images
+    }
+    points[text_point_id(product.sku, text_sha(product))] = {**base, "kind": TEXT}
+    return points
+
+
+def desired_state(product: Product, identity_key: str) -> str:
+    blob = json.dumps([identity_key, sorted(expected_points(product).items())], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class SyncResult:
+    synced: int = 0
+    images_embedded: int = 0
+    texts_embedded: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+class VectorSync:
+    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits):
+        self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
+
+    @property
+    def identity_key(self) -> str:
+        return self.vectors.collection
+
+    def needs_sync(self, product: Product) -> bool:
+        return product.synced_state != desired_state(product, self.identity_key)
+
+    def sync(self, products: Sequence[Product], decoded: dict[str, Image.Image] | None = None, rows: dict[str, int] | None = None) -> SyncResult:
+        """Write the vectors of these products (SQL rows already committed)."""
+        decoded = decoded or {}
+        rows = rows or {}
+        result = SyncResult()
+        products = [p for p in products if self.needs_sync(p)]
+        if not products:
+            return result
+        wanted = {p.sku: expected_points(p) for p in products}
+        all_ids = [pid for points in wanted.values() for pid in points]
+        present = self.vectors.existing_ids(all_ids)
+
+        image_jobs: list[tuple[Product, str, Any]] = []  # (product, point id, ProductImage)
+        text_jobs: list[tuple[Product, str]] = []
+        failed: set[str] = set()
+        for product in products:
+            for img in product.images:
+                pid = image_point_id(product.sku, img.sha256)
+                if pid not in present:
+                    image_jobs.append((product, pid, img))
+            tid = text_point_id(product.sku, text_sha(product))
+            if tid not in present:
+                text_jobs.append((product, tid))
+
+        new_points: list[PointData] = []
+        pixels: list[Image.Image] = []
+        ready_jobs = []
+        for product, pid, img in image_jobs:
+            picture = decoded.get(img.sha256)
+            if picture is None:
+                try:
+                    picture = decode_image(self.media.read(img.media_path), self.limits)
+                    picture.thumbnail((1024, 1024))
+                except (OSError, ImageError) as exc:
+                    failed.add(product.sku)
+                    result.errors.append(RowError(rows.get(product.sku, 0), "image", f"stored copy {img.media_path} unusable: {exc}", product.sku))
+                    continue
+            pixels.append(picture)
+            ready_jobs.append((product, pid))
+        embedded = self.embedder.embed_images(pixels)
+        for index, (product, pid) in enumerate(ready_jobs):
+            if not embedded.ok(index):
+                failed.add(product.sku)
+                source = next((i.source for i in product.images if image_point_id(product.sku, i.sha256) == pid), pid)
+                result.errors.append(RowError(rows.get(product.sku, 0), "image", f"{source}: embedding failed: {embedded.errors[index]}", product.sku))
+                continue
+            new_points.append(PointData(pid, IMAGE, embedded.vectors[index], wanted[product.sku][pid]))
+            result.images_embedded += 1
+
+        texts = self.embedder.embed_texts([p.text for p, _ in text_jobs])
+        for index, (product, tid) in enumerate(text_jobs):
+            if not texts.ok(index):
+                failed.add(product.sku)
+                result.errors.append(RowError(rows.get(product.sku, 0), "title", f"text embedding failed: {texts.errors[index]}", product.sku))
+                continue
+            new_points.append(PointData(tid, TEXT, texts.vectors[index], wanted[product.sku][tid]))
+            result.texts_embedded += 1
+
+        self.vectors.upsert(new_points)
+        self.vectors.set_payloads({pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present})
+        done = [p for p in products if p.sku not in failed]
+        self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in wanted[p.sku]])
+        with self.catalog.session() as session:
+            for product in done:
+                state = desired_state(product, self.identity_key)
+                session.execute(update(Product).where(Product.id == product.id).values(synced_state=state))
+                product.synced_state = state
+        result.synced = len(done)
+        return result

@@ -1,0 +1,180 @@
+"""The product metadata store: SQLAlchemy 2 over a SQLite file (default) or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.catalog.models import Base, IngestRun, Product, ProductImage, utcnow
+
+MAX_STORED_ERRORS = 1000
+
+
+class CatalogUnavailable(Exception):
+    """The database cannot be reached or opened."""
+
+
+@dataclass(frozen=True)
+class Facets:
+    categories: list[str]
+    brands: list[str]
+    min_price: float | None
+    max_price: float | None
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {"", "psycopg2"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+class CatalogStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise CatalogUnavailable(f"cannot open the database ({_safe_url(url)}): {exc.orig}") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed on success, rolled back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- products -------------------------------------------------------------------------
+    def products_by_sku(self, session: Session, skus: Iterable[str]) -> dict[str, Product]:
+        skus = list(skus)
+        found: dict[str, Product] = {}
+        for start in range(0, len(skus), 500):
+            rows = session.scalars(select(Product).where(Product.sku.in_(skus[start : start + 500])))
+            found.update({p.sku: p for p in rows})
+        return found
+
+    def get_product(self, sku: str) -> Product | None:
+        with self.session() as session:
+            return session.scalar(select(Product).where(Product.sku == sku))
+
+    def get_products(self, skus: Iterable[str]) -> dict[str, Product]:
+        with self.session() as session:
+            return self.products_by_sku(session, skus)
+
+    def all_skus(self) -> set[str]:
+        with self.session() as session:
+            return set(session.scalars(select(Product.sku)))
+
+    def iter_products(self, batch_size: int = 200) -> Iterator[list[Product]]:
+        """All products in id order, a batch at a time, each batch in its own session."""
+        last_id = 0
+        while True:
+            with self.session() as session:
+                batch = list(
+                    session.scalars(select(Product).where(Product.id > last_id).order_by(Product.id).limit(batch_size))
+                )
+            if not batch:
+                return
+            last_id = batch[-1].id
+            yield batch
+
+    def delete_products(self, skus: Iterable[str]) -> int:
+        skus = list(skus)
+        with self.session() as session:
+            deleted = 0
+            for start in range(0, len(skus), 500):
+                ids = list(session.scalars(select(Product.id).where(Product.sku.in_(skus[start : start + 500]))))
+                if ids:
+                    session.execute(delete(ProductImage).where(ProductImage.product_id.in_(ids)))
+                    deleted += session.execute(delete(Product).where(Product.id.in_(ids))).rowcount or 0
+            return deleted
+
+    def referenced_media(self) -> set[str]:
+        with self.session() as session:
+            return set(session.scalars(select(ProductImage.media_path).distinct()))
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as session:
+            return {
+                "products": session.scalar(select(func.count()).select_from(Product)) or 0,
+                "images": session.scalar(select(func.count()).select_from(ProductImage)) or 0,
+                "unsynced": session.scalar(
+                    select(func.count()).select_from(Product).where(Product.synced_state.is_(None))
+                )
+                or 0,
+            }
+
+    def facets(self) -> Facets:
+        with self.session() as session:
+            categories = session.scalars(
+                select(Product.category).where(Product.category.is_not(None)).distinct().order_by(Product.category)
+            )
+            brands = session.scalars(
+                select(Product.brand).where(Product.brand.is_not(None)).distinct().order_by(Product.brand)
+            )
+            low, high = session.execute(select(func.min(Product.price), func.max(Product.price))).one()
+            return Facets(list(categories), list(brands), _float(low), _float(high))
+
+    # -- ingest runs ----------------------------------------------------------------------
+    def start_run(self, trigger: str, source: str, embedder: str) -> int:
+        with self.session() as session:
+            run = IngestRun(trigger=trigger, source=source, embedder=embedder, status="running")
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str, counts: dict[str, int], errors: list[dict[str, Any]], message: str | None = None) -> None:
+        with self.session() as session:
+            run = session.get(IngestRun, run_id)
+            if run is None:
+                return
+            for key, value in counts.items():
+                setattr(run, key, value)
+            run.status = status
+            run.error_count = len(errors)
+            run.errors = errors[:MAX_STORED_ERRORS]
+            run.message = message
+            run.finished_at = utcnow()
+
+    def list_runs(self, limit: int = 20) -> list[IngestRun]:
+        with self.session() as session:
+            return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

