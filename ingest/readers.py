@@ -60,19 +60,20 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
         if isinstance(raw, RowError):
             catalog.errors.append(raw)
             continue
+        raw_sku = raw.get("sku")
+        sku = str(raw_sku).strip() if isinstance(raw_sku, (str, int)) else ""
+        if sku in first_line:
+            catalog.errors.append(
+                RowError(line, "sku", f"duplicate SKU {sku!r} (first on line {first_line[sku]}); row skipped", sku)
+            )
+            continue
+        if sku:
+            first_line[sku] = line
+            catalog.seen_skus.add(sku)
         result = validate_row(line, raw)
-        sku = raw.get("sku")
-        if isinstance(sku, (str, int)) and str(sku).strip():
-            catalog.seen_skus.add(str(sku).strip())
         if isinstance(result, list):
             catalog.errors.extend(result)
             continue
-        if result.sku in first_line:
-            catalog.errors.append(
-                RowError(line, "sku", f"duplicate SKU {result.sku!r} (first on line {first_line[result.sku]}); row skipped", result.sku)
-            )
-            continue
-        first_line[result.sku] = line
         catalog.records.append(result)
     if catalog.rows_total == 0:
         raise CatalogError(f"the catalog has no product rows: {name}")

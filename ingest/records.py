@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -63,7 +64,7 @@ class ProductRecord(BaseModel):
             return None
         if isinstance(value, bool):
             raise ValueError("must be a number")
-        text = str(value).strip().replace(",", "") if isinstance(value, str) else value
+        text = _normalise_number(value) if isinstance(value, str) else value
         try:
             price = Decimal(str(text))
         except InvalidOperation:
@@ -123,6 +124,18 @@ class ProductRecord(BaseModel):
         """Everything that defines the stored product; `image_stats` adds local files' size/mtime."""
         data = self.model_dump(mode="json", exclude={"row"})
         return hashlib.sha256(json.dumps([data, image_stats], sort_keys=True).encode()).hexdigest()
+
+
+def _normalise_number(text: str) -> str:
+    """'1,299.00' and '1.299,00' style thousands; '12,50' is a decimal comma. Currency signs go."""
+    text = re.sub(r"[\s$€£¥]|EUR|USD|GBP", "", text.strip())
+    if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", text):
+        return text.replace(",", "")
+    if re.fullmatch(r"\d{1,3}(\.\d{3})+(,\d+)?", text):
+        return text.replace(".", "").replace(",", ".")
+    if re.fullmatch(r"\d+,\d{1,2}", text):
+        return text.replace(",", ".")
+    return text
 
 
 def validate_row(row_number: int, raw: dict[str, Any]) -> ProductRecord | list[RowError]:
