@@ -1,0 +1,174 @@
+"""The storefront page, driven in-process by Streamlit's AppTest over a pre-ingested home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.ui.conftest import STOREFRONT, Shop, png_bytes, texts
+
+TIMEOUT = 60
+
+
+def open_storefront() -> AppTest:
+    at = AppTest.from_file(STOREFRONT, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def upload(at: AppTest, data: bytes, name: str = "query.jpg", mime: str = "image/jpeg") -> AppTest:
+    at.file_uploader[0].set_value((name, data, mime))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def result_titles(at: AppTest) -> list[str]:
+    """Titles of the result cards, in order (each card's title is a bold Markdown line)."""
+    try:
+        results = at.get_by_key("results")
+    except KeyError:
+        return []
+    return [m.value.strip("*").replace("\\", "") for m in results.markdown if m.value.startswith("**")]
+
+
+def test_first_visit_shows_the_shop_and_how_to_start(shop: Shop) -> None:
+    at = open_storefront()
+    shown = texts(at)
+    assert "Upload a photo (or type a few words)" in shown
+    assert "In the shop" in shown
+    assert "Product 0 shoe" in shown
+    assert "openclip" in shown and "8 products, 8 photos" in shown  # footer: embedder and catalog size
+    assert at.sidebar.multiselect(key="f_categories").options == ["Bags", "Chairs", "Lamps", "Shoes"]
+    assert at.sidebar.multiselect(key="f_brands").options == ["Acme", "Globex", "Initech"]
+
+
+def test_search_by_photo_finds_the_product_first(shop: Shop) -> None:
+    at = upload(open_storefront(), shop.photo(3))
+    titles = result_titles(at)
+    assert titles[0] == "Product 3 lamp"
+    shown = texts(at)
+    assert "matching products" in shown
+    assert "Found in" in shown and " ms" in shown
+    assert [i for i in at.image if "Your photo" in i.captions]  # the query photo is shown back
+
+
+def test_filters_change_the_results(shop: Shop) -> None:
+    at = upload(open_storefront(), shop.photo(3))  # product 3 is a lamp, out of stock
+    assert result_titles(at)[0] == "Product 3 lamp"
+    at.sidebar.multiselect(key="f_categories").set_value(["Shoes"]).run()
+    titles = result_titles(at)
+    assert titles and all(t.endswith("shoe") for t in titles)
+    assert "Product 3 lamp" not in titles
+    at.sidebar.multiselect(key="f_categories").set_value([]).run()
+    at.sidebar.checkbox(key="f_in_stock").check().run()
+    titles = result_titles(at)
+    # in the synthetic catalog products 0, 3 and 6 are out of stock
+    assert titles and not {"Product 0 shoe", "Product 3 lamp", "Product 6 chair"} & set(titles)
+    at.sidebar.checkbox(key="f_in_stock").uncheck().run()
+    at.sidebar.slider(key="f_price").set_value((10.0, 22.0)).run()  # prices 10, 15, 20
+    assert sorted(result_titles(at)) == ["Product 0 shoe", "Product 1 bag", "Product 2 chair"]
+
+
+def test_minimum_score_gives_a_clear_no_match_message(shop: Shop) -> None:
+    at = upload(open_storefront(), png_bytes(424242), "other.png", "image/png")
+    at.sidebar.slider(key="f_min_score").set_value(0.999).run()
+    assert not at.exception
+    assert result_titles(at) == []
+    assert "No good match" in texts(at)
+
+
+def test_photo_and_words_show_the_weight_slider(shop: Shop) -> None:
+    at = upload(open_storefront(), shop.photo(2))
+    assert not [s for s in at.slider if s.key == "text_weight"]
+    at.text_input(key="query_text").input("but in blue").run()
+    assert not at.exception
+    assert at.slider(key="text_weight").value == 0.5
+    at.slider(key="text_weight").set_value(0.2).run()
+    assert result_titles(at)[0] == "Product 2 chair"
+
+
+def test_camera_is_behind_a_toggle(shop: Shop) -> None:
+    at = open_storefront()
+    assert not at.camera_input
+    at.toggle(key="use_camera").set_value(True).run()
+    assert not at.exception
+    assert len(at.camera_input) == 1
+    at.camera_input[0].set_value(("camera.jpg", shop.photo(5), "image/jpeg")).run()
+    assert result_titles(at)[0] == "Product 5 bag"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("broken.jpg", b"\xff\xd8\xff\xe0 definitely not a JPEG", "couldn't use"),
+        ("notes.png", b"hello, I am text", "not a recognised image format"),
+        ("empty.webp", b"", "couldn't use"),
+    ],
+)
+def test_unusable_uploads_get_a_friendly_message(shop: Shop, name: str, data: bytes, expected: str) -> None:
+    at = upload(open_storefront(), data, name)
+    assert not at.exception
+    assert [e for e in at.error if expected in e.value]
+    assert result_titles(at) == []
+
+
+def test_gif_is_refused_even_if_the_browser_let_it_through(shop: Shop) -> None:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (20, 20), "red").save(out, "GIF")
+    at = upload(open_storefront(), out.getvalue(), "anim.jpg")
+    assert [e for e in at.error if "GIF photos are not supported" in e.value]
+
+
+def test_oversize_photo_is_refused_with_the_limit(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPLENS_MAX_IMAGE_BYTES", "2048")
+    at = upload(open_storefront(), shop.photo(1))
+    assert [e for e in at.error if "limit" in e.value and "smaller photo" in e.value]
+    assert result_titles(at) == []
+
+
+def test_product_page_shows_details_and_more_like_this(shop: Shop) -> None:
+    at = upload(open_storefront(), shop.photo(4))
+    at.text_input(key="query_text").input("shoe").run()
+    at.slider(key="text_weight").set_value(0.0).run()  # only the photo counts
+    at.button(key="hit-SKU-0004").click().run()
+    assert at.query_params["sku"] == ["SKU-0004"] or at.query_params["sku"] == "SKU-0004"
+    shown = texts(at)
+    assert "Product 4 shoe" in shown
+    assert "A distinctive item number 4" in shown
+    assert "More like this" in shown
+    assert at.table  # the attributes (color, …)
+    similar = [b.key for b in at.button if b.key and b.key.startswith("similar-")]
+    assert similar and "similar-SKU-0004" not in similar
+    at.button(key="back").click().run()
+    assert "sku" not in at.query_params
+    # the shopper's photo, words and weight survive the visit to the product page
+    assert at.text_input(key="query_text").value == "shoe"
+    assert at.slider(key="text_weight").value == 0.0
+    assert [i for i in at.image if "Your photo" in i.captions]
+    assert result_titles(at)[0] == "Product 4 shoe"
+    at.button(key="clear_photo").click().run()
+    assert not [i for i in at.image if "Your photo" in i.captions]
+    assert at.file_uploader[0].value is None
+    assert result_titles(at)  # the words alone still search
+
+
+def test_unknown_product_link_is_explained(shop: Shop) -> None:
+    at = AppTest.from_file(STOREFRONT, default_timeout=TIMEOUT)
+    at.query_params["sku"] = "NOPE-1"
+    at.run()
+    assert not at.exception
+    assert "no product with SKU 'NOPE-1'" in texts(at)
+
+
+def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop: Shop) -> None:
+    monkeypatch.setenv("SHOPLENS_HOME", str(tmp_path / "empty-home"))
+    at = open_storefront()
+    assert "catalog is empty" in texts(at)
+    assert not at.file_uploader
