@@ -1,0 +1,121 @@
+"""Admin operations without Streamlit: the login throttle, upload planning, product deletion."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from ingest.admin_ops import LoginThrottle, delete_product, ingest_upload, plan_upload
+from ingest.readers import CatalogError
+from tests.support.catalog import product_photo
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_delays_grow_then_lock() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    delays = []
+    for _ in range(5):
+        result = throttle.attempt("secret", "wrong", "s1")
+        assert not result.ok
+        delays.append(result.wait_seconds)
+        clock.now += result.wait_seconds + 0.01
+    assert delays == [1, 2, 4, 8, 300]
+    clock.now -= 200  # inside the lockout: even the right password is refused, unchecked
+    blocked = throttle.attempt("secret", "secret", "s1")
+    assert not blocked.ok and "Try again in" in blocked.message
+    clock.now += 200
+    assert throttle.attempt("secret", "secret", "s1").ok
+    assert throttle.wait_seconds("s1") == 0
+
+
+def test_throttle_is_process_wide() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for n in range(5):
+        throttle.attempt("secret", "wrong", f"session-{n}")
+        clock.now += 60
+    assert throttle.wait_seconds("a-new-session") > 200
+    assert not throttle.attempt("secret", "secret", "a-new-session").ok
+
+
+def test_throttle_forgets_after_an_hour_and_refuses_without_secret() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(4):
+        clock.now += throttle.attempt("secret", "wrong", "s").wait_seconds + 1
+    clock.now += 3601
+    assert throttle.attempt("secret", "wrong", "s").wait_seconds == 1
+    assert not throttle.attempt(None, "", "s").ok
+    assert "SHOPLENS_ADMIN_PASSWORD" in throttle.attempt("", "", "s").message
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def _jpeg(seed: int) -> bytes:
+    out = io.BytesIO()
+    product_photo(seed).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_plan_refuses_image_paths_outside_the_upload() -> None:
+    catalog = (
+        "sku,title,image\n"
+        "A,Alpha,a.jpg\n"
+        "B,Beta,/etc/passwd|b.jpg\n"
+        "C,Gamma,../../secret.jpg\n"
+        "D,Delta,https://example.com/d.jpg\n"
+        "E,Epsilon,missing.jpg\n"
+    ).encode()
+    plan = plan_upload("c.csv", catalog, zip_bytes=_zip({"pics/a.jpg": b"1", "pics/b.jpg": b"2"}))
+    assert plan.prefix == "pics/"
+    images = {r.sku: r.images for r in plan.catalog.records}
+    assert images == {"A": ("a.jpg",), "B": ("b.jpg",), "C": (), "D": ("https://example.com/d.jpg",), "E": ("missing.jpg",)}
+    problems = {(p["sku"], p["problem"]) for p in plan.problems()}
+    assert problems == {("B", "row skipped"), ("C", "row skipped"), ("E", "image missing")}
+    assert plan.rows_ok == 5
+
+
+def test_plan_refuses_unknown_formats() -> None:
+    with pytest.raises(CatalogError, match="upload a .csv or .jsonl"):
+        plan_upload("catalog.xlsx", b"sku,title\nA,B\n")
+
+
+def test_ingest_upload_then_delete(settings_factory) -> None:  # noqa: ANN001
+    from services.context import ShopLens
+
+    app = ShopLens(settings_factory())
+    try:
+        catalog = b"sku,title,image\nA,Alpha,a.jpg\nB,Beta,b.jpg\n"
+        plan = plan_upload("c.csv", catalog, files=[("a.jpg", _jpeg(1)), ("b.jpg", _jpeg(2))])
+        result, report = ingest_upload(app, plan)
+        assert result.counts.new == 2 and report.is_file()
+        folder = app.settings.home / "uploads"
+        (upload,) = list(folder.iterdir())
+        assert sorted(p.name for p in (upload / "images").iterdir()) == ["a.jpg", "b.jpg"]
+        assert (upload / "catalog-c.csv").read_bytes() == catalog
+        media_before = set(app.catalog.referenced_media())
+        assert delete_product(app, "A")
+        assert not delete_product(app, "A") and not delete_product(app, "  ")
+        assert app.catalog.get_product("A") is None
+        assert {p.get("sku") for _, p in app.vectors.all_points()} == {"B"}
+        remaining = set(app.catalog.referenced_media())
+        assert len(remaining) == 1 and remaining < media_before
+        assert sorted(p.relative_to(app.media.root).as_posix() for p in app.media.root.glob("??/*")) == sorted(remaining)
+    finally:
+        app.close()
