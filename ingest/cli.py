@@ -65,10 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="rebuild every vector from SQL and the media folder")
     p.set_defaults(func=cmd_reindex)
 
+    p = sub.add_parser("eval", help="recall@1/5/10 and MRR of labelled queries (image or text → expected_sku)")
+    p.add_argument("queries", type=Path, help="CSV or JSONL with image (path relative to the file) or text, and expected_sku")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--report", type=Path, help="write the misses to this CSV file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("import-vendure", help="convert the Vendure demo catalog to a ShopLens CSV")
     p.add_argument("assets", type=Path, help="the folder holding products.csv and images/")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_import_vendure)
+
+    p = sub.add_parser("demo", help="load the sample shop (downloaded once from the npm registry) and open the storefront")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.add_argument("--registry", help="npm registry URL (default https://registry.npmjs.org)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the storefront (and the admin page) with the current catalog")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", help="interface to listen on (default: all)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -152,11 +171,63 @@ def cmd_reindex(app: ShopLens, args: argparse.Namespace) -> int:
     return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
 
 
+def cmd_eval(app: ShopLens, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from ingest.evaluate import evaluate, read_queries, write_misses
+
+    queries = read_queries(args.queries)
+    _announce_embedder(app)
+    result = evaluate(app, queries, args.queries.resolve().parent, args.top_k)
+    report = args.report or app.settings.home / "reports" / f"eval-{datetime.now():%Y%m%d-%H%M%S}.csv"
+    write_misses(result, report)
+    for error in result.errors:
+        print(f"  {error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        recall = "  ".join(f"recall@{k} {v:.3f}" for k, v in result.recall.items())
+        print(f"{result.queries} queries: {recall}  MRR {result.mrr:.3f}; {len(result.misses)} not first (see {report})")
+    return 0
+
+
 def cmd_import_vendure(app: ShopLens, args: argparse.Namespace) -> int:
     from ingest.vendure import convert_vendure
 
     count = convert_vendure(args.assets, args.out)
     print(f"wrote {count} products to {args.out}")
+    return 0
+
+
+def cmd_demo(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.demo import PortInUse, check_port, prepare_demo, run_storefront
+    from ingest.samples import SampleError
+
+    try:
+        check_port(args.port, args.address)
+        _announce_embedder(app)
+        result = prepare_demo(app, registry=args.registry, log=lambda line: print(line, file=sys.stderr))
+    except (SampleError, PortInUse) as exc:
+        raise UserError(str(exc)) from None
+    print(result.summary())
+    if result.status not in {"succeeded", "partial"}:
+        return EXIT_FAILURE
+    app.close()  # the storefront process must own the embedded vector store
+    try:
+        run_storefront(args.port, args.address, open_browser=not args.no_browser)
+    except PortInUse as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.demo import PortInUse, run_storefront
+
+    app.close()
+    try:
+        run_storefront(args.port, args.address)
+    except PortInUse as exc:
+        raise UserError(str(exc)) from None
     return 0
 
 

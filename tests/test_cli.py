@@ -102,3 +102,20 @@ def test_import_vendure(run, tmp_path: Path) -> None:
     assert summary["new"] == 1 and summary["errors"] == 0
     hit = json.loads(run("search", "--image", str(assets / "images" / "a.jpg"), "--json").stdout)[0]
     assert (hit["sku"], hit["category"], hit["price"]) == ("L1", "Computers", 1299.0)
+
+
+def test_eval_reports_recall_and_mrr(run, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path / "shop", 6)
+    run("ingest", str(catalog))
+    queries = tmp_path / "queries" / "q.csv"
+    (tmp_path / "queries").mkdir()
+    for i in range(6):
+        variant(product_photo(1000 * i), i).save(tmp_path / "queries" / f"q{i}.jpg")
+    rows = [f"q{i}.jpg,,SKU-{i:04d}" for i in range(6)] + [",Product 3 chair. A distinctive item number 3 with pattern 8.,SKU-0003", "q0.jpg,,SKU-0005"]
+    queries.write_text("image,text,expected_sku\n" + "\n".join(rows) + "\n")
+    out = json.loads(run("eval", str(queries), "--json", "--report", str(tmp_path / "misses.csv")).stdout)
+    assert out["queries"] == 8
+    assert out["recall@1"] == pytest.approx(7 / 8) and out["recall@10"] == 1.0  # the mislabelled query ranks lower
+    assert 7 / 8 < out["mrr"] < 1.0
+    misses = (tmp_path / "misses.csv").read_text().splitlines()
+    assert len(misses) == 2 and "SKU-0005" in misses[1]
