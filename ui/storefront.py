@@ -113,8 +113,7 @@ def product_card(hit: SearchHit, key: str) -> None:
         state.show_product_image(hit.image)
         st.markdown(f"**{_escape(hit.title)}**")
         stock = "" if hit.in_stock else " · out of stock"
-        st.caption(f"{state.format_price(hit.price, hit.currency)}{stock}")
-        st.caption(f"match score {hit.score:.2f}")
+        st.caption(f"{state.format_price(hit.price, hit.currency)}{stock}  \nmatch score {hit.score:.2f}")
         st.button("View product", key=key, on_click=_open_product, args=(hit.sku,), width="stretch")
 
 
@@ -252,8 +251,8 @@ def product_page(app: ShopLens, sku: str) -> None:
         attributes = {k: v for k, v in (product.attributes or {}).items() if str(v).strip()}
         st.caption(f"SKU {product.sku}")
         if attributes:
-            st.markdown("**Details**")
-            st.table({"": list(attributes), "value": [str(v) for v in attributes.values()]})
+            lines = [f"- {_escape(k.replace('_', ' ').capitalize())}: **{_escape(str(v))}**" for k, v in attributes.items()]
+            st.markdown("**Details**\n\n" + "\n".join(lines))
     st.subheader("More like this")
     try:
         similar = app.search.more_like_this(sku, top_k=GRID_COLUMNS * 2)
@@ -268,15 +267,18 @@ def product_page(app: ShopLens, sku: str) -> None:
 
 def footer(app: ShopLens, counts: dict[str, int]) -> None:
     st.divider()
+    why = None
     try:
         embedder = app.embedder
         how = "chosen automatically" if app.settings.embedder == "auto" else "configured"
-        model = f"Search model: {embedder.identity.describe()} ({how})"
         if embedder.fallback_reason:
-            model += f". Fell back because {embedder.fallback_reason}"
+            how += ", as a fallback"
+            why = f"Preferred models could not be loaded: {embedder.fallback_reason}"
+        model = f"Search model: {embedder.identity.describe()} ({how})"
     except Exception as exc:
-        model = f"Search model unavailable: {exc}"
-    st.caption(f"{model} · Catalog: {counts['products']:,} products, {counts['images']:,} photos")
+        model = "Search model unavailable"
+        why = state.friendly_error(exc)
+    st.caption(f"{model} · Catalog: {counts['products']:,} products, {counts['images']:,} photos", help=why)
 
 
 def shop_page() -> None:
@@ -292,6 +294,14 @@ def shop_page() -> None:
             )
             footer(app, counts)
             return
+        with st.spinner("Loading the search model (first visit only)…"):
+            indexed = app.vectors.count()
+        if indexed == 0:
+            st.warning(
+                f"The search index holds nothing for the current search model ({app.embedder.identity.describe()}), "
+                "so searches find nothing. The model was probably changed after the catalog was loaded: an admin "
+                "should run `shoplens reindex`."
+            )
         filters, min_score = sidebar_filters(app)
         sku = st.query_params.get("sku")
         if sku:
@@ -310,8 +320,14 @@ def _escape(text: str) -> str:
     return text
 
 
+STYLE = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3rem; }
+</style>"""
+
+
 def main() -> None:
     st.set_page_config(page_title="ShopLens", page_icon="🔎", layout="wide")
+    st.html(STYLE)
     pages = [
         st.Page(shop_page, title="Shop", icon=":material/storefront:", default=True),
         st.Page(Path(__file__).parent / "pages" / "admin.py", title="Admin", icon=":material/lock:", url_path="admin"),
