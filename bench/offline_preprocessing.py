@@ -128,10 +128,16 @@ def main() -> None:
     })
     for framing in FRAMINGS:
         embedder = OfflineEmbedder(device="cpu", variant=f"{framing}-avg")
-        maps = {label: (mobilenet_features(embedder, c), mobilenet_features(embedder, q)) for label, (c, q, _) in datasets.items()}
+        maps = {
+            label: (mobilenet_features(embedder, c), mobilenet_features(embedder, q))
+            for label, (c, q, _) in datasets.items()
+        }
         for pooling, dim in POOLINGS.items():
             with torch.inference_mode():
-                vectors = {label: (unit(pool(c, pooling).numpy()), unit(pool(q, pooling).numpy())) for label, (c, q) in maps.items()}
+                vectors = {
+                    label: (unit(pool(c, pooling).numpy()), unit(pool(q, pooling).numpy()))
+                    for label, (c, q) in maps.items()
+                }
             score(f"MobileNetV2 {framing}-{pooling}", dim, vectors)
 
     sizes = " · ".join(f"{label}: {len(c)} catalog, {len(q)} queries" for label, (c, q, _) in datasets.items())
@@ -149,8 +155,10 @@ def main() -> None:
         start = time.perf_counter()
         embedder.embed_images(photos)
         elapsed = time.perf_counter() - start
-        print(f"\n{embedder.identity.model}: {len(photos) / elapsed:.1f} images/s "
-              f"(batch {embedder.image_batch_size}, {torch.get_num_threads()} threads, 640 px photos, incl. preprocessing)")
+        print(
+            f"\n{embedder.identity.model}: {len(photos) / elapsed:.1f} images/s (batch {embedder.image_batch_size}, "
+            f"{torch.get_num_threads()} threads, 640 px photos, incl. preprocessing)"
+        )
 
 
 if __name__ == "__main__":

