@@ -294,21 +294,26 @@ def shop_page() -> None:
             )
             footer(app, counts)
             return
-        with st.spinner("Loading the search model (first visit only)…"):
-            indexed = app.vectors.count()
-        if indexed == 0:
-            st.warning(
-                f"The search index holds nothing for the current search model ({app.embedder.identity.describe()}), "
-                "so searches find nothing. The model was probably changed after the catalog was loaded: an admin "
-                "should run `shoplens reindex`."
-            )
+        notice = st.container()  # filled last: the page shows before the search model has loaded
         filters, min_score = sidebar_filters(app)
         sku = st.query_params.get("sku")
         if sku:
             product_page(app, sku)
         else:
             search_page(app, filters, min_score)
+        try:
+            with st.spinner("Loading the search model (first visit only)…"):
+                indexed = app.vectors.count()
+        except Exception as exc:
+            notice.error(state.friendly_error(exc))
+            indexed = None
         footer(app, counts)
+        if indexed == 0:
+            notice.warning(
+                f"The search index holds nothing for the current search model ({app.embedder.identity.describe()}), "
+                "so searches find nothing. The model was probably changed after the catalog was loaded: an admin "
+                "should run `shoplens reindex`."
+            )
     except Exception as exc:  # never a traceback in front of a shopper
         st.error(state.friendly_error(exc))
 

@@ -105,8 +105,10 @@ def test_upload_a_photo_and_see_the_product(served: tuple[str, Path, Path]) -> N
             expect(page.get_by_text("Catalog: 8 products, 8 photos")).to_be_visible()
             expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=60_000)  # the run has finished
             # Streamlit scrolls inside its main block: grow the window to the content for a full picture
-            height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-            page.set_viewport_size({"width": 1400, "height": max(900, int(height) + 40)})
+            for _ in range(2):  # measure again once the window has grown
+                height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+                page.set_viewport_size({"width": 1400, "height": max(900, int(height) + 60)})
+                page.wait_for_timeout(300)
             page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)

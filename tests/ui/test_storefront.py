@@ -172,3 +172,10 @@ def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     at = open_storefront()
     assert "catalog is empty" in texts(at)
     assert not at.file_uploader
+
+
+def test_an_index_built_for_another_model_is_explained(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPLENS_QDRANT_COLLECTION_PREFIX", "elsewhere")  # an empty collection, as after a model change
+    at = open_storefront()
+    assert [w for w in at.warning if "shoplens reindex" in w.value]
+    assert "In the shop" in texts(at)  # the shop is still shown
