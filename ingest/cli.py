@@ -21,6 +21,7 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from ingest.locking import LockBusy
     from ingest.readers import CatalogError
     from services.catalog.store import CatalogUnavailable
     from services.embedders.base import EmbedderUnavailable, EmbedError
@@ -28,7 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from services.search import QueryError
     from services.vectors import VectorStoreUnavailable
 
-    return (UserError, CatalogError, CatalogUnavailable, EmbedderUnavailable, EmbedError, ImageError, QueryError, VectorStoreUnavailable)
+    return (UserError, LockBusy, CatalogError, CatalogUnavailable, EmbedderUnavailable, EmbedError, ImageError, QueryError, VectorStoreUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", help="load or refresh a CSV/JSONL catalog")
-    p.add_argument("catalog", type=Path)
+    p = sub.add_parser("ingest", help="load or refresh a CSV/JSONL catalog (a path or an http(s) URL)")
+    p.add_argument("catalog")
     p.add_argument("--prune", action="store_true", help="remove products that are not in the catalog")
+    p.add_argument("--wait", action="store_true", help="wait for another ingest run to finish instead of exiting")
     p.add_argument("--report", type=Path, help="write the problems found to this .csv or .json file")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("schedule", help="re-ingest a catalog path or URL on an interval or a cron schedule")
+    p.add_argument("catalog")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", help="interval, e.g. 30m, 1h, 2h30m")
+    when.add_argument("--cron", help='crontab expression, e.g. "0 * * * *" (UTC)')
+    p.add_argument("--prune", action="store_true")
+    p.add_argument("--max-runs", type=int, help="stop after this many runs")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("runs", help="ingest run history")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("reconcile", help="find and repair drift between SQL and Qdrant")
+    p.add_argument("--dry-run", action="store_true", help="only report")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("search", help="search by photo, text or both")
     p.add_argument("--image", type=Path, help="query photo")
@@ -92,13 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.locking import ingest_lock
     from ingest.pipeline import ingestor_for
-    from ingest.readers import read_catalog
+    from ingest.sources import load_catalog
 
-    catalog = read_catalog(args.catalog)
+    catalog = load_catalog(args.catalog, timeout=app.settings.url_timeout)
+    with ingest_lock(app.catalog, app.settings.home, wait=None if args.wait else 0):
+        pass  # fail fast, before loading a model, when another run holds the store
     ingestor = ingestor_for(app)
     _announce_embedder(app)
-    result = ingestor.ingest(catalog, prune=args.prune, trigger="cli")
+    _stop_on_signals(ingestor.stop_event)
+    result = ingestor.ingest(catalog, prune=args.prune, trigger="cli", wait=None if args.wait else 0)
     report = args.report or app.settings.home / "reports" / f"run-{result.run_id}.csv"
     result.write_report(report)
     if args.json:
@@ -111,6 +136,51 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
             print(f"  … and {len(result.errors) - 10} more", file=sys.stderr)
         print(f"report: {report}")
     return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
+
+
+def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.scheduler import CatalogSchedule, make_trigger
+
+    try:
+        trigger = make_trigger(args.every, args.cron)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _announce_embedder(app)
+    schedule = CatalogSchedule(app, args.catalog, args.prune, args.max_runs, echo=lambda line: print(line, flush=True))
+    print(f"scheduled {args.catalog} ({'every ' + args.every if args.every else 'cron ' + args.cron}); Ctrl-C to stop", flush=True)
+    schedule.start(trigger)
+    return 0
+
+
+def cmd_runs(app: ShopLens, args: argparse.Namespace) -> int:
+    runs = app.catalog.list_runs(args.limit)
+    fields = ("id", "started_at", "finished_at", "trigger", "status", "rows_total", "new", "changed", "unchanged", "pruned", "failed", "images_embedded", "error_count", "message", "source")
+    if args.json:
+        print(json.dumps([{f: getattr(r, f) for f in fields} for r in runs], default=str))
+        return 0
+    if not runs:
+        print("no ingest runs yet")
+    for r in runs:
+        took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
+        print(
+            f"{r.id:>4} {r.started_at:%Y-%m-%d %H:%M:%S} {took:>7} {r.trigger:<8} {r.status:<11} "
+            f"new {r.new} changed {r.changed} unchanged {r.unchanged} pruned {r.pruned} failed {r.failed} "
+            f"embedded {r.images_embedded}" + (f"  {r.message}" if r.message else "")
+        )
+    return 0
+
+
+def cmd_reconcile(app: ShopLens, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ingest.locking import ingest_lock
+    from ingest.pipeline import ingestor_for
+    from ingest.reconcile import reconcile
+
+    with ingest_lock(app.catalog, app.settings.home, wait=0):
+        report = reconcile(ingestor_for(app), dry_run=args.dry_run)
+    print(json.dumps({**asdict(report), "clean": report.clean}) if args.json else report.summary())
+    return 0
 
 
 def cmd_search(app: ShopLens, args: argparse.Namespace) -> int:
@@ -166,7 +236,9 @@ def cmd_reindex(app: ShopLens, args: argparse.Namespace) -> int:
     from ingest.pipeline import ingestor_for
 
     _announce_embedder(app)
-    result = ingestor_for(app).reindex()
+    ingestor = ingestor_for(app)
+    _stop_on_signals(ingestor.stop_event)
+    result = ingestor.reindex()
     print(result.summary())
     return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
 
@@ -229,6 +301,20 @@ def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
     except PortInUse as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _stop_on_signals(event) -> None:  # noqa: ANN001
+    """SIGTERM/SIGINT: finish the current batch, record the run as interrupted; twice: stop now."""
+    import signal
+
+    def handler(signum, _frame) -> None:  # noqa: ANN001
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        print(f"shoplens: {signal.Signals(signum).name}: finishing the current batch…", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _announce_embedder(app: ShopLens) -> None:

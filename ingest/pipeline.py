@@ -18,8 +18,12 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
+from ingest.faults import checkpoint
+from ingest.locking import ingest_lock
 from ingest.images import PreparedProduct, local_image_stats, prepare_images
 from ingest.readers import Catalog
 from ingest.records import ProductRecord, RowError
@@ -30,10 +34,11 @@ from services.context import ShopLens
 from services.embedders.base import Embedder
 from services.images import ImageLimits
 from services.media import MediaStore
-from services.vectors import VectorStore
+from services.vectors import VectorStore, VectorStoreUnavailable
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
+TRANSIENT = (OperationalError, InterfaceError, VectorStoreUnavailable, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -89,14 +94,20 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits, batch_size: int = 64, workers: int = 4):
+    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits, home: Path, batch_size: int = 64, workers: int = 4, retries: int = 3):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
-        self.batch_size, self.workers = batch_size, workers
+        self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
 
     # -- public -------------------------------------------------------------------------
-    def ingest(self, catalog: Catalog, prune: bool = False, trigger: str = "cli", progress: ProgressFn | None = None) -> IngestResult:
+    def ingest(self, catalog: Catalog, prune: bool = False, trigger: str = "cli", progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
+        """One run under the store's ingest lock (`wait` seconds for it; None: as long as it takes)."""
+        with ingest_lock(self.catalog, self.home, wait):
+            self.catalog.abandon_running_runs()
+            return self._ingest(catalog, prune, trigger, progress)
+
+    def _ingest(self, catalog: Catalog, prune: bool, trigger: str, progress: ProgressFn | None) -> IngestResult:
         started = time.monotonic()
         run_id = self.catalog.start_run(trigger, catalog.source, self.embedder.identity.describe())
         result = IngestResult(run_id, "running", IngestCounts(rows_total=catalog.rows_total), list(catalog.errors), embedder=self.embedder.identity.describe())
@@ -115,16 +126,22 @@ class Ingestor:
             if result.status == "running":
                 result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
             result.seconds = time.monotonic() - started
-            self.catalog.finish_run(run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message)
+            self._record(run_id, result)
         return result
 
-    def reindex(self, progress: ProgressFn | None = None) -> IngestResult:
+    def reindex(self, progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
         """Rebuild every vector from SQL and the media folder (e.g. after an embedder change)."""
+        with ingest_lock(self.catalog, self.home, wait):
+            self.catalog.abandon_running_runs()
+            return self._reindex(progress)
+
+    def _reindex(self, progress: ProgressFn | None) -> IngestResult:
         started = time.monotonic()
         run_id = self.catalog.start_run("reindex", "sql+media", self.embedder.identity.describe())
         result = IngestResult(run_id, "running", IngestCounts(), embedder=self.embedder.identity.describe())
         try:
             self.vectors.drop()
+            checkpoint("reindex-after-drop")
             self.vectors.ensure_collection()
             with self.catalog.session() as session:
                 session.execute(Product.__table__.update().values(synced_state=None))
@@ -136,14 +153,21 @@ class Ingestor:
             if result.status == "running":
                 result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
             result.seconds = time.monotonic() - started
-            self.catalog.finish_run(run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message)
+            self._record(run_id, result)
         return result
+
+    def _record(self, run_id: int, result: IngestResult) -> None:
+        try:
+            self.catalog.finish_run(run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message)
+        except (OperationalError, InterfaceError) as exc:  # the database itself is gone: say so, keep the first error
+            log.error("could not record run %s as %s: %s", run_id, result.status, exc)
 
     def prune(self, keep_skus: set[str]) -> int:
         """Remove products not in `keep_skus` from SQL, then Qdrant, then unreferenced media."""
         doomed = sorted(self.catalog.all_skus() - keep_skus)
         if doomed:
             self.catalog.delete_products(doomed)
+            checkpoint("prune-after-sql")
             self.vectors.delete_skus(doomed)
         self.delete_orphan_points()
         self.media.remove_unreferenced(self.catalog.referenced_media())
@@ -174,7 +198,7 @@ class Ingestor:
             for index in range(len(batches)):
                 prepared = pending.result()
                 pending = submit(batches[index + 1]) if index + 1 < len(batches) else None
-                self._write_batch(prepared, result)
+                self._retrying(self._write_batch, prepared, result)
                 done += len(batches[index])
                 bar.update(len(batches[index]))
                 if progress:
@@ -184,6 +208,18 @@ class Ingestor:
                         pending.cancel()
                     break
         bar.close()
+
+    def _retrying(self, fn, *args):  # noqa: ANN001, ANN202
+        """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            reraise=True,
+            before_sleep=lambda state: log.warning("batch failed (%s); retrying", state.outcome.exception()),
+        ):
+            with attempt:
+                return fn(*args)
 
     def _prepare(self, batch: Sequence[ProductRecord], base_dir: Path | None, pool: ThreadPoolExecutor, http: httpx.Client) -> list[Planned]:
         """Reader side: find what changed and read/decode the images of changed rows only."""
@@ -225,6 +261,7 @@ class Ingestor:
                 self._apply(product, item)
                 decoded.update({i.sha256: i.decoded for i in item.images.images if i.decoded is not None})
                 touched.append(item.record.sku)
+        checkpoint("after-sql")
         if touched:
             products = list(self.catalog.get_products(touched).values())
             self._add(result, self.sync.sync(products, decoded, rows))
@@ -256,8 +293,7 @@ class Ingestor:
             if self.stop_event.is_set():
                 break
             chunk = pending[start : start + self.batch_size]
-            products = list(self.catalog.get_products(chunk).values())
-            self._add(result, self.sync.sync(products))
+            self._add(result, self._retrying(lambda c: self.sync.sync(list(self.catalog.get_products(c).values())), chunk))
             bar.update(len(chunk))
             if progress:
                 progress(min(start + len(chunk), len(pending)), len(pending))
@@ -280,4 +316,4 @@ def _progress_bar(total: int, desc: str) -> tqdm:
 
 def ingestor_for(app: ShopLens) -> Ingestor:
     s = app.settings
-    return Ingestor(app.catalog, app.vectors, app.embedder, app.media, app.limits, s.ingest_batch_size, s.ingest_workers)
+    return Ingestor(app.catalog, app.vectors, app.embedder, app.media, app.limits, s.home, s.ingest_batch_size, s.ingest_workers, s.ingest_retries)

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import update
 
+from ingest.faults import checkpoint
 from ingest.records import RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
@@ -138,13 +139,16 @@ class VectorSync:
             result.texts_embedded += 1
 
         self.vectors.upsert(new_points)
+        checkpoint("after-upsert")
         self.vectors.set_payloads({pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present})
         done = [p for p in products if p.sku not in failed]
         self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in wanted[p.sku]])
+        checkpoint("after-delete-stale")
         with self.catalog.session() as session:
             for product in done:
                 state = desired_state(product, self.identity_key)
                 session.execute(update(Product).where(Product.id == product.id).values(synced_state=state))
                 product.synced_state = state
+        checkpoint("after-synced")
         result.synced = len(done)
         return result

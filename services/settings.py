@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     admin_password: SecretStr | None = None
+    ingest_retries: int = Field(default=3, ge=0, description="retries of a batch when SQL or Qdrant drops")
+    crash_at: str = Field(default="", description="testing only: SIGKILL at pipeline checkpoint name[:n]")
 
     @field_validator("home", mode="after")
     @classmethod

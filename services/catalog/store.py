@@ -167,6 +167,16 @@ class CatalogStore:
             run.message = message
             run.finished_at = utcnow()
 
+    def abandon_running_runs(self) -> int:
+        """Runs still marked running when the ingest lock is free were killed: say so."""
+        with self.session() as session:
+            result = session.execute(
+                IngestRun.__table__.update()
+                .where(IngestRun.status == "running")
+                .values(status="interrupted", finished_at=utcnow(), message="the process stopped before finishing (killed or crashed); the next run completed its work")
+            )
+            return result.rowcount or 0
+
     def list_runs(self, limit: int = 20) -> list[IngestRun]:
         with self.session() as session:
             return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from services.embedders.base import EmbedderIdentity
 from services.settings import Settings
@@ -92,9 +94,33 @@ def close_embedded_clients() -> None:
         _embedded_clients.clear()
 
 
+class _Guarded:
+    """The client with transport failures turned into VectorStoreUnavailable (retried by callers)."""
+
+    def __init__(self, client: QdrantClient):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except (ResponseHandlingException, httpx.TransportError, ConnectionError) as exc:
+                raise VectorStoreUnavailable(f"Qdrant is unreachable ({exc.__class__.__name__}: {exc})") from exc
+            except UnexpectedResponse as exc:
+                if exc.status_code is not None and exc.status_code >= 500:
+                    raise VectorStoreUnavailable(f"Qdrant answered HTTP {exc.status_code}") from exc
+                raise
+
+        return call
+
+
 class VectorStore:
     def __init__(self, client: QdrantClient, identity: EmbedderIdentity, prefix: str = "shoplens", shards: int = 1, replicas: int = 1):
-        self.client = client
+        self.client = _Guarded(client)
         self.identity = identity
         self.collection = f"{prefix}-{identity.key}"
         self._shards, self._replicas = shards, replicas
@@ -108,7 +134,7 @@ class VectorStore:
 
     @property
     def is_embedded(self) -> bool:
-        return self.client._client.__class__.__name__ == "QdrantLocal"
+        return self.client._client._client.__class__.__name__ == "QdrantLocal"
 
     def ensure_collection(self) -> None:
         if self._ready:

@@ -1,0 +1,68 @@
+"""Find and repair drift between SQL (the truth) and Qdrant: missing points, orphans, stale payloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+
+from ingest.pipeline import IngestCounts, IngestResult, Ingestor
+from ingest.sync import expected_points
+from services.catalog.models import Product
+
+
+@dataclass
+class ReconcileReport:
+    products: int = 0
+    points: int = 0
+    missing: int = 0
+    orphans: int = 0
+    stale_payloads: int = 0
+    pending_products: list[str] = field(default_factory=list)
+    repaired: bool = False
+    images_embedded: int = 0
+    texts_embedded: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.orphans or self.stale_payloads or self.pending_products)
+
+    def summary(self) -> str:
+        state = "in sync" if self.clean else ("repaired" if self.repaired else "drift found (dry run: nothing changed)")
+        return (
+            f"{self.products} products, {self.points} points: {self.missing} missing, {self.orphans} orphan, "
+            f"{self.stale_payloads} stale payload(s), {len(self.pending_products)} product(s) to re-sync — {state}"
+            + (f"; embedded {self.images_embedded} images, {self.texts_embedded} texts" if self.repaired else "")
+        )
+
+
+def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
+    report = ReconcileReport()
+    actual = dict(ingestor.vectors.all_points())
+    expected: dict[str, dict] = {}
+    owner: dict[str, str] = {}
+    for batch in ingestor.catalog.iter_products():
+        for product in batch:
+            report.products += 1
+            for pid, payload in expected_points(product).items():
+                expected[pid], owner[pid] = payload, product.sku
+    report.points = len(actual)
+    missing = expected.keys() - actual.keys()
+    orphans = sorted(actual.keys() - expected.keys())
+    stale = {pid: expected[pid] for pid in expected.keys() & actual.keys() if actual[pid] != expected[pid]}
+    report.missing, report.orphans, report.stale_payloads = len(missing), len(orphans), len(stale)
+    report.pending_products = sorted({owner[pid] for pid in missing})
+    if dry_run or report.clean:
+        return report
+    ingestor.vectors.delete_ids(orphans)
+    ingestor.vectors.set_payloads(stale)
+    if report.pending_products:
+        with ingestor.catalog.session() as session:
+            session.execute(update(Product).where(Product.sku.in_(report.pending_products)).values(synced_state=None))
+    result = IngestResult(0, "running", IngestCounts())
+    ingestor._finish_pending(result)
+    report.images_embedded, report.texts_embedded = result.counts.images_embedded, result.counts.texts_embedded
+    report.errors = [str(e) for e in result.errors]
+    report.repaired = True
+    return report

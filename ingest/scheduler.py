@@ -1,0 +1,99 @@
+"""`shoplens schedule`: the incremental pipeline on an interval or a cron expression (APScheduler)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from ingest.locking import LockBusy
+from ingest.pipeline import IngestResult, ingestor_for
+from ingest.readers import CatalogError
+from ingest.sources import load_catalog
+from services.context import ShopLens
+
+log = logging.getLogger(__name__)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_every(text: str) -> timedelta:
+    """'30m', '1h', '90s', '2h30m' → a timedelta."""
+    parts = re.findall(r"(\d+)\s*([smhd])", text.strip().lower())
+    if not parts or re.sub(r"[\dsmhd\s]", "", text.lower()):
+        raise ValueError(f"cannot read the interval {text!r}: use e.g. 30m, 1h, 90s or 2h30m")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError("the interval must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def make_trigger(every: str | None, cron: str | None) -> IntervalTrigger | CronTrigger:
+    if bool(every) == bool(cron):
+        raise ValueError("give exactly one of --every or --cron")
+    if every:
+        return IntervalTrigger(seconds=parse_every(every).total_seconds())
+    try:
+        return CronTrigger.from_crontab(cron)
+    except ValueError as exc:
+        raise ValueError(f"cannot read the cron expression {cron!r}: {exc}") from None
+
+
+class CatalogSchedule:
+    def __init__(self, app: ShopLens, source: str, prune: bool = False, max_runs: int | None = None, echo: Callable[[str], None] = print):
+        self.app, self.source, self.prune, self.max_runs, self.echo = app, source, prune, max_runs, echo
+        self.ingestor = ingestor_for(app)
+        self.runs = 0
+        self.results: list[IngestResult | None] = []
+        self._scheduler = BlockingScheduler(timezone=timezone.utc)
+        self._stopping = threading.Event()
+
+    def run_once(self) -> IngestResult | None:
+        """One scheduled run; a busy store or a broken catalog source is logged, never fatal."""
+        if self._stopping.is_set():
+            return None
+        self.runs += 1
+        result = None
+        try:
+            catalog = self._load()
+            if catalog is not None:
+                result = self.ingestor.ingest(catalog, prune=self.prune, trigger="schedule", wait=0)
+                self.echo(result.summary())
+        except LockBusy as exc:
+            self.echo(f"skipped: {exc}")
+        except Exception as exc:  # one failed run must not stop the schedule
+            log.exception("scheduled run failed")
+            self.echo(f"run failed: {exc}")
+        self.results.append(result)
+        if self.max_runs is not None and self.runs >= self.max_runs:
+            self.stop()
+        return result
+
+    def _load(self):  # noqa: ANN202
+        try:
+            return load_catalog(self.source, timeout=self.app.settings.url_timeout)
+        except CatalogError as exc:
+            run_id = self.app.catalog.start_run("schedule", self.source, self.app.embedder.identity.describe())
+            self.app.catalog.finish_run(run_id, "failed", {}, [], str(exc))
+            self.echo(f"run {run_id} failed: {exc}")
+            return None
+
+    def start(self, trigger: IntervalTrigger | CronTrigger) -> None:
+        """Block until stopped (max runs, SIGTERM or SIGINT: the current batch finishes first)."""
+        first = datetime.now(timezone.utc) if isinstance(trigger, IntervalTrigger) else None
+        self._scheduler.add_job(self.run_once, trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.ingestor.stop_event.set()
+        if self._scheduler.running:
+            threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()

@@ -1,0 +1,51 @@
+"""Where a catalog comes from: a local file, or an http(s) export a shop system publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin, urlparse
+
+import httpx
+
+from ingest.readers import JSONL_SUFFIXES, MAX_CATALOG_BYTES, Catalog, CatalogError, parse_catalog, read_catalog
+from services.images import is_url
+
+
+def load_catalog(source: str, timeout: float = 30.0, client: httpx.Client | None = None) -> Catalog:
+    """Read a catalog path or URL; a URL that is down, slow or serves HTML is a CatalogError."""
+    if not is_url(source):
+        return read_catalog(Path(source))
+    data, content_type = _download(source, timeout, client)
+    if "html" in content_type:
+        raise CatalogError(f"the catalog URL returned an HTML page ({content_type}), not CSV or JSONL: {source}")
+    suffix = PurePosixPath(urlparse(source).path).suffix.lower()
+    fmt = "jsonl" if suffix in JSONL_SUFFIXES or "json" in content_type else "csv"
+    catalog = parse_catalog(data, name=source, base_dir=None, fmt=fmt)
+    catalog.records = [
+        r.model_copy(update={"images": tuple(ref if is_url(ref) else urljoin(source, ref) for ref in r.images)})
+        for r in catalog.records
+    ]
+    return catalog
+
+
+def _download(url: str, timeout: float, client: httpx.Client | None) -> tuple[bytes, str]:
+    owned = client is None
+    client = client or httpx.Client(follow_redirects=True)
+    try:
+        with client.stream("GET", url, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise CatalogError(f"the catalog URL answered HTTP {response.status_code}: {url}")
+            chunks, total = [], 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > MAX_CATALOG_BYTES:
+                    raise CatalogError(f"the catalog at {url} is larger than {MAX_CATALOG_BYTES // 2**20} MiB")
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("content-type", "").lower()
+    except httpx.TimeoutException:
+        raise CatalogError(f"the catalog URL timed out after {timeout:g} s: {url}") from None
+    except httpx.HTTPError as exc:
+        raise CatalogError(f"the catalog URL is unreachable ({exc.__class__.__name__}): {url}") from None
+    finally:
+        if owned:
+            client.close()
