@@ -57,7 +57,10 @@ def upload_tab(app: ShopLens) -> None:
         "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product detail). "
         "Images are named by file name inside the ZIP or the uploaded files, or by http(s) URL."
     )
-    catalog_file = st.file_uploader("Catalog (CSV or JSON lines)", type=admin_ops.CATALOG_TYPES, key="catalog_file")
+    catalog_file = st.file_uploader(
+        "Catalog (CSV or JSON lines)", type=admin_ops.CATALOG_TYPES, key="catalog_file",
+        max_upload_size=admin_ops.MAX_UPLOAD_CATALOG_BYTES // 2**20,
+    )
     mode = st.radio("Product images", [IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE], horizontal=True, key="images_mode")
     zip_file, image_files = None, []
     if mode == IMAGES_ZIP:
