@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -17,10 +16,6 @@ from services.catalog.store import CatalogStore
 
 class LockBusy(Exception):
     """Another ingest run holds the store."""
-
-
-def _lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 @contextmanager
@@ -46,10 +41,11 @@ def ingest_lock(catalog: CatalogStore, home: Path, wait: float | None = 0.0) -> 
 
 @contextmanager
 def _advisory_lock(catalog: CatalogStore, wait: float | None) -> Iterator[None]:
-    key = _lock_key("shoplens-ingest")
     deadline = None if wait is None else time.monotonic() + wait
     with catalog.engine.connect() as conn:  # the lock lives as long as this session
         while True:
+            # one lock per schema: several ShopLens stores may share a database
+            key = conn.execute(text("SELECT hashtext('shoplens-ingest:' || current_schema())")).scalar()
             if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 conn.commit()
                 break

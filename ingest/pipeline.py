@@ -140,11 +140,11 @@ class Ingestor:
         run_id = self.catalog.start_run("reindex", "sql+media", self.embedder.identity.describe())
         result = IngestResult(run_id, "running", IngestCounts(), embedder=self.embedder.identity.describe())
         try:
+            with self.catalog.session() as session:  # first: a kill after the drop must leave work pending
+                session.execute(Product.__table__.update().values(synced_state=None))
             self.vectors.drop()
             checkpoint("reindex-after-drop")
             self.vectors.ensure_collection()
-            with self.catalog.session() as session:
-                session.execute(Product.__table__.update().values(synced_state=None))
             self._finish_pending(result, progress)
         except Exception as exc:
             result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"

@@ -59,6 +59,37 @@ def _weights_id(model_name: str, pretrained: str | None) -> str:
     return f"{model_name}/{pretrained or 'random'}"
 
 
+def ensure_weights_reachable(model_name: str, tag: str) -> None:
+    """Fail in seconds, not after the hub client's retries, when a tag's weights cannot be had."""
+    import os
+
+    import httpx
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    open_clip = import_open_clip()
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        raise EmbedderUnavailable(f"open_clip has no pretrained tag {tag!r} for {model_name}")
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub)
+        names = [n for n in (filename.replace(".bin", ".safetensors") if filename else "open_clip_model.safetensors", filename or "open_clip_pytorch_model.bin") if n]
+        if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+            return
+        probe = f"{constants.ENDPOINT}/api/models/{repo}"
+    else:
+        probe = cfg.get("url", "")
+    if constants.HF_HUB_OFFLINE:
+        raise EmbedderUnavailable(f"weights for {model_name}/{tag} are not cached and HF_HUB_OFFLINE is set")
+    try:
+        httpx.head(probe, timeout=5.0, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise EmbedderUnavailable(
+            f"weights for {model_name}/{tag} are not cached and the model hub is unreachable ({exc.__class__.__name__}); "
+            "set SHOPLENS_OPENCLIP_PRETRAINED to a local checkpoint"
+        ) from None
+
+
 @functools.lru_cache(maxsize=4)
 def _load(model_name: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any]:
     open_clip = import_open_clip()
@@ -69,6 +100,8 @@ def _load(model_name: str, pretrained: str | None, device: str) -> tuple[Any, An
             raise EmbedderUnavailable(f"open_clip checkpoint not found: {candidate}")
         if candidate.is_file():
             pretrained = str(candidate)
+        else:
+            ensure_weights_reachable(model_name, pretrained)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,

@@ -1,0 +1,186 @@
+"""Scheduled runs, one run at a time, catalog URLs, reconcile, and a database that goes away."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ingest.cli import collect_stats
+from ingest.locking import LockBusy, ingest_lock
+from ingest.pipeline import ingestor_for
+from ingest.readers import CatalogError
+from ingest.reconcile import reconcile
+from ingest.scheduler import CatalogSchedule, make_trigger, parse_every
+from ingest.sources import load_catalog
+from services.context import ShopLens
+from services.vectors import IMAGE, PointData
+from tests.support.catalog import product_row, read_rows, write_catalog, write_rows
+from tests.support.tcp_proxy import TcpProxy
+
+
+def test_a_schedule_touches_only_changed_rows(app: ShopLens, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path / "shop", 6)
+    lines: list[str] = []
+    schedule = CatalogSchedule(app, str(catalog), prune=True, echo=lines.append)
+    first = schedule.run_once()
+    assert first and first.counts.new == 6 and first.counts.images_embedded == 6
+    rows = read_rows(catalog)
+    rows[0]["price"] = "1.00"
+    rows[1]["title"] = "Renamed"
+    write_rows(catalog, rows[:5])  # SKU-0005 left the catalog
+    second = schedule.run_once()
+    c = second.counts
+    assert (c.new, c.changed, c.unchanged, c.pruned, c.images_embedded, c.texts_embedded) == (0, 2, 3, 1, 0, 1)
+    runs = app.catalog.list_runs()
+    assert [r.trigger for r in runs[:2]] == ["schedule", "schedule"] and runs[0].pruned == 1
+    assert collect_stats(app)["consistent"]
+
+
+def test_schedule_arguments() -> None:
+    assert parse_every("2h30m").total_seconds() == 9000 and parse_every("45s").total_seconds() == 45
+    for bad in ("soon", "10x", "0m", ""):
+        with pytest.raises(ValueError):
+            parse_every(bad)
+    assert make_trigger(None, "0 * * * *")
+    with pytest.raises(ValueError, match="cron"):
+        make_trigger(None, "every hour")
+    with pytest.raises(ValueError, match="exactly one"):
+        make_trigger("1h", "0 * * * *")
+
+
+def test_never_two_runs_at_once(app: ShopLens, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path / "shop", 3)
+    held, release = threading.Event(), threading.Event()
+
+    def other_scheduler() -> None:
+        with ingest_lock(app.catalog, app.settings.home, wait=0):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_scheduler)
+    thread.start()
+    assert held.wait(10)
+    lines: list[str] = []
+    skipped = CatalogSchedule(app, str(catalog), echo=lines.append).run_once()
+    assert skipped is None and any("another ingest run is in progress" in line for line in lines)
+    with pytest.raises(LockBusy):
+        ingestor_for(app).ingest(load_catalog(str(catalog)), wait=0.2)
+    started = time.monotonic()
+    waiter = threading.Thread(target=lambda: ingestor_for(app).ingest(load_catalog(str(catalog)), wait=None))
+    waiter.start()
+    time.sleep(1.0)
+    assert waiter.is_alive()  # a waiting run waits…
+    release.set()
+    waiter.join(60)
+    thread.join()
+    assert not waiter.is_alive() and time.monotonic() - started >= 1.0  # …and then runs
+    assert app.catalog.list_runs()[0].status == "succeeded" and collect_stats(app)["consistent"]
+
+
+class _CatalogHandler(BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, str, bytes, float]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802
+        status, ctype, body, delay = self.routes.get(self.path.split("?")[0], (404, "text/plain", b"not found", 0))
+        time.sleep(delay)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except BrokenPipeError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def shop_server(tmp_path: Path) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CatalogHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_catalog_urls(app: ShopLens, tmp_path: Path, shop_server: str) -> None:
+    catalog = write_catalog(tmp_path / "shop", 3)
+    images = {f"/images/{p.name}": (200, "image/jpeg", p.read_bytes(), 0.0) for p in (tmp_path / "shop" / "images").iterdir()}
+    _CatalogHandler.routes = {
+        "/export.csv": (200, "text/csv", catalog.read_bytes(), 0.0),
+        "/login.csv": (200, "text/html; charset=utf-8", b"<html><body>Please log in</body></html>", 0.0),
+        "/slow.csv": (200, "text/csv", catalog.read_bytes(), 3.0),
+        "/broken.csv": (503, "text/plain", b"maintenance", 0.0),
+        **images,
+    }
+    result = ingestor_for(app).ingest(load_catalog(f"{shop_server}/export.csv"))
+    assert result.counts.new == 3 and not result.errors  # relative image paths resolve against the URL
+    before = collect_stats(app)
+    for path, message in [("/login.csv", "HTML page"), ("/slow.csv", "timed out"), ("/broken.csv", "HTTP 503"), ("/missing.csv", "HTTP 404")]:
+        with pytest.raises(CatalogError, match=message):
+            load_catalog(f"{shop_server}{path}", timeout=1.0)
+    with pytest.raises(CatalogError, match="unreachable"):
+        load_catalog("http://127.0.0.1:9/export.csv", timeout=1.0)
+    assert collect_stats(app) == before  # nothing changed
+    lines: list[str] = []
+    assert CatalogSchedule(app, f"{shop_server}/login.csv", echo=lines.append).run_once() is None
+    assert app.catalog.list_runs()[0].status == "failed" and "HTML" in app.catalog.list_runs()[0].message
+
+
+def test_reconcile_finds_and_repairs_drift(app: ShopLens, tmp_path: Path) -> None:
+    ingestor = ingestor_for(app)
+    ingestor.ingest(load_catalog(str(write_catalog(tmp_path / "shop", 5))))
+    points = {pid: payload for pid, payload in app.vectors.all_points()}
+    image_ids = [pid for pid, p in points.items() if p["kind"] == IMAGE]
+    app.vectors.delete_ids(image_ids[:2])  # missing
+    orphan = PointData("00000000-0000-0000-0000-000000000001", IMAGE, app.embedder.embed_text("x") if app.embedder.identity.cross_modal else None, {"sku": "GONE", "kind": IMAGE})
+    app.vectors.upsert([orphan])  # orphan
+    app.vectors.set_payloads({image_ids[3]: {**points[image_ids[3]], "price": 12345.0}})  # stale
+    dry = reconcile(ingestor, dry_run=True)
+    assert (dry.missing, dry.orphans, dry.stale_payloads, dry.repaired) == (2, 1, 1, False)
+    assert not collect_stats(app)["consistent"]
+    again = reconcile(ingestor, dry_run=True)  # a dry run changed nothing
+    assert (again.missing, again.orphans, again.stale_payloads) == (2, 1, 1)
+    fixed = reconcile(ingestor)
+    assert fixed.repaired and fixed.images_embedded == 2
+    assert reconcile(ingestor, dry_run=True).clean and collect_stats(app)["consistent"]
+
+
+def test_database_going_away_fails_clearly_and_the_next_run_completes(settings_factory, postgres_url: str, tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host, url.port)
+    app = ShopLens(settings_factory(database_url=url.set(port=proxy.port).render_as_string(hide_password=False), ingest_batch_size=2, ingest_retries=2))
+    try:
+        catalog = load_catalog(str(write_catalog(tmp_path / "shop", 8)))
+        ingestor = ingestor_for(app)
+        cut = threading.Event()
+
+        def progress(done: int, total: int) -> None:
+            if done >= 4 and not cut.is_set():
+                cut.set()
+                proxy.cut()
+
+        started = time.monotonic()
+        with pytest.raises(Exception) as failure:
+            ingestor.ingest(catalog, progress=progress)
+        assert type(failure.value).__name__ in {"OperationalError", "InterfaceError"}, failure.value
+        assert time.monotonic() - started < 60  # bounded retries, not a hang
+        proxy.restore()
+        result = ingestor_for(app).ingest(catalog)
+        assert result.status == "succeeded" and result.counts.new + result.counts.unchanged == 8
+        stats = collect_stats(app)
+        assert stats["consistent"] and stats["sql"]["products"] == 8
+        statuses = [r.status for r in app.catalog.list_runs()]
+        assert statuses[0] == "succeeded" and statuses[1] == "interrupted"  # recorded by the next run
+    finally:
+        app.close()
+        proxy.close()
