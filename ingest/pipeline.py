@@ -11,7 +11,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,58 +103,51 @@ class Ingestor:
     # -- public -------------------------------------------------------------------------
     def ingest(self, catalog: Catalog, prune: bool = False, trigger: str = "cli", progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
         """One run under the store's ingest lock (`wait` seconds for it; None: as long as it takes)."""
-        with ingest_lock(self.catalog, self.home, wait):
-            self.catalog.abandon_running_runs()
-            return self._ingest(catalog, prune, trigger, progress)
 
-    def _ingest(self, catalog: Catalog, prune: bool, trigger: str, progress: ProgressFn | None) -> IngestResult:
-        started = time.monotonic()
-        run_id = self.catalog.start_run(trigger, catalog.source, self.embedder.identity.describe())
-        result = IngestResult(run_id, "running", IngestCounts(rows_total=catalog.rows_total), list(catalog.errors), embedder=self.embedder.identity.describe())
-        result.counts.failed = _failed_rows(catalog.errors)
-        try:
+        def body(result: IngestResult) -> None:
+            result.counts.rows_total = catalog.rows_total
+            result.counts.failed = _failed_rows(catalog.errors)
+            result.errors.extend(catalog.errors)
             self._ingest_records(catalog, result, progress)
             if not self.stop_event.is_set():
                 self._finish_pending(result)
             if prune and not self.stop_event.is_set():
                 result.counts.pruned = self.prune(catalog.seen_skus)
-        except Exception as exc:
-            result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"
-            log.exception("ingest run %s failed", run_id)
-            raise
-        finally:
-            if result.status == "running":
-                result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
-            result.seconds = time.monotonic() - started
-            self._record(run_id, result)
-        return result
+
+        return self._run(trigger, catalog.source, body, wait)
 
     def reindex(self, progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
         """Rebuild every vector from SQL and the media folder (e.g. after an embedder change)."""
-        with ingest_lock(self.catalog, self.home, wait):
-            self.catalog.abandon_running_runs()
-            return self._reindex(progress)
 
-    def _reindex(self, progress: ProgressFn | None) -> IngestResult:
-        started = time.monotonic()
-        run_id = self.catalog.start_run("reindex", "sql+media", self.embedder.identity.describe())
-        result = IngestResult(run_id, "running", IngestCounts(), embedder=self.embedder.identity.describe())
-        try:
+        def body(result: IngestResult) -> None:
             with self.catalog.session() as session:  # first: a kill after the drop must leave work pending
                 session.execute(Product.__table__.update().values(synced_state=None))
             self.vectors.drop()
             checkpoint("reindex-after-drop")
             self.vectors.ensure_collection()
             self._finish_pending(result, progress)
-        except Exception as exc:
-            result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"
-            raise
-        finally:
-            if result.status == "running":
-                result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
-            result.seconds = time.monotonic() - started
-            self._record(run_id, result)
-        return result
+
+        return self._run("reindex", "sql+media", body, wait)
+
+    def _run(self, trigger: str, source: str, body: Callable[[IngestResult], None], wait: float | None) -> IngestResult:
+        """Lock the store, record the run in SQL, run `body`, and record how it ended."""
+        with ingest_lock(self.catalog, self.home, wait):
+            self.catalog.abandon_running_runs()
+            started = time.monotonic()
+            describe = self.embedder.identity.describe()
+            result = IngestResult(self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe)
+            try:
+                body(result)
+            except Exception as exc:
+                result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"
+                log.exception("%s run %s failed", trigger, result.run_id)
+                raise
+            finally:
+                if result.status == "running":
+                    result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
+                result.seconds = time.monotonic() - started
+                self._record(result.run_id, result)
+            return result
 
     def _record(self, run_id: int, result: IngestResult) -> None:
         try:

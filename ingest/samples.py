@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from ingest.vendure import convert_vendure
+from services.fetch import FetchError, fetch_capped, write_atomic
 
 REGISTRY_URL = "https://registry.npmjs.org"
 PACKAGE = "@vendure/create"
@@ -101,8 +102,8 @@ def cached_tarball(root: Path, registry: str | None = None, log: Log | None = No
             f"the downloaded {PACKAGE}@{VERSION} tarball does not match the registry's integrity hash; "
             "refusing to use it (try again later, or check the registry URL)"
         )
-    _write_atomic(tarball, data)
-    _write_atomic(sidecar, dist.integrity.encode())
+    write_atomic(tarball, data)
+    write_atomic(sidecar, dist.integrity.encode())
     return tarball
 
 
@@ -125,19 +126,10 @@ def package_dist(client: httpx.Client, registry: str) -> PackageDist:
 
 
 def _download(client: httpx.Client, url: str) -> bytes:
-    chunks, total = [], 0
     try:
-        with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise SampleError(f"downloading {url} answered HTTP {response.status_code}")
-            for chunk in response.iter_bytes():
-                total += len(chunk)
-                if total > MAX_TARBALL_BYTES:
-                    raise SampleError(f"the tarball at {url} is larger than {MAX_TARBALL_BYTES // 2**20} MiB; refusing it")
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise SampleError(f"downloading {url} failed ({exc.__class__.__name__})") from None
-    return b"".join(chunks)
+        return fetch_capped(url, MAX_TARBALL_BYTES, TIMEOUT, client).data
+    except FetchError as exc:
+        raise SampleError(f"downloading {url}: the server {exc}") from None
 
 
 def _matches(data: bytes, integrity: str) -> bool:
@@ -148,17 +140,6 @@ def _matches(data: bytes, integrity: str) -> bool:
         if algorithm == "sha512" and value.split("?", 1)[0] == digest:
             return True
     return False
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def extract_assets(tarball: Path, target: Path) -> int:

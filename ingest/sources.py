@@ -8,6 +8,7 @@ from urllib.parse import urljoin, urlparse
 import httpx
 
 from ingest.readers import JSONL_SUFFIXES, MAX_CATALOG_BYTES, Catalog, CatalogError, parse_catalog, read_catalog
+from services.fetch import FetchError, fetch_capped
 from services.images import is_url
 
 
@@ -29,23 +30,8 @@ def load_catalog(source: str, timeout: float = 30.0, client: httpx.Client | None
 
 
 def _download(url: str, timeout: float, client: httpx.Client | None) -> tuple[bytes, str]:
-    owned = client is None
-    client = client or httpx.Client(follow_redirects=True)
     try:
-        with client.stream("GET", url, timeout=timeout) as response:
-            if response.status_code != 200:
-                raise CatalogError(f"the catalog URL answered HTTP {response.status_code}: {url}")
-            chunks, total = [], 0
-            for chunk in response.iter_bytes():
-                total += len(chunk)
-                if total > MAX_CATALOG_BYTES:
-                    raise CatalogError(f"the catalog at {url} is larger than {MAX_CATALOG_BYTES // 2**20} MiB")
-                chunks.append(chunk)
-            return b"".join(chunks), response.headers.get("content-type", "").lower()
-    except httpx.TimeoutException:
-        raise CatalogError(f"the catalog URL timed out after {timeout:g} s: {url}") from None
-    except httpx.HTTPError as exc:
-        raise CatalogError(f"the catalog URL is unreachable ({exc.__class__.__name__}): {url}") from None
-    finally:
-        if owned:
-            client.close()
+        fetched = fetch_capped(url, MAX_CATALOG_BYTES, timeout, client)
+    except FetchError as exc:
+        raise CatalogError(f"the catalog URL {exc}: {url}") from None
+    return fetched.data, fetched.content_type

@@ -12,6 +12,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from services.fetch import FetchError, fetch_capped
+
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 # Pillow's own bomb check is a second line of defence; ours runs first with a clear message.
@@ -62,29 +64,10 @@ def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
 
 
 def _read_url(url: str, limits: ImageLimits, client: httpx.Client | None) -> bytes:
-    owned = client is None
-    client = client or httpx.Client(follow_redirects=True)
     try:
-        with client.stream("GET", url, timeout=limits.url_timeout) as response:
-            if response.status_code != 200:
-                raise ImageError(f"image URL answered HTTP {response.status_code}: {url}")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-                raise ImageError(f"image at URL is too large ({int(declared):,} bytes, limit {limits.max_bytes:,}): {url}")
-            chunks, total = [], 0
-            for chunk in response.iter_bytes():
-                total += len(chunk)
-                if total > limits.max_bytes:
-                    raise ImageError(f"image at URL is larger than the limit of {limits.max_bytes:,} bytes: {url}")
-                chunks.append(chunk)
-    except httpx.TimeoutException:
-        raise ImageError(f"image URL timed out after {limits.url_timeout:g} s: {url}") from None
-    except httpx.HTTPError as exc:
-        raise ImageError(f"image URL unreachable ({exc.__class__.__name__}): {url}") from None
-    finally:
-        if owned:
-            client.close()
-    data = b"".join(chunks)
+        data = fetch_capped(url, limits.max_bytes, limits.url_timeout, client).data
+    except FetchError as exc:
+        raise ImageError(f"image URL {exc}: {url}") from None
     if not data:
         raise ImageError(f"image URL returned no data: {url}")
     return data

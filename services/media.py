@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from services.fetch import write_atomic
 
 
 class MediaStore:
@@ -24,15 +24,7 @@ class MediaStore:
         target = self.root / relative
         if target.exists() and target.stat().st_size == len(data):
             return relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, data)
         return relative
 
     def read(self, relative: str) -> bytes:

@@ -117,8 +117,8 @@ def show_product_image(path: Path | str | None, size: int = THUMB_SIZE) -> None:
     data = thumbnail(str(path), size) if path else None
     if data is None:
         st.markdown(
-            f"<div style='aspect-ratio:1/1;background:#f3f4f6;border-radius:8px;display:flex;"
-            f"align-items:center;justify-content:center;color:#9ca3af'>no photo</div>",
+            "<div style='aspect-ratio:1/1;background:#f3f4f6;border-radius:8px;display:flex;"
+            "align-items:center;justify-content:center;color:#9ca3af'>no photo</div>",
             unsafe_allow_html=True,
         )
         return

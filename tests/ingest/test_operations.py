@@ -19,7 +19,7 @@ from ingest.scheduler import CatalogSchedule, make_trigger, parse_every
 from ingest.sources import load_catalog
 from services.context import ShopLens
 from services.vectors import IMAGE, PointData
-from tests.support.catalog import product_row, read_rows, write_catalog, write_rows
+from tests.support.catalog import read_rows, write_catalog, write_rows
 from tests.support.tcp_proxy import TcpProxy
 
 

@@ -1,0 +1,60 @@
+"""Small shared I/O helpers: a size-capped HTTP download and an atomic file write."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+class FetchError(Exception):
+    """The download failed; the message reads after the thing fetched ("answered HTTP 404")."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    content_type: str
+
+
+def fetch_capped(url: str, max_bytes: int, timeout: float, client: httpx.Client | None = None) -> Fetched:
+    """GET `url`, refusing bodies over `max_bytes` (declared or streamed) and slow servers."""
+    owned = client is None
+    client = client or httpx.Client(follow_redirects=True)
+    try:
+        with client.stream("GET", url, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise FetchError(f"answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise FetchError(f"is too large ({int(declared):,} bytes, limit {max_bytes:,})")
+            chunks, total = [], 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise FetchError(f"is too large (over the limit of {max_bytes:,} bytes)")
+                chunks.append(chunk)
+            return Fetched(b"".join(chunks), response.headers.get("content-type", "").lower())
+    except httpx.TimeoutException:
+        raise FetchError(f"timed out after {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise FetchError(f"is unreachable ({exc.__class__.__name__})") from None
+    finally:
+        if owned:
+            client.close()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
