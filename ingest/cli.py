@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
-    p.add_argument("--registry", help="npm registry URL (default https://registry.npmjs.org)")
+    p.add_argument("--registry", help="npm registry URL (default: NPM_CONFIG_REGISTRY, else the public npm registry)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="run the storefront (and the admin page) with the current catalog")

