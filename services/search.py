@@ -128,16 +128,13 @@ class SearchService:
             raise QueryError(f"no product with SKU {sku!r}")
         filters = filters or SearchFilters()
         filters = SearchFilters(**{**filters.__dict__, "exclude_skus": (*filters.exclude_skus, sku)})
+        vector, kind, using = None, QueryKind.IMAGE_TO_IMAGE.value, IMAGE
         if product.images:
-            stored = self.vectors.client.retrieve(self.vectors.collection, ids=[image_point_id(sku, product.images[0].sha256)], with_vectors=[IMAGE])
+            pid = image_point_id(sku, product.images[0].sha256)
+            stored = self.vectors.client.retrieve(self.vectors.collection, ids=[pid], with_vectors=[IMAGE])
             vector = np.asarray(stored[0].vector[IMAGE], dtype=np.float32) if stored else None
-            kind = QueryKind.IMAGE_TO_IMAGE.value
-            using = IMAGE
-        else:
-            stored, vector = [], None
-        if vector is None:
-            vector = self.embedder.embed_text(product.text)
-            kind, using = QueryKind.TEXT_TO_TEXT.value, TEXT
+        if vector is None:  # no photo (or not indexed yet): its text instead
+            vector, kind, using = self.embedder.embed_text(product.text), QueryKind.TEXT_TO_TEXT.value, TEXT
         hits = self._run([_Component(vector, using, 1.0)], SearchRequest(filters=filters, top_k=top_k))
         return SearchResponse(hits, (time.perf_counter() - started) * 1000, 0.0, [kind])
 

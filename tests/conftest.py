@@ -14,7 +14,7 @@ from services.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; fail fast instead of retrying
 
-pytest_plugins = ["tests.support.fake_dashscope"]
+pytest_plugins = ["tests.support.fake_dashscope", "tests.support.http_server"]
 
 
 @pytest.fixture(scope="session")

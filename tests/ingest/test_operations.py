@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from ingest.sources import load_catalog
 from services.context import ShopLens
 from services.vectors import IMAGE, PointData
 from tests.support.catalog import read_rows, write_catalog, write_rows
+from tests.support.http_server import RouteServer
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -82,44 +81,17 @@ def test_never_two_runs_at_once(app: ShopLens, tmp_path: Path) -> None:
     assert app.catalog.list_runs()[0].status == "succeeded" and collect_stats(app)["consistent"]
 
 
-class _CatalogHandler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, str, bytes, float]] = {}
-
-    def do_GET(self) -> None:  # noqa: N802
-        status, ctype, body, delay = self.routes.get(self.path.split("?")[0], (404, "text/plain", b"not found", 0))
-        time.sleep(delay)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except BrokenPipeError:
-            pass
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def shop_server(tmp_path: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CatalogHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_catalog_urls(app: ShopLens, tmp_path: Path, shop_server: str) -> None:
+def test_catalog_urls(app: ShopLens, tmp_path: Path, route_server: RouteServer) -> None:
+    shop_server = route_server.url
     catalog = write_catalog(tmp_path / "shop", 3)
     images = {f"/images/{p.name}": (200, "image/jpeg", p.read_bytes(), 0.0) for p in (tmp_path / "shop" / "images").iterdir()}
-    _CatalogHandler.routes = {
+    route_server.routes.update({
         "/export.csv": (200, "text/csv", catalog.read_bytes(), 0.0),
         "/login.csv": (200, "text/html; charset=utf-8", b"<html><body>Please log in</body></html>", 0.0),
         "/slow.csv": (200, "text/csv", catalog.read_bytes(), 3.0),
         "/broken.csv": (503, "text/plain", b"maintenance", 0.0),
         **images,
-    }
+    })
     result = ingestor_for(app).ingest(load_catalog(f"{shop_server}/export.csv"))
     assert result.counts.new == 3 and not result.errors  # relative image paths resolve against the URL
     before = collect_stats(app)

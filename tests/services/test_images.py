@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from services.images import ImageError, ImageLimits, decode_image, read_image_bytes
+from tests.support.http_server import RouteServer
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000, url_timeout=1.0)
 
@@ -71,41 +68,15 @@ def test_limits() -> None:
         decode_image(b"", LIMITS)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, bytes, float]] = {}
-
-    def do_GET(self) -> None:  # noqa: N802
-        status, body, delay = self.routes.get(self.path, (404, b"nope", 0.0))
-        time.sleep(delay)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except BrokenPipeError:
-            pass
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def image_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_urls(image_server: str) -> None:
+def test_urls(route_server: RouteServer) -> None:
+    image_server = route_server.url
     good = encode(Image.new("RGB", (10, 10), (9, 9, 9)), "PNG")
-    _Handler.routes = {
-        "/ok.png": (200, good, 0.0),
-        "/big.png": (200, b"x" * (LIMITS.max_bytes + 1), 0.0),
-        "/slow.png": (200, good, 3.0),
-        "/gone.png": (500, b"err", 0.0),
-    }
+    route_server.routes.update({
+        "/ok.png": (200, "image/png", good, 0.0),
+        "/big.png": (200, "image/png", b"x" * (LIMITS.max_bytes + 1), 0.0),
+        "/slow.png": (200, "image/png", good, 3.0),
+        "/gone.png": (500, "text/plain", b"err", 0.0),
+    })
     assert read_image_bytes(f"{image_server}/ok.png", None, LIMITS) == good
     with pytest.raises(ImageError, match="too large"):
         read_image_bytes(f"{image_server}/big.png", None, LIMITS)
