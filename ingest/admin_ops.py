@@ -23,8 +23,15 @@ from ingest.bundles import (
     save_files,
     upload_folder,
 )
+from ingest.locking import ingest_lock
 from ingest.pipeline import IngestResult, ProgressFn, ingestor_for
-from ingest.readers import CSV_SUFFIXES, JSONL_SUFFIXES, Catalog, CatalogError, parse_catalog
+from ingest.readers import (
+    CSV_SUFFIXES,
+    JSONL_SUFFIXES,
+    Catalog,
+    CatalogError,
+    parse_catalog,
+)
 from ingest.records import RowError
 from services.context import ShopLens
 from services.images import is_url
@@ -221,13 +228,17 @@ def ingest_upload(app: ShopLens, plan: UploadPlan, prune: bool = False, progress
 
 # -- products and runs ---------------------------------------------------------------------------
 def delete_product(app: ShopLens, sku: str) -> bool:
-    """Remove a product from SQL, then its vectors, then media no product uses; False if unknown."""
+    """Remove a product from SQL, then its vectors, then media no product uses; False if unknown.
+
+    Holds the ingest lock so a run in progress cannot write the product back half-deleted.
+    """
     sku = sku.strip()
-    if not sku or app.catalog.get_product(sku) is None:
-        return False
-    app.catalog.delete_products([sku])
-    app.vectors.delete_skus([sku])
-    app.media.remove_unreferenced(app.catalog.referenced_media())
+    with ingest_lock(app.catalog, app.settings.home, wait=10):
+        if not sku or app.catalog.get_product(sku) is None:
+            return False
+        app.catalog.delete_products([sku])
+        app.vectors.delete_skus([sku])
+        app.media.remove_unreferenced(app.catalog.referenced_media())
     return True
 
 

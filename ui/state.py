@@ -57,6 +57,7 @@ def login_throttle() -> LoginThrottle:
 def friendly_error(exc: BaseException) -> str:
     """A sentence for a person, for the errors the services raise on purpose."""
     from ingest.bundles import BundleError
+    from ingest.locking import LockBusy
     from ingest.readers import CatalogError
     from ingest.samples import SampleError
     from services.catalog.store import CatalogUnavailable
@@ -68,7 +69,7 @@ def friendly_error(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
     if isinstance(exc, ImageError):
         return f"We couldn't use this photo: {text}."
-    if isinstance(exc, (QueryError, CatalogError, BundleError, SampleError)):
+    if isinstance(exc, (QueryError, CatalogError, BundleError, SampleError, LockBusy)):
         return text[:1].upper() + text[1:]
     if isinstance(exc, EmbedderUnavailable):
         return f"The search model is not available on this server: {text}"
