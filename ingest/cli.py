@@ -14,6 +14,7 @@ from services.context import ShopLens
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -135,7 +136,7 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
         if len(result.errors) > 10:
             print(f"  … and {len(result.errors) - 10} more", file=sys.stderr)
         print(f"report: {report}")
-    return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
+    return _exit_code(result.status)
 
 
 def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
@@ -240,7 +241,7 @@ def cmd_reindex(app: ShopLens, args: argparse.Namespace) -> int:
     _stop_on_signals(ingestor.stop_event)
     result = ingestor.reindex()
     print(result.summary())
-    return 0 if result.status in {"succeeded", "partial"} else EXIT_FAILURE
+    return _exit_code(result.status)
 
 
 def cmd_eval(app: ShopLens, args: argparse.Namespace) -> int:
@@ -301,6 +302,13 @@ def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
     except PortInUse as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _exit_code(status: str) -> int:
+    if status == "interrupted":
+        print("shoplens: stopped early by a signal after a whole batch; run it again to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0 if status in {"succeeded", "partial"} else EXIT_FAILURE
 
 
 def _stop_on_signals(event) -> None:  # noqa: ANN001

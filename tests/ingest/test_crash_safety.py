@@ -109,3 +109,42 @@ def test_killed_at_arbitrary_moments(shop) -> None:
     assert json.loads(final.stdout)["status"] == "succeeded"
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["consistent"] and stats["sql"]["products"] == 10 and stats["qdrant"]["image_points"] == 10
+
+
+def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_path: Path) -> None:
+    import sqlite3
+
+    run, catalog, env = shop
+    rows = read_rows(catalog)
+    for i in range(10, 40):  # a longer catalog so the signal lands mid-run
+        product_photo(1000 * i).save(catalog.parent / "images" / f"p{i}-0.jpg")
+        rows.append({**rows[0], "sku": f"SKU-{i:04d}", "title": f"Product {i}", "image": f"images/p{i}-0.jpg"})
+    write_rows(catalog, rows)
+    proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "ingest", str(catalog)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = Path(env["SHOPLENS_HOME"]) / "shoplens.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT count(*) FROM products WHERE synced_state IS NOT NULL").fetchone()[0] >= 3:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "finishing the current batch" in err and "Traceback" not in err
+    assert "interrupted" in out
+    settings = Settings(_env_file=None, home=env["SHOPLENS_HOME"], embedder="openclip", openclip_model=env["SHOPLENS_OPENCLIP_MODEL"])
+    app = ShopLens(settings)
+    try:
+        stats = collect_stats(app)
+        landed = stats["sql"]["products"]
+        assert 3 <= landed < 40 and stats["consistent"], stats  # whole batches only, all of them synced
+        assert app.catalog.list_runs()[0].status == "interrupted"
+    finally:
+        app.close()
+    assert run("ingest", str(catalog)).returncode == 0
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["consistent"] and stats["sql"]["products"] == 40
