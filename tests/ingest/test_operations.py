@@ -156,3 +156,33 @@ def test_database_going_away_fails_clearly_and_the_next_run_completes(settings_f
     finally:
         app.close()
         proxy.close()
+
+
+def test_two_scheduler_processes_never_overlap(postgres_url: str, tmp_path: Path, openclip_env: dict[str, str]) -> None:
+    """Two real `shoplens schedule` processes on one PostgreSQL store: the advisory lock serialises them.
+
+    (Each gets its own home only because the embedded Qdrant folder admits one process; deployed
+    schedulers share a Qdrant server. What is checked here is the lock, through SQL's run history.)
+    """
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    catalog = write_catalog(tmp_path / "shop", 12)
+    procs = []
+    for name in ("a", "b"):
+        env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / name), "SHOPLENS_DATABASE_URL": postgres_url, "SHOPLENS_INGEST_BATCH_SIZE": "2"}
+        env.pop("SHOPLENS_QDRANT_URL", None)
+        procs.append(subprocess.Popen([sys.executable, "-m", "ingest.cli", "schedule", str(catalog), "--every", "1s", "--max-runs", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT started_at, finished_at, status FROM ingest_runs ORDER BY started_at")).all()
+    engine.dispose()
+    assert runs and all(r.status == "succeeded" for r in runs)
+    for earlier, later in zip(runs, runs[1:]):
+        assert later.started_at >= earlier.finished_at, runs  # never two at once
+    assert any("skipped: another ingest run is in progress" in out for out, _ in outputs)  # a tick found the store busy
