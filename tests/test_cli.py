@@ -119,3 +119,18 @@ def test_eval_reports_recall_and_mrr(run, tmp_path: Path) -> None:
     assert 7 / 8 < out["mrr"] < 1.0
     misses = (tmp_path / "misses.csv").read_text().splitlines()
     assert len(misses) == 2 and "SKU-0005" in misses[1]
+
+
+def test_unreachable_qdrant_server_is_one_clear_line(run, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "stats"],
+        env={**os.environ, "SHOPLENS_HOME": str(tmp_path), "SHOPLENS_EMBEDDER": "offline", "SHOPLENS_QDRANT_URL": f"http://127.0.0.1:{port}"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "shoplens: error: Qdrant is unreachable" in proc.stderr and "Traceback" not in proc.stderr
