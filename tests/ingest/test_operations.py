@@ -158,11 +158,13 @@ def test_database_going_away_fails_clearly_and_the_next_run_completes(settings_f
         proxy.close()
 
 
-def test_two_scheduler_processes_never_overlap(postgres_url: str, tmp_path: Path, openclip_env: dict[str, str]) -> None:
+def test_two_scheduler_processes_never_overlap(settings_factory, postgres_url: str, tmp_path: Path, openclip_env: dict[str, str]) -> None:
     """Two real `shoplens schedule` processes on one PostgreSQL store: the advisory lock serialises them.
 
-    (Each gets its own home only because the embedded Qdrant folder admits one process; deployed
-    schedulers share a Qdrant server. What is checked here is the lock, through SQL's run history.)
+    The test holds the store's lock until both schedulers have found it busy at least once, then
+    lets them compete. (Each gets its own home only because the embedded Qdrant folder admits one
+    process; deployed schedulers share a Qdrant server. What is checked here is the lock, through
+    SQL's run history.)
     """
     import os
     import subprocess
@@ -171,18 +173,32 @@ def test_two_scheduler_processes_never_overlap(postgres_url: str, tmp_path: Path
     import sqlalchemy as sa
 
     catalog = write_catalog(tmp_path / "shop", 12)
+    holder = ShopLens(settings_factory(database_url=postgres_url, home=tmp_path / "holder"))
+    outputs: list[list[str]] = [[], []]
     procs = []
-    for name in ("a", "b"):
-        env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / name), "SHOPLENS_DATABASE_URL": postgres_url, "SHOPLENS_INGEST_BATCH_SIZE": "2"}
-        env.pop("SHOPLENS_QDRANT_URL", None)
-        procs.append(subprocess.Popen([sys.executable, "-m", "ingest.cli", "schedule", str(catalog), "--every", "1s", "--max-runs", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=300) for p in procs]
+    try:
+        with ingest_lock(holder.catalog, holder.settings.home, wait=0):
+            for index, name in enumerate(("a", "b")):
+                env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / name), "SHOPLENS_DATABASE_URL": postgres_url, "SHOPLENS_INGEST_BATCH_SIZE": "2"}
+                env.pop("SHOPLENS_QDRANT_URL", None)
+                proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "schedule", str(catalog), "--every", "1s", "--max-runs", "15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                threading.Thread(target=lambda p=proc, out=outputs[index]: out.extend(p.stdout), daemon=True).start()
+                procs.append(proc)
+            deadline = time.monotonic() + 180
+            while not all(any("skipped: another ingest run is in progress" in line for line in out) for out in outputs):
+                assert time.monotonic() < deadline, outputs
+                time.sleep(0.2)
+        for proc in procs:
+            proc.wait(300)
+    finally:
+        holder.close()
+        for proc in procs:
+            proc.kill()
     assert all(p.returncode == 0 for p in procs), outputs
     engine = sa.create_engine(postgres_url)
     with engine.connect() as conn:
         runs = conn.execute(sa.text("SELECT started_at, finished_at, status FROM ingest_runs ORDER BY started_at")).all()
     engine.dispose()
-    assert runs and all(r.status == "succeeded" for r in runs)
+    assert len(runs) >= 2 and all(r.status == "succeeded" for r in runs), runs  # both ran once the lock was free
     for earlier, later in zip(runs, runs[1:]):
         assert later.started_at >= earlier.finished_at, runs  # never two at once
-    assert any("skipped: another ingest run is in progress" in out for out, _ in outputs)  # a tick found the store busy
