@@ -19,13 +19,21 @@ from PIL import Image
 from sqlalchemy import update
 
 from ingest.faults import checkpoint
+from ingest.images import EMBED_MAX_SIDE
 from ingest.records import RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder
 from services.images import ImageError, ImageLimits, decode_image
 from services.media import MediaStore
-from services.vectors import IMAGE, TEXT, PointData, VectorStore, image_point_id, text_point_id
+from services.vectors import (
+    IMAGE,
+    TEXT,
+    PointData,
+    VectorStore,
+    image_point_id,
+    text_point_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ class VectorSync:
             if picture is None:
                 try:
                     picture = decode_image(self.media.read(img.media_path), self.limits)
-                    picture.thumbnail((1024, 1024))
+                    picture.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE))
                 except (OSError, ImageError) as exc:
                     failed.add(product.sku)
                     result.errors.append(RowError(rows.get(product.sku, 0), "image", f"stored copy {img.media_path} unusable: {exc}", product.sku))
