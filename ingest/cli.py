@@ -208,19 +208,9 @@ def cmd_search(app: ShopLens, args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_stats(app: ShopLens) -> dict[str, object]:
-    from services.vectors import IMAGE, TEXT
-
-    sql = app.catalog.counts()
-    vectors = {"image_points": app.vectors.count(IMAGE), "text_points": app.vectors.count(TEXT)}
-    consistent = sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
-    return {
-        "embedder": app.embedder.identity.describe(), "collection": app.vectors.collection,
-        "sql": sql, "qdrant": vectors, "consistent": consistent,
-    }
-
-
 def cmd_stats(app: ShopLens, args: argparse.Namespace) -> int:
+    from ingest.reconcile import collect_stats
+
     stats = collect_stats(app)
     if args.json:
         print(json.dumps(stats))

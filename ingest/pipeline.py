@@ -19,12 +19,17 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 from tqdm import tqdm
 
 from ingest.faults import checkpoint
-from ingest.locking import ingest_lock
 from ingest.images import PreparedProduct, local_image_stats, prepare_images
+from ingest.locking import ingest_lock
 from ingest.readers import Catalog
 from ingest.records import ProductRecord, RowError
 from ingest.sync import VectorSync, desired_state
@@ -110,7 +115,7 @@ class Ingestor:
             result.errors.extend(catalog.errors)
             self._ingest_records(catalog, result, progress)
             if not self.stop_event.is_set():
-                self._finish_pending(result)
+                self.sync_pending(result)
             if prune and not self.stop_event.is_set():
                 result.counts.pruned = self.prune(catalog.seen_skus)
 
@@ -125,7 +130,7 @@ class Ingestor:
             self.vectors.drop()
             checkpoint("reindex-after-drop")
             self.vectors.ensure_collection()
-            self._finish_pending(result, progress)
+            self.sync_pending(result, progress)
 
         return self._run("reindex", "sql+media", body, wait)
 
@@ -277,8 +282,8 @@ class Ingestor:
         if product.synced_state is not None and product.synced_state != desired_state(product, self.sync.identity_key):
             product.synced_state = None  # pending until its vectors are written
 
-    def _finish_pending(self, result: IngestResult, progress: ProgressFn | None = None) -> None:
-        """Sync products left pending (by a killed run, a reindex, or a failed embedding)."""
+    def sync_pending(self, result: IngestResult, progress: ProgressFn | None = None) -> None:
+        """Sync products left pending (by a killed run, a reindex, a failed embedding or reconcile)."""
         with self.catalog.session() as session:
             pending = list(session.scalars(select(Product.sku).where(Product.synced_state.is_(None)).order_by(Product.id)))
         bar = _progress_bar(len(pending), "vectors")

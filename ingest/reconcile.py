@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
-from ingest.pipeline import IngestCounts, IngestResult, Ingestor
+from ingest.pipeline import IngestCounts, Ingestor, IngestResult
 from ingest.sync import expected_points
 from services.catalog.models import Product
+from services.context import ShopLens
+from services.vectors import IMAGE, TEXT
 
 
 @dataclass
@@ -37,6 +39,17 @@ class ReconcileReport:
         )
 
 
+def collect_stats(app: ShopLens) -> dict[str, object]:
+    """Counts in SQL and Qdrant and whether they agree: the cheap check; reconcile is the thorough one."""
+    sql = app.catalog.counts()
+    vectors = {"image_points": app.vectors.count(IMAGE), "text_points": app.vectors.count(TEXT)}
+    consistent = sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
+    return {
+        "embedder": app.embedder.identity.describe(), "collection": app.vectors.collection,
+        "sql": sql, "qdrant": vectors, "consistent": consistent,
+    }
+
+
 def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
     report = ReconcileReport()
     actual = dict(ingestor.vectors.all_points())
@@ -60,8 +73,8 @@ def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
     if report.pending_products:
         with ingestor.catalog.session() as session:
             session.execute(update(Product).where(Product.sku.in_(report.pending_products)).values(synced_state=None))
-    result = IngestResult(0, "running", IngestCounts())
-    ingestor._finish_pending(result)
+    result = IngestResult(0, "running", IngestCounts())  # counts only: reconcile is not an ingest run
+    ingestor.sync_pending(result)
     report.images_embedded, report.texts_embedded = result.counts.images_embedded, result.counts.texts_embedded
     report.errors = [str(e) for e in result.errors]
     report.repaired = True

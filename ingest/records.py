@@ -116,10 +116,6 @@ class ProductRecord(BaseModel):
                 seen.setdefault(part.strip(), None)
         return tuple(seen)
 
-    @property
-    def text(self) -> str:
-        return f"{self.title}. {self.description}".strip() if self.description else self.title
-
     def fingerprint(self, image_stats: tuple[str, ...] = ()) -> str:
         """Everything that defines the stored product; `image_stats` adds local files' size/mtime."""
         data = self.model_dump(mode="json", exclude={"row"})

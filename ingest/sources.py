@@ -7,7 +7,14 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 
-from ingest.readers import JSONL_SUFFIXES, MAX_CATALOG_BYTES, Catalog, CatalogError, parse_catalog, read_catalog
+from ingest.readers import (
+    JSONL_SUFFIXES,
+    MAX_CATALOG_BYTES,
+    Catalog,
+    CatalogError,
+    parse_catalog,
+    read_catalog,
+)
 from services.fetch import FetchError, fetch_capped
 from services.images import is_url
 

@@ -93,7 +93,8 @@ class VectorSync:
         decoded = decoded or {}
         rows = rows or {}
         result = SyncResult()
-        products = [p for p in products if self.needs_sync(p)]
+        states = {p.sku: desired_state(p, self.identity_key) for p in products}
+        products = [p for p in products if p.synced_state != states[p.sku]]
         if not products:
             return result
         wanted = {p.sku: expected_points(p) for p in products}
@@ -154,9 +155,8 @@ class VectorSync:
         checkpoint("after-delete-stale")
         with self.catalog.session() as session:
             for product in done:
-                state = desired_state(product, self.identity_key)
-                session.execute(update(Product).where(Product.id == product.id).values(synced_state=state))
-                product.synced_state = state
+                session.execute(update(Product).where(Product.id == product.id).values(synced_state=states[product.sku]))
+                product.synced_state = states[product.sku]
         checkpoint("after-synced")
         result.synced = len(done)
         return result

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.cli import collect_stats
 from ingest.pipeline import ingestor_for
-from ingest.reconcile import reconcile
+from ingest.reconcile import collect_stats, reconcile
 from services.context import ShopLens
 from services.settings import Settings
 from tests.support.catalog import product_photo, read_rows, write_catalog, write_rows

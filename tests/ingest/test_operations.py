@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.cli import collect_stats
 from ingest.locking import LockBusy, ingest_lock
 from ingest.pipeline import ingestor_for
 from ingest.readers import CatalogError
-from ingest.reconcile import reconcile
+from ingest.reconcile import collect_stats, reconcile
 from ingest.scheduler import CatalogSchedule, make_trigger, parse_every
 from ingest.sources import load_catalog
 from services.context import ShopLens

@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ingest.cli import collect_stats
 from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import read_catalog
+from ingest.reconcile import collect_stats
 from services.context import ShopLens
 from services.search import SearchFilters, SearchRequest
-from tests.support.catalog import product_photo, product_row, read_rows, variant, write_catalog, write_rows
+from tests.support.catalog import (
+    product_photo,
+    product_row,
+    read_rows,
+    variant,
+    write_catalog,
+    write_rows,
+)
 
 
 def ingest(app: ShopLens, path: Path, prune: bool = False) -> IngestResult:
