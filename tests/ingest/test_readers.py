@@ -71,3 +71,11 @@ def test_file_level_checks(tmp_path: Path) -> None:
     (tmp_path / "cat.xlsx").write_bytes(b"PK")
     with pytest.raises(CatalogError, match="unsupported catalog format"):
         read_catalog(tmp_path / "cat.xlsx")
+
+
+def test_json_array_catalogs() -> None:
+    cat = parse('[{"sku": "A", "title": "Chair"}, 7, {"sku": "B"}]', "jsonl")
+    assert [r.sku for r in cat.records] == ["A"]
+    assert {(e.row, e.field) for e in cat.errors} == {(2, None), (3, "title")}
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        parse('[{"sku": "A",', "jsonl")

@@ -88,3 +88,15 @@ def test_urls(route_server: RouteServer) -> None:
         read_image_bytes(f"{image_server}/gone.png", None, LIMITS)
     with pytest.raises(ImageError, match="unreachable"):
         read_image_bytes("http://127.0.0.1:9/none.png", None, LIMITS)
+
+
+def test_local_path_problems(tmp_path) -> None:
+    (tmp_path / "folder.jpg").mkdir()
+    (tmp_path / "big.jpg").write_bytes(b"\xff" * (LIMITS.max_bytes + 1))
+    with pytest.raises(ImageError, match="not a file: folder.jpg"):
+        read_image_bytes("folder.jpg", tmp_path, LIMITS)
+    with pytest.raises(ImageError, match="image file is too large"):
+        read_image_bytes("big.jpg", tmp_path, LIMITS)
+    small = encode(Image.new("RGB", (4, 4)), "PNG")
+    (tmp_path / "ok.png").write_bytes(small)
+    assert read_image_bytes(str(tmp_path / "ok.png"), None, LIMITS) == small  # absolute paths need no base
