@@ -14,7 +14,7 @@ from services.images import (
     EXTENSIONS,
     ImageError,
     ImageLimits,
-    decode_image,
+    decode_scaled,
     is_url,
     probe_format,
     read_image_bytes,
@@ -23,6 +23,7 @@ from services.images import (
 from services.media import MediaStore
 
 EMBED_MAX_SIDE = 1024  # models look at ~224 px; keeping a bounded copy caps memory per batch
+EMBED_SHORT_SIDE = 384  # enough for a 256-px resize and 224-px crop, with room to spare
 
 
 @dataclass
@@ -82,10 +83,8 @@ def prepare_images(
                 images[sha] = ImageInfo(ref, sha, old.media_path, old.width, old.height)
                 continue
             fmt, _, _ = probe_format(data, limits)
-            decoded = decode_image(data, limits)
+            decoded, (width, height) = decode_scaled(data, limits, EMBED_SHORT_SIDE, EMBED_MAX_SIDE)
             relative = media.put(data, sha, EXTENSIONS.get(fmt, ".img"))
-            width, height = decoded.size
-            decoded.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE))
             images[sha] = ImageInfo(ref, sha, relative, width, height, decoded)
         except ImageError as exc:
             kept = by_source.get(ref)
