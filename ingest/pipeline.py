@@ -56,6 +56,8 @@ class IngestCounts:
     failed: int = 0
     images_embedded: int = 0
     texts_embedded: int = 0
+    indexed_vectors: int = 0  # vectors put in the search index at the end of the run
+    index_seconds: float = 0.0
 
 
 @dataclass
@@ -78,6 +80,8 @@ class IngestResult:
     def summary(self) -> str:
         c = self.counts
         rate = f", {c.images_embedded / self.seconds:.1f} images/s" if self.seconds and c.images_embedded else ""
+        if c.indexed_vectors:
+            rate += f"; search index built over {c.indexed_vectors} vectors in {c.index_seconds:.1f} s"
         return (
             f"run {self.run_id} {self.status}: {c.rows_total} rows — {c.new} new, {c.changed} changed, "
             f"{c.unchanged} unchanged, {c.pruned} pruned, {c.failed} failed; embedded {c.images_embedded} images "
@@ -143,6 +147,8 @@ class Ingestor:
             result = IngestResult(self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe)
             try:
                 body(result)
+                if not self.stop_event.is_set():
+                    self._build_index(result)
             except Exception as exc:
                 result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"
                 log.exception("%s run %s failed", trigger, result.run_id)
@@ -153,6 +159,12 @@ class Ingestor:
                 result.seconds = time.monotonic() - started
                 self._record(result.run_id, result)
             return result
+
+    def _build_index(self, result: IngestResult) -> None:
+        """Once per run, after the bulk of the writes: searches go on meanwhile."""
+        build = self._retrying(self.vectors.build_index)
+        if build is not None:
+            result.counts.indexed_vectors, result.counts.index_seconds = build.vectors, round(build.seconds, 3)
 
     def _record(self, run_id: int, result: IngestResult) -> None:
         try:

@@ -19,12 +19,12 @@ from PIL import Image
 from sqlalchemy import update
 
 from ingest.faults import checkpoint
-from ingest.images import EMBED_MAX_SIDE
+from ingest.images import EMBED_MAX_SIDE, EMBED_SHORT_SIDE
 from ingest.records import RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder
-from services.images import ImageError, ImageLimits, decode_image
+from services.images import ImageError, ImageLimits, decode_scaled
 from services.media import MediaStore
 from services.vectors import (
     IMAGE,
@@ -83,7 +83,7 @@ class VectorSync:
 
     @property
     def identity_key(self) -> str:
-        return self.vectors.collection
+        return self.vectors.sync_key
 
     def needs_sync(self, product: Product) -> bool:
         return product.synced_state != desired_state(product, self.identity_key)
@@ -120,8 +120,7 @@ class VectorSync:
             picture = decoded.get(img.sha256)
             if picture is None:
                 try:
-                    picture = decode_image(self.media.read(img.media_path), self.limits)
-                    picture.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE))
+                    picture, _ = decode_scaled(self.media.read(img.media_path), self.limits, EMBED_SHORT_SIDE, EMBED_MAX_SIDE)
                 except (OSError, ImageError) as exc:
                     failed.add(product.sku)
                     result.errors.append(RowError(rows.get(product.sku, 0), "image", f"stored copy {img.media_path} unusable: {exc}", product.sku))

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from qdrant_client import models
 
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, QueryKind
 from services.media import MediaStore
-from services.vectors import IMAGE, TEXT, VectorStore, image_point_id
+from services.vectors import IMAGE, TEXT, PointFilter, VectorStore, image_point_id
 
 
 class QueryError(Exception):
@@ -38,18 +37,11 @@ class SearchFilters:
     in_stock_only: bool = False
     exclude_skus: tuple[str, ...] = ()
 
-    def to_qdrant(self, kind: str) -> models.Filter:
-        must: list[Any] = [models.FieldCondition(key="kind", match=models.MatchValue(value=kind))]
-        if self.categories:
-            must.append(models.FieldCondition(key="category", match=models.MatchAny(any=list(self.categories))))
-        if self.brands:
-            must.append(models.FieldCondition(key="brand", match=models.MatchAny(any=list(self.brands))))
-        if self.min_price is not None or self.max_price is not None:
-            must.append(models.FieldCondition(key="price", range=models.Range(gte=self.min_price, lte=self.max_price)))
-        if self.in_stock_only:
-            must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=True)))
-        must_not = [models.FieldCondition(key="sku", match=models.MatchAny(any=list(self.exclude_skus)))] if self.exclude_skus else None
-        return models.Filter(must=must, must_not=must_not)
+    def for_kind(self, kind: str) -> PointFilter:
+        return PointFilter(
+            kind=kind, categories=self.categories, brands=self.brands, min_price=self.min_price,
+            max_price=self.max_price, in_stock_only=self.in_stock_only, exclude_skus=self.exclude_skus,
+        )
 
 
 @dataclass
@@ -94,6 +86,8 @@ class SearchResponse:
     embed_ms: float
     kinds: list[str]
     notes: list[str] = field(default_factory=list)
+    vector_ms: float = 0.0  # vector search (and exact rescoring)
+    join_ms: float = 0.0  # product rows from SQL
 
 
 @dataclass(frozen=True)
@@ -117,8 +111,9 @@ class SearchService:
             raise QueryError("top-k must be at least 1 and offset at least 0")
         components, kinds, notes = self._components(request.image, text, request.text_weight)
         embed_ms = (time.perf_counter() - started) * 1000
-        hits = self._run(components, request)
-        return SearchResponse(hits, (time.perf_counter() - started) * 1000, embed_ms, kinds, notes)
+        response = self._run(components, request)
+        response.took_ms, response.embed_ms, response.kinds, response.notes = (time.perf_counter() - started) * 1000, embed_ms, kinds, notes
+        return response
 
     def more_like_this(self, sku: str, top_k: int = 8, filters: SearchFilters | None = None) -> SearchResponse:
         """Products whose photos look like this product's first photo (its stored vector, no re-embedding)."""
@@ -130,13 +125,12 @@ class SearchService:
         filters = SearchFilters(**{**filters.__dict__, "exclude_skus": (*filters.exclude_skus, sku)})
         vector, kind, using = None, QueryKind.IMAGE_TO_IMAGE.value, IMAGE
         if product.images:
-            pid = image_point_id(sku, product.images[0].sha256)
-            stored = self.vectors.client.retrieve(self.vectors.collection, ids=[pid], with_vectors=[IMAGE])
-            vector = np.asarray(stored[0].vector[IMAGE], dtype=np.float32) if stored else None
+            vector = self.vectors.vector(image_point_id(sku, product.images[0].sha256), IMAGE)
         if vector is None:  # no photo (or not indexed yet): its text instead
             vector, kind, using = self.embedder.embed_text(product.text), QueryKind.TEXT_TO_TEXT.value, TEXT
-        hits = self._run([_Component(vector, using, 1.0)], SearchRequest(filters=filters, top_k=top_k))
-        return SearchResponse(hits, (time.perf_counter() - started) * 1000, 0.0, [kind])
+        response = self._run([_Component(vector, using, 1.0)], SearchRequest(filters=filters, top_k=top_k))
+        response.took_ms, response.kinds = (time.perf_counter() - started) * 1000, [kind]
+        return response
 
     # -- internals ------------------------------------------------------------------------
     def _components(self, image: Image.Image | None, text: str, text_weight: float) -> tuple[list[_Component], list[str], list[str]]:
@@ -164,22 +158,26 @@ class SearchService:
                 )
         return [c for c in components if c.weight > 0], kinds, notes
 
-    def _run(self, components: list[_Component], request: SearchRequest) -> list[SearchHit]:
+    def _run(self, components: list[_Component], request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
         min_score = self.min_score if request.min_score is None else request.min_score
         wanted = request.offset + request.top_k
         if len(components) == 1:
             c = components[0]
-            found = self.vectors.search_grouped(c.vector, c.using, request.filters.to_qdrant(c.using), wanted)
+            found = self.vectors.search_grouped(c.vector, c.using, request.filters.for_kind(c.using), wanted)
             scored = [(h.payload["sku"], c.weight * h.score, h.payload.get("image_sha")) for h in found]
         else:
             scored = self._rescore(components, request.filters, max(wanted * 3, 30))
         scored = [s for s in scored if s[1] >= min_score][request.offset : wanted]
-        return self._join(scored)
+        searched = time.perf_counter()
+        hits = self._join(scored)
+        joined = time.perf_counter()
+        return SearchResponse(hits, 0.0, 0.0, [], vector_ms=(searched - started) * 1000, join_ms=(joined - searched) * 1000)
 
     def _rescore(self, components: list[_Component], filters: SearchFilters, limit: int) -> list[tuple[str, float, str | None]]:
         candidates: dict[str, None] = {}
         for c in components:
-            for hit in self.vectors.search_grouped(c.vector, c.using, filters.to_qdrant(c.using), limit):
+            for hit in self.vectors.search_grouped(c.vector, c.using, filters.for_kind(c.using), limit):
                 candidates.setdefault(hit.payload["sku"], None)
         if not candidates:
             return []

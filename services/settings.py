@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     qdrant_shards: int = Field(default=1, ge=1)
     qdrant_replicas: int = Field(default=1, ge=1)
     qdrant_timeout: float = Field(default=30.0, gt=0)
+    vector_backend: Literal["auto", "edge", "qdrant"] = Field(
+        default="auto",
+        description="auto: the Qdrant server when qdrant_url is set, else the embedded engine (edge); "
+        "qdrant without a URL: qdrant-client's embedded scan (small stores)",
+    )
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construct: int = Field(default=100, ge=8)
+    hnsw_ef: int = Field(default=128, ge=8, description="search breadth of the embedded engine")
+    edge_indexing_threshold_kb: int = Field(default=10_000, ge=1, description="unindexed vector data that gets an HNSW graph")
+    edge_full_scan_threshold_kb: int = Field(default=10_000, ge=1, description="below this an exact scan is used")
 
     embedder: Literal["auto", "openclip", "offline", "dashscope"] = "auto"
     openclip_model: str = "ViT-B-32"
@@ -76,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.home / "qdrant"
+
+    @property
+    def edge_path(self) -> Path:
+        return self.home / "vectors"
 
     @property
     def resolved_database_url(self) -> str:

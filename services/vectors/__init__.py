@@ -1,27 +1,30 @@
-"""Vectors in Qdrant (embedded on-disk store by default, a server or cluster by URL)."""
+"""Vectors: the embedded engine by default, a Qdrant server or cluster by URL."""
 
-from services.vectors.store import (
+from services.vectors.base import (
     IMAGE,
     TEXT,
     Hit,
+    IndexBuild,
     PointData,
-    VectorStore,
+    PointFilter,
     VectorStoreUnavailable,
-    close_embedded_clients,
     image_point_id,
-    make_client,
     text_point_id,
 )
+from services.vectors.store import BACKENDS, VectorStore, backend_name, close_embedded_clients
 
 __all__ = [
+    "BACKENDS",
     "IMAGE",
     "TEXT",
     "Hit",
+    "IndexBuild",
     "PointData",
+    "PointFilter",
     "VectorStore",
     "VectorStoreUnavailable",
+    "backend_name",
     "close_embedded_clients",
     "image_point_id",
-    "make_client",
     "text_point_id",
 ]

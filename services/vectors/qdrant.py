@@ -1,0 +1,202 @@
+"""The qdrant-client backend: a Qdrant server or cluster by URL, or qdrant-client's own
+embedded mode (an exact scan in Python, for small stores and tests)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from services.vectors.base import (
+    BOOL_FIELDS,
+    FLOAT_FIELDS,
+    IMAGE,
+    KEYWORD_FIELDS,
+    TEXT,
+    Hit,
+    PointData,
+    PointFilter,
+    Record,
+    VectorBackend,
+    VectorStoreUnavailable,
+)
+
+_local_clients: dict[Path, QdrantClient] = {}
+_local_lock = threading.Lock()
+_BATCH = 256
+
+
+def server_client(url: str, api_key: str | None, timeout: float) -> QdrantClient:
+    return QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+
+
+def local_client(path: Path) -> QdrantClient:
+    """qdrant-client's embedded store allows one client per folder per process: shared here."""
+    path = path.resolve()
+    with _local_lock:
+        if path not in _local_clients:
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                _local_clients[path] = QdrantClient(path=str(path))
+            except RuntimeError as exc:
+                raise VectorStoreUnavailable(
+                    f"the embedded vector store at {path} is in use by another ShopLens process "
+                    "(stop it, or run a Qdrant server and set SHOPLENS_QDRANT_URL)"
+                ) from exc
+        return _local_clients[path]
+
+
+def close_local_clients() -> None:
+    with _local_lock:
+        for client in _local_clients.values():
+            client.close()
+        _local_clients.clear()
+
+
+class _Guarded:
+    """The client with transport failures turned into VectorStoreUnavailable (retried by callers)."""
+
+    def __init__(self, client: QdrantClient):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except (ResponseHandlingException, httpx.TransportError, ConnectionError) as exc:
+                raise VectorStoreUnavailable(f"Qdrant is unreachable ({exc.__class__.__name__}: {exc})") from exc
+            except UnexpectedResponse as exc:
+                if exc.status_code is not None and exc.status_code >= 500:
+                    raise VectorStoreUnavailable(f"Qdrant answered HTTP {exc.status_code}") from exc
+                raise
+
+        return call
+
+
+def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> models.Filter | None:
+    if flt is None:
+        return None
+    must: list[Any] = []
+    if flt.kind is not None:
+        must.append(models.FieldCondition(key="kind", match=models.MatchValue(value=flt.kind)))
+    for key, values in (("sku", flt.skus), ("category", flt.categories), ("brand", flt.brands)):
+        if values:
+            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
+    if flt.min_price is not None or flt.max_price is not None:
+        must.append(models.FieldCondition(key="price", range=models.Range(gte=flt.min_price, lte=flt.max_price)))
+    if flt.in_stock_only:
+        must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=True)))
+    must_not: list[Any] = []
+    if flt.exclude_skus:
+        must_not.append(models.FieldCondition(key="sku", match=models.MatchAny(any=list(flt.exclude_skus))))
+    if keep_ids:
+        must_not.append(models.HasIdCondition(has_id=list(keep_ids)))
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+class QdrantBackend(VectorBackend):
+    def __init__(self, client: QdrantClient, collection: str, shards: int = 1, replicas: int = 1):
+        self.client = _Guarded(client)
+        self.collection = collection
+        self._shards, self._replicas = shards, replicas
+        self.name = "qdrant-local" if self.is_embedded else "qdrant"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.client._client._client.__class__.__name__ == "QdrantLocal"
+
+    def ensure(self, image_dim: int, text_dim: int) -> None:
+        if self.client.collection_exists(self.collection):
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                IMAGE: models.VectorParams(size=image_dim, distance=models.Distance.COSINE),
+                TEXT: models.VectorParams(size=text_dim, distance=models.Distance.COSINE),
+            },
+            shard_number=self._shards,
+            replication_factor=self._replicas,
+        )
+        if not self.is_embedded:  # qdrant-client's embedded mode scans; indexes matter on servers
+            schema = {
+                **{k: models.PayloadSchemaType.KEYWORD for k in KEYWORD_FIELDS},
+                **{k: models.PayloadSchemaType.FLOAT for k in FLOAT_FIELDS},
+                **{k: models.PayloadSchemaType.BOOL for k in BOOL_FIELDS},
+            }
+            for name, kind in schema.items():
+                self.client.create_payload_index(self.collection, name, field_schema=kind)
+
+    def drop(self) -> None:
+        if self.client.collection_exists(self.collection):
+            self.client.delete_collection(self.collection)
+
+    def upsert(self, points: Sequence[PointData]) -> None:
+        structs = [
+            models.PointStruct(id=p.id, vector={p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, payload=p.payload)
+            for p in points
+        ]
+        for start in range(0, len(structs), _BATCH):
+            self.client.upsert(self.collection, points=structs[start : start + _BATCH], wait=True)
+
+    def overwrite_payloads(self, payloads: dict[str, dict[str, Any]]) -> None:
+        ops = [
+            models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(payload=payload, points=[pid]))
+            for pid, payload in payloads.items()
+        ]
+        for start in range(0, len(ops), _BATCH):
+            self.client.batch_update_points(self.collection, update_operations=ops[start : start + _BATCH], wait=True)
+
+    def delete_where(self, flt: PointFilter, keep_ids: Collection[str] = ()) -> None:
+        selector = models.FilterSelector(filter=to_filter(flt, keep_ids))
+        self.client.delete(self.collection, points_selector=selector, wait=True)
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
+        records = self.client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=with_vectors)
+        return [_record(r) for r in records]
+
+    def search(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
+        result = self.client.query_points(
+            self.collection, query=np.asarray(vector, dtype=np.float32).tolist(), using=using,
+            query_filter=to_filter(flt), limit=limit, with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in result.points]
+
+    def search_grouped(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
+        result = self.client.query_points_groups(
+            self.collection, group_by="sku", query=np.asarray(vector, dtype=np.float32).tolist(), using=using,
+            query_filter=to_filter(flt), limit=limit, group_size=1, with_payload=True,
+        )
+        return [Hit(str(g.hits[0].id), float(g.hits[0].score), g.hits[0].payload or {}) for g in result.groups if g.hits]
+
+    def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, scroll_filter=to_filter(flt), limit=512, offset=offset,
+                with_payload=True, with_vectors=with_vectors,
+            )
+            if records:
+                yield [_record(r) for r in records]
+            if offset is None:
+                return
+
+    def count(self, flt: PointFilter | None = None) -> int:
+        return self.client.count(self.collection, count_filter=to_filter(flt), exact=True).count
+
+
+def _record(record: Any) -> Record:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    return Record(str(record.id), record.payload or {}, {k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()})

@@ -1,0 +1,286 @@
+"""One contract for every vector backend, checked two ways (qdrant-client's congruence tests):
+each backend against an exact numpy reference, and the backends against each other.
+
+Backends: the embedded engine (edge) as it serves a small store (exact scan), the same engine
+after its HNSW index is built, and qdrant-client's embedded mode.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.vectors.base import IMAGE, TEXT, Hit, PointData, PointFilter, VectorBackend, VectorStoreUnavailable
+from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
+from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client
+
+IMAGE_DIM, TEXT_DIM = 32, 24
+CATEGORIES, BRANDS = ("Bags", "Shoes", "Hats", "Coats"), ("Acme", "Globex", "Initech")
+N_PRODUCTS = 120
+# An index that builds on a few hundred points and is used for every unfiltered search.
+SMALL_INDEX = EdgeTuning(m=16, ef_construct=128, ef_search=256, indexing_threshold_kb=4, full_scan_threshold_kb=1)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_points(seed: int = 3) -> list[PointData]:
+    """Clustered data: products around category centres, 3 photos around each product."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(CATEGORIES), IMAGE_DIM))
+    points: list[PointData] = []
+    for i in range(N_PRODUCTS):
+        sku = f"SKU-{i:03d}"
+        category = CATEGORIES[i % len(CATEGORIES)]
+        payload = {
+            "sku": sku, "category": category, "brand": BRANDS[i % len(BRANDS)],
+            "price": float(5 + (i * 7) % 90), "in_stock": i % 3 != 0,
+        }
+        product = centres[i % len(CATEGORIES)] + 0.7 * rng.standard_normal(IMAGE_DIM)
+        for j in range(3):
+            vector = _unit(product + 0.3 * rng.standard_normal(IMAGE_DIM))
+            points.append(PointData(f"00000000-0000-4000-8000-{i:06d}{j:06d}", IMAGE, vector, {**payload, "kind": IMAGE, "image_sha": f"{i}-{j}"}))
+        points.append(PointData(f"00000000-0000-4000-9000-{i:012d}", TEXT, _unit(rng.standard_normal(TEXT_DIM)), {**payload, "kind": TEXT}))
+    return points
+
+
+POINTS = make_points()
+FILTERS = {
+    "none": PointFilter(kind=IMAGE),
+    "category": PointFilter(kind=IMAGE, categories=("Bags",)),
+    "two brands": PointFilter(kind=IMAGE, brands=("Acme", "Initech")),
+    "price range": PointFilter(kind=IMAGE, min_price=20, max_price=40),
+    "in stock": PointFilter(kind=IMAGE, in_stock_only=True),
+    "excluded skus": PointFilter(kind=IMAGE, exclude_skus=("SKU-000", "SKU-004", "SKU-008")),
+    "everything": PointFilter(kind=IMAGE, categories=("Shoes", "Hats"), brands=("Globex",), max_price=60, in_stock_only=True),
+    "text": PointFilter(kind=TEXT, categories=("Coats",)),
+}
+
+
+def reference(points: list[PointData], vector: np.ndarray, using: str, flt: PointFilter, limit: int, grouped: bool) -> list[tuple[str, float]]:
+    """Exact cosine over the points that pass the filter, in Python."""
+    scored = sorted(
+        ((p.id, float(p.vector @ vector), p.payload["sku"]) for p in points if p.kind == using and flt.matches(p.payload)),
+        key=lambda s: -s[1],
+    )
+    if grouped:
+        seen: set[str] = set()
+        scored = [s for s in scored if not (s[2] in seen or seen.add(s[2]))]
+    return [(pid, score) for pid, score, _ in scored[:limit]]
+
+
+def open_backend(kind: str, root: Path) -> VectorBackend:
+    if kind == "qdrant-local":
+        return QdrantBackend(local_client(root / "qdrant"), "contract")
+    return EdgeBackend(root / "edge", "contract", SMALL_INDEX if kind == "edge-hnsw" else EdgeTuning())
+
+
+def close_all() -> None:
+    close_shards()
+    close_local_clients()
+
+
+@pytest.fixture(params=["edge", "edge-hnsw", "qdrant-local"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def loaded(kind: str, tmp_path: Path) -> Iterator[VectorBackend]:
+    backend = open_backend(kind, tmp_path)
+    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.upsert(POINTS)
+    if kind == "edge-hnsw":
+        build = backend.build_index()
+        assert build is not None and build.vectors == len(POINTS)
+    yield backend
+    close_all()
+
+
+def queries(seed: int = 11) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = [p.vector for p in POINTS if p.kind == IMAGE]
+    return [_unit(images[i] + 0.2 * rng.standard_normal(IMAGE_DIM)) for i in rng.integers(0, len(images), 6)]
+
+
+def _ids_scores(hits: list[Hit]) -> list[tuple[str, float]]:
+    return [(h.point_id, h.score) for h in hits]
+
+
+def assert_same(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert [g[0] for g in got] == [w[0] for w in want]
+    np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_grouped_search_is_exact(loaded: VectorBackend, name: str) -> None:
+    flt = FILTERS[name]
+    using, dim = (TEXT, TEXT_DIM) if flt.kind == TEXT else (IMAGE, IMAGE_DIM)
+    for q in queries() if using == IMAGE else [_unit(np.random.default_rng(5).standard_normal(dim))]:
+        got = loaded.search_grouped(q, using, flt, 10)
+        assert_same(_ids_scores(got), reference(POINTS, q, using, flt, 10, grouped=True))
+        assert len({h.payload["sku"] for h in got}) == len(got)
+        assert all(flt.matches(h.payload) for h in got)
+
+
+def test_point_search_is_exact(loaded: VectorBackend) -> None:
+    for q in queries():
+        assert_same(_ids_scores(loaded.search(q, IMAGE, FILTERS["none"], 15)), reference(POINTS, q, IMAGE, FILTERS["none"], 15, grouped=False))
+
+
+def test_grouping_reads_further_when_one_product_fills_the_page(loaded: VectorBackend) -> None:
+    crowd = [PointData(f"00000000-0000-4000-a000-{j:012d}", IMAGE, POINTS[0].vector, {**POINTS[0].payload, "image_sha": f"dup{j}"}) for j in range(60)]
+    loaded.upsert(crowd)
+    got = loaded.search_grouped(POINTS[0].vector, IMAGE, FILTERS["none"], 5)
+    assert len(got) == 5 and got[0].payload["sku"] == "SKU-000"
+    assert_same(_ids_scores(got)[1:], reference(POINTS, POINTS[0].vector, IMAGE, FILTERS["none"], 5, grouped=True)[1:])
+
+
+def test_count_scroll_retrieve(loaded: VectorBackend) -> None:
+    assert loaded.count() == len(POINTS)
+    assert loaded.count(PointFilter(kind=TEXT)) == N_PRODUCTS
+    assert loaded.count(PointFilter(kind=IMAGE, in_stock_only=True)) == sum(1 for p in POINTS if p.kind == IMAGE and p.payload["in_stock"])
+    scrolled = {r.id: r.payload for batch in loaded.scroll(None, False) for r in batch}
+    assert scrolled == {p.id: p.payload for p in POINTS}
+    some = [POINTS[5], POINTS[42]]
+    records = loaded.retrieve([p.id for p in some] + ["00000000-0000-4000-8000-999999999999"], with_vectors=True)
+    assert {r.id for r in records} == {p.id for p in some}
+    for record in records:
+        want = next(p for p in some if p.id == record.id)
+        np.testing.assert_allclose(record.vectors[want.kind], want.vector, atol=1e-5)
+        assert record.payload == want.payload
+
+
+def test_writes_are_idempotent_and_visible_at_once(loaded: VectorBackend) -> None:
+    loaded.upsert(POINTS[:50])  # again: nothing new
+    assert loaded.count() == len(POINTS)
+    photo = [p for p in POINTS if p.kind == IMAGE][7]
+    fresh = PointData("00000000-0000-4000-b000-000000000001", IMAGE, _unit(-photo.vector), {**photo.payload, "sku": "NEW-1", "image_sha": "n"})
+    loaded.upsert([fresh])
+    assert loaded.search_grouped(fresh.vector, IMAGE, FILTERS["none"], 1)[0].payload["sku"] == "NEW-1"
+
+
+def test_payload_overwrite_moves_a_product_between_filters(loaded: VectorBackend) -> None:
+    target = next(p for p in POINTS if p.kind == IMAGE and not p.payload["in_stock"])
+    assert not loaded.search_grouped(target.vector, IMAGE, PointFilter(kind=IMAGE, skus=(target.payload["sku"],), in_stock_only=True), 3)
+    loaded.overwrite_payloads({target.id: {**target.payload, "in_stock": True, "price": 1234.0}})
+    hit = loaded.search_grouped(target.vector, IMAGE, PointFilter(kind=IMAGE, in_stock_only=True, min_price=1000), 3)
+    assert [h.point_id for h in hit] == [target.id] and hit[0].payload["in_stock"] is True
+
+
+def test_deletes(loaded: VectorBackend) -> None:
+    sku_points = [p for p in POINTS if p.payload["sku"] == "SKU-010"]
+    keep = sku_points[0].id
+    loaded.delete_where(PointFilter(skus=("SKU-010",)), keep_ids={keep})
+    assert [r.id for b in loaded.scroll(PointFilter(skus=("SKU-010",)), False) for r in b] == [keep]
+    loaded.delete_where(PointFilter(skus=("SKU-011", "SKU-012")))
+    loaded.delete_ids([POINTS[0].id])
+    gone = len(sku_points) - 1 + 8 + 1
+    assert loaded.count() == len(POINTS) - gone
+    survivors = [p for p in POINTS if p.id != POINTS[0].id and p.payload["sku"] not in ("SKU-011", "SKU-012") and (p.payload["sku"] != "SKU-010" or p.id == keep)]
+    for q in queries():
+        assert_same(_ids_scores(loaded.search_grouped(q, IMAGE, FILTERS["none"], 10)), reference(survivors, q, IMAGE, FILTERS["none"], 10, grouped=True))
+
+
+def test_data_survives_reopening(kind: str, tmp_path: Path) -> None:
+    backend = open_backend(kind, tmp_path)
+    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.upsert(POINTS)
+    if kind == "edge-hnsw":
+        backend.build_index()
+    backend.close()
+    close_all()
+    again = open_backend(kind, tmp_path)
+    again.ensure(IMAGE_DIM, TEXT_DIM)
+    assert again.count() == len(POINTS)
+    q = queries()[0]
+    assert_same(_ids_scores(again.search_grouped(q, IMAGE, FILTERS["none"], 10)), reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True))
+    again.drop()
+    close_all()
+
+
+def test_backends_agree_with_each_other(tmp_path: Path) -> None:
+    """The same calls on every backend give the same answers (ids, scores, order)."""
+    backends = {}
+    for kind in ("edge", "edge-hnsw", "qdrant-local"):
+        backend = open_backend(kind, tmp_path / kind)
+        backend.ensure(IMAGE_DIM, TEXT_DIM)
+        backend.upsert(POINTS)
+        backend.build_index()
+        backends[kind] = backend
+    try:
+        for flt in FILTERS.values():
+            using = flt.kind or IMAGE
+            q = queries()[1] if using == IMAGE else _unit(np.random.default_rng(9).standard_normal(TEXT_DIM))
+            answers = {k: _ids_scores(b.search_grouped(q, using, flt, 8)) for k, b in backends.items()}
+            first = answers.pop("qdrant-local")
+            for other in answers.values():
+                assert_same(other, first)
+            counts = {b.count(flt) for b in backends.values()}
+            assert len(counts) == 1
+    finally:
+        close_all()
+
+
+# -- the embedded engine's own promises -----------------------------------------------------
+def test_index_build_lets_searches_through_and_keeps_writes(tmp_path: Path) -> None:
+    backend = EdgeBackend(tmp_path, "busy", SMALL_INDEX)
+    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.upsert(POINTS)
+    q = queries()[2]
+    want = reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True)
+    answered_during_build: list[list[tuple[str, float]]] = []
+    builder = threading.Thread(target=backend.build_index)
+    builder.start()
+    while builder.is_alive():
+        answer = _ids_scores(backend.search_grouped(q, IMAGE, FILTERS["none"], 10))
+        if builder.is_alive():
+            answered_during_build.append(answer)
+    builder.join()
+    assert answered_during_build, "no search was answered while the index was being built"
+    for answer in answered_during_build:
+        assert_same(answer, want)
+    assert backend.build_index() is None  # nothing left to index
+    extra = PointData("00000000-0000-4000-c000-000000000001", IMAGE, q, {**POINTS[0].payload, "sku": "LATE", "image_sha": "late"})
+    backend.upsert([extra])
+    assert backend.search_grouped(q, IMAGE, FILTERS["none"], 1)[0].payload["sku"] == "LATE"
+    close_all()
+
+
+def test_a_swap_cut_short_is_finished_on_open(tmp_path: Path) -> None:
+    backend = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
+    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.upsert(POINTS)
+    backend.build_index()
+    close_all()
+    live = tmp_path / "swap"
+    live.rename(tmp_path / "swap.built")  # killed between moving the old shard away and the new one in
+    again = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
+    again.ensure(IMAGE_DIM, TEXT_DIM)
+    assert again.count() == len(POINTS) and not (tmp_path / "swap.built").exists()
+    close_all()
+
+
+def test_second_process_gets_a_clear_error(tmp_path: Path) -> None:
+    backend = EdgeBackend(tmp_path, "locked")
+    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from services.vectors.edge import EdgeBackend\n"
+        "from services.vectors.base import VectorStoreUnavailable\n"
+        "try:\n    EdgeBackend(Path(sys.argv[1]), 'locked').ensure(32, 24)\n"
+        "except VectorStoreUnavailable as exc:\n    print(exc); sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "in use by another ShopLens process" in done.stdout
+    close_all()
+    with pytest.raises(VectorStoreUnavailable):
+        EdgeBackend(tmp_path, "missing").retrieve(["00000000-0000-4000-8000-000000000000"])
