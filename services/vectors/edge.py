@@ -6,8 +6,9 @@ Why this shape:
   searchable at once. The HNSW graph is built once, after a bulk load (`build_index`), not per
   point.
 - The engine holds the GIL while it optimizes, which would stall every search for the whole
-  build. So the build runs in a child process on a copy of the shard; searches go on against
-  the live shard, writes wait, and the built copy is swapped in under a short pause.
+  build. So the build runs in a child process on a copy of the live version; searches go on
+  against the live version, writes wait, and the built version is opened beside it and
+  switched in (a reference and the CURRENT file): searches pause for microseconds.
 - A shard folder admits one process; inside a process every user shares one open shard.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
+from filelock import FileLock, Timeout
 
 from services.vectors.base import (
     BOOL_FIELDS,
@@ -70,39 +72,80 @@ class EdgeTuning:
 
 
 class _Shard:
-    """One open shard folder, shared by every backend object of this process."""
+    """One open shard, shared by every backend object of this process.
 
-    def __init__(self, path: Path):
-        self.path = path
+    Layout: `<collection>/CURRENT` names the live version folder (`v1`, `v2`, …); an index build
+    fills the next version and switches CURRENT atomically. A process holds `<collection>/.lock`
+    while the shard is open, so a second process is refused before it touches anything.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
         self.lock = threading.RLock()  # every call into the engine (it holds the GIL anyway)
         self.write_gate = threading.Lock()  # writers; held by an index build from copy to swap
         self.engine: qe.EdgeShard | None = None
+        self._owner: FileLock | None = None
+
+    def live(self) -> Path | None:
+        current = self.root / "CURRENT"
+        return self.root / current.read_text().strip() if current.exists() else None
+
+    def set_live(self, folder: Path) -> None:
+        tmp = self.root / "CURRENT.tmp"
+        with tmp.open("w") as fh:
+            fh.write(folder.name)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / "CURRENT")
+
+    def next_version(self) -> Path:
+        live = self.live()
+        return self.root / f"v{int(live.name[1:]) + 1 if live else 1}"
 
     def open(self, config: qe.EdgeConfig | None) -> qe.EdgeShard:
-        if self.engine is None:
-            _recover_swap(self.path)
-            try:
-                if (self.path / "edge_config.json").exists():
-                    self.engine = qe.EdgeShard.load(str(self.path))
-                elif config is not None:
-                    self.engine = qe.EdgeShard.create(str(self.path), config)
-                else:
-                    raise VectorStoreUnavailable(f"no vector shard at {self.path}")
-            except VectorStoreUnavailable:
-                raise
-            except Exception as exc:  # the engine raises plain Exceptions
-                if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
-                    raise VectorStoreUnavailable(
-                        f"the embedded vector store at {self.path} is in use by another ShopLens process "
-                        "(stop it, or run a Qdrant server and set SHOPLENS_QDRANT_URL)"
-                    ) from exc
-                raise VectorStoreUnavailable(f"cannot open the vector shard at {self.path}: {exc}") from exc
+        if self.engine is not None:
+            return self.engine
+        if config is None and self.live() is None:
+            raise VectorStoreUnavailable(f"no vector shard at {self.root}")
+        self._take_folder()
+        try:
+            live = self.live()
+            for leftover in self.root.glob("v*"):  # a build cut short, or a version swapped out
+                if leftover.is_dir() and leftover != live:
+                    shutil.rmtree(leftover)
+            if live is not None:
+                self.engine = qe.EdgeShard.load(str(live))
+            else:
+                folder = self.next_version()
+                self.engine = qe.EdgeShard.create(str(folder), config)
+                self.set_live(folder)
+        except Exception as exc:  # the engine raises plain Exceptions
+            self._release_folder()
+            raise VectorStoreUnavailable(f"cannot open the vector shard at {self.root}: {exc}") from exc
         return self.engine
+
+    def _take_folder(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        owner = FileLock(self.root / ".lock", timeout=0)
+        try:
+            owner.acquire()
+        except Timeout:
+            raise VectorStoreUnavailable(
+                f"the embedded vector store at {self.root} is in use by another ShopLens process "
+                "(stop it, or run a Qdrant server and set SHOPLENS_QDRANT_URL)"
+            ) from None
+        self._owner = owner
+
+    def _release_folder(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
             self.engine = None
+        self._release_folder()
 
 
 _shards: dict[Path, _Shard] = {}
@@ -121,18 +164,6 @@ def close_shards() -> None:
             with shard.lock:
                 shard.close()
         _shards.clear()
-
-
-def _recover_swap(path: Path) -> None:
-    """Finish a swap that a killed process left half done (see `EdgeBackend.build_index`)."""
-    building, old = path.with_name(path.name + ".built"), path.with_name(path.name + ".old")
-    if not path.exists() and building.exists():
-        os.replace(building, path)
-    if not path.exists() and old.exists():
-        os.replace(old, path)
-    for leftover in (building, old, path.with_name(path.name + ".building")):
-        if leftover.exists():
-            shutil.rmtree(leftover)
 
 
 class EdgeBackend(VectorBackend):
@@ -163,7 +194,7 @@ class EdgeBackend(VectorBackend):
     def ensure(self, image_dim: int, text_dim: int) -> None:
         self._dim = max(image_dim, text_dim)
         with self.shard.lock:
-            fresh = self.shard.engine is None and not (self.shard.path / "edge_config.json").exists()
+            fresh = self.shard.engine is None and self.shard.live() is None
             engine = self.shard.open(self._config(image_dim, text_dim))
             if fresh:
                 for key in KEYWORD_FIELDS:
@@ -179,8 +210,8 @@ class EdgeBackend(VectorBackend):
     def drop(self) -> None:
         with self.shard.write_gate, self.shard.lock:
             self.shard.close()
-            if self.shard.path.exists():
-                shutil.rmtree(self.shard.path)
+            if self.shard.root.exists():
+                shutil.rmtree(self.shard.root)
 
     def close(self) -> None:
         with self.shard.lock:
@@ -255,37 +286,41 @@ class EdgeBackend(VectorBackend):
         return max(0, vectors - info.indexed_vectors_count) * self._dim * 4 / 1024
 
     def build_index(self) -> IndexBuild | None:
-        """Build the HNSW graph for everything written since the last build, without stalling search."""
+        """Build the HNSW graph for everything written since the last build, without stalling search.
+
+        Writes wait from the copy to the switch; searches go on against the live version and
+        pause only while the engine reference and CURRENT are switched.
+        """
         if self.unindexed_kb() < self.tuning.indexing_threshold_kb:
             return None
-        path = self.shard.path
-        building, built, old = (path.with_name(path.name + s) for s in (".building", ".built", ".old"))
         started = time.perf_counter()
         with self.shard.write_gate:
             with self.shard.lock:
                 self._engine().flush()
                 vectors = self.count(PointFilter())
-                if building.exists():
-                    shutil.rmtree(building)
-                shutil.copytree(path, building)
+                source, target = self.shard.live(), self.shard.next_version()
+                assert source is not None
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(source, target)
             done = subprocess.run(
-                [sys.executable, "-m", "services.vectors.edge_build", str(building)],
+                [sys.executable, "-m", "services.vectors.edge_build", str(target)],
                 capture_output=True, text=True, check=False,
             )
             if done.returncode != 0:
-                shutil.rmtree(building, ignore_errors=True)
+                shutil.rmtree(target, ignore_errors=True)
                 raise RuntimeError(f"building the vector index failed: {done.stderr.strip()[-500:]}")
-            os.replace(building, built)
+            built = qe.EdgeShard.load(str(target))
             paused = time.perf_counter()
             with self.shard.lock:
-                self.shard.close()
-                os.replace(path, old)
-                os.replace(built, path)
-                self.shard.open(None)
+                previous, self.shard.engine = self.shard.engine, built
+                self.shard.set_live(target)
                 pause_ms = (time.perf_counter() - paused) * 1000
-            shutil.rmtree(old, ignore_errors=True)
+            if previous is not None:
+                previous.close()
+            shutil.rmtree(source, ignore_errors=True)
         build = IndexBuild(vectors, time.perf_counter() - started, pause_ms)
-        log.info("vector index built: %d vectors in %.1f s (searches paused %.0f ms)", build.vectors, build.seconds, build.pause_ms)
+        log.info("vector index built: %d vectors in %.1f s (searches paused %.1f ms)", build.vectors, build.seconds, build.pause_ms)
         return build
 
 

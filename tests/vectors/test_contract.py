@@ -7,6 +7,7 @@ after its HNSW index is built, and qdrant-client's embedded mode.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -254,17 +255,22 @@ def test_index_build_lets_searches_through_and_keeps_writes(tmp_path: Path) -> N
     close_all()
 
 
-def test_a_swap_cut_short_is_finished_on_open(tmp_path: Path) -> None:
+def test_a_build_cut_short_leaves_the_live_version(tmp_path: Path) -> None:
     backend = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
     backend.ensure(IMAGE_DIM, TEXT_DIM)
-    backend.upsert(POINTS)
+    backend.upsert(POINTS[:40])
     backend.build_index()
+    backend.upsert(POINTS[40:])
     close_all()
-    live = tmp_path / "swap"
-    live.rename(tmp_path / "swap.built")  # killed between moving the old shard away and the new one in
+    root = tmp_path / "swap"
+    live = (root / "CURRENT").read_text()
+    shutil.copytree(root / live, root / "v9")  # a killed build's half-made copy
+    shutil.copytree(root / live, root / "v1")  # a version swapped out but not yet removed
     again = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
     again.ensure(IMAGE_DIM, TEXT_DIM)
-    assert again.count() == len(POINTS) and not (tmp_path / "swap.built").exists()
+    assert again.count() == len(POINTS)
+    assert sorted(p.name for p in root.glob("v*")) == [live]
+    assert again.build_index() is not None and again.count() == len(POINTS)
     close_all()
 
 
