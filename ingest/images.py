@@ -14,7 +14,7 @@ from services.images import (
     EXTENSIONS,
     ImageError,
     ImageLimits,
-    decode_scaled,
+    decode_for_model,
     is_url,
     probe_format,
     read_image_bytes,
@@ -22,8 +22,6 @@ from services.images import (
 )
 from services.media import MediaStore
 
-EMBED_MAX_SIDE = 1024  # models look at ~224 px; keeping a bounded copy caps memory per batch
-EMBED_SHORT_SIDE = 384  # enough for a 256-px resize and 224-px crop, with room to spare
 
 
 @dataclass
@@ -83,7 +81,7 @@ def prepare_images(
                 images[sha] = ImageInfo(ref, sha, old.media_path, old.width, old.height)
                 continue
             fmt, _, _ = probe_format(data, limits)
-            decoded, (width, height) = decode_scaled(data, limits, EMBED_SHORT_SIDE, EMBED_MAX_SIDE)
+            decoded, (width, height) = decode_for_model(data, limits)
             relative = media.put(data, sha, EXTENSIONS.get(fmt, ".img"))
             images[sha] = ImageInfo(ref, sha, relative, width, height, decoded)
         except ImageError as exc:

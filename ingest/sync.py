@@ -19,12 +19,11 @@ from PIL import Image
 from sqlalchemy import update
 
 from ingest.faults import checkpoint
-from ingest.images import EMBED_MAX_SIDE, EMBED_SHORT_SIDE
 from ingest.records import RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder
-from services.images import ImageError, ImageLimits, decode_scaled
+from services.images import ImageError, ImageLimits, decode_for_model
 from services.media import MediaStore
 from services.vectors import (
     IMAGE,
@@ -120,7 +119,7 @@ class VectorSync:
             picture = decoded.get(img.sha256)
             if picture is None:
                 try:
-                    picture, _ = decode_scaled(self.media.read(img.media_path), self.limits, EMBED_SHORT_SIDE, EMBED_MAX_SIDE)
+                    picture, _ = decode_for_model(self.media.read(img.media_path), self.limits)
                 except (OSError, ImageError) as exc:
                     failed.add(product.sku)
                     result.errors.append(RowError(rows.get(product.sku, 0), "image", f"stored copy {img.media_path} unusable: {exc}", product.sku))

@@ -100,6 +100,15 @@ def probe_format(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
     return fmt, width, height
 
 
+MODEL_MAX_SIDE = 1024  # models look at ~224 px; a bounded copy caps memory per batch
+MODEL_SHORT_SIDE = 384  # enough for a 256-px resize and a 224-px crop, with room to spare
+
+
+def decode_for_model(data: bytes, limits: ImageLimits) -> tuple[Image.Image, tuple[int, int]]:
+    """What an embedder needs of a photo (catalog or query), and the full picture's size."""
+    return decode_scaled(data, limits, MODEL_SHORT_SIDE, MODEL_MAX_SIDE)
+
+
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """A fully decoded RGB image with EXIF orientation applied and transparency on white."""
     return decode_scaled(data, limits)[0]

@@ -18,7 +18,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run ui/storefront.py` puts only ui/
 import streamlit as st  # noqa: E402
 
 from services.context import ShopLens  # noqa: E402
-from services.images import ImageError, decode_image, probe_format  # noqa: E402
+from services.images import ImageError, decode_for_model, probe_format  # noqa: E402
 from services.search import SearchFilters, SearchHit, SearchRequest, SearchResponse  # noqa: E402
 from ui import state  # noqa: E402
 
@@ -102,7 +102,7 @@ def read_photo(app: ShopLens, name: str, data: bytes) -> object | None:
         fmt, _, _ = probe_format(data, app.limits)
         if fmt not in PHOTO_FORMATS:
             raise ImageError(f"{fmt} photos are not supported here (use JPEG, PNG or WebP)")
-        return decode_image(data, app.limits)
+        return decode_for_model(data, app.limits)[0]
     except ImageError as exc:
         st.error(f"We couldn't use **{_escape(name)}**: {exc}. Please upload a JPEG, PNG or WebP photo.")
         return None
