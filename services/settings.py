@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     url_timeout: float = Field(default=15.0, gt=0)
-    ingest_batch_size: int = Field(default=64, ge=1)
+    ingest_batch_size: int = Field(default=32, ge=1, description="rows per SQL+vector write; small enough that reading the next batch overlaps embedding this one")
     ingest_workers: int = Field(default=4, ge=1)
 
     text_vector_weight: float = Field(
