@@ -58,6 +58,23 @@ def _stored(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, **shadow} if shadow else payload
 
 
+def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams]:
+    """Every filterable field gets an index; only category and brand get extra graph links.
+
+    Extra links per value keep a filtered graph search connected for mid-selective filters
+    (a brand). A sku or a narrow category is answered from the payload index by an exact scan
+    of its few points, `kind` and stock pass most points, and a price range has no values to
+    link by; their links would cost build time and buy nothing.
+    """
+    linked = {"category", "brand"}
+    indexes: dict[str, qe.KeywordIndexParams | qe.FloatIndexParams] = {
+        key: qe.KeywordIndexParams(enable_hnsw=key in linked) for key in KEYWORD_FIELDS
+    }
+    indexes.update({key: qe.FloatIndexParams(enable_hnsw=False) for key in FLOAT_FIELDS})
+    indexes.update({f"{_SHADOW}{key}": qe.KeywordIndexParams(enable_hnsw=False) for key in BOOL_FIELDS})
+    return indexes
+
+
 def _visible(payload: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (payload or {}).items() if not k.startswith(_SHADOW)}
 
@@ -187,7 +204,10 @@ class EdgeBackend(VectorBackend):
                 IMAGE: qe.EdgeVectorParams(image_dim, qe.Distance.Cosine),
                 TEXT: qe.EdgeVectorParams(text_dim, qe.Distance.Cosine),
             },
-            hnsw_config=qe.HnswIndexConfig(m=t.m, ef_construct=t.ef_construct, full_scan_threshold=t.full_scan_threshold_kb),
+            hnsw_config=qe.HnswIndexConfig(
+                m=t.m, ef_construct=t.ef_construct, full_scan_threshold=t.full_scan_threshold_kb,
+                max_indexing_threads=os.cpu_count() or 1,  # the build runs apart from searches: use every core
+            ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=t.indexing_threshold_kb),
         )
 
@@ -197,12 +217,8 @@ class EdgeBackend(VectorBackend):
             fresh = self.shard.engine is None and self.shard.live() is None
             engine = self.shard.open(self._config(image_dim, text_dim))
             if fresh:
-                for key in KEYWORD_FIELDS:
-                    engine.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
-                for key in FLOAT_FIELDS:
-                    engine.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Float))
-                for key in BOOL_FIELDS:
-                    engine.update(qe.UpdateOperation.create_field_index(f"{_SHADOW}{key}", qe.PayloadSchemaType.Keyword))
+                for key, params in _payload_indexes().items():
+                    engine.update(qe.UpdateOperation.create_field_index(key, params))
 
     def _engine(self) -> qe.EdgeShard:
         return self.shard.open(None)
@@ -256,7 +272,9 @@ class EdgeBackend(VectorBackend):
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=using),
             filter=to_filter(flt),
             with_payload=True,
-            params=qe.SearchParams(hnsw_ef=max(self.tuning.ef_search, limit)),
+            # ACORN: under a filter the graph search also walks neighbours' neighbours, so a
+            # filter that passes few points (a price range, in stock) cannot cut the graph apart.
+            params=qe.SearchParams(hnsw_ef=max(self.tuning.ef_search, limit), acorn=qe.AcornSearchParams(enable=True, max_selectivity=0.4)),
         )
         with self.shard.lock:
             points = self._engine().query(request)

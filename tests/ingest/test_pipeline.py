@@ -15,6 +15,7 @@ from ingest.readers import read_catalog
 from ingest.reconcile import collect_stats
 from services.context import ShopLens
 from services.search import SearchFilters, SearchRequest
+from services.vectors import TEXT, PointFilter
 from tests.support.catalog import (
     product_photo,
     product_row,
@@ -278,3 +279,27 @@ def test_jsonl_catalog_with_image_lists(app: ShopLens, tmp_path: Path) -> None:
     assert app.catalog.get_product("SKU-0002").in_stock is False
     assert float(app.catalog.get_product("SKU-0001").price) == 25.5
     assert app.catalog.get_product("SKU-0000").attributes["color"] == "red"
+
+
+def test_a_run_builds_the_search_index_once_at_the_end(settings_factory, tmp_path: Path) -> None:
+    """Bulk load: the HNSW graph is built after the run's writes; an unchanged re-run builds nothing;
+    a small update is searchable at once without a rebuild."""
+    app = ShopLens(settings_factory(edge_indexing_threshold_kb=1, edge_full_scan_threshold_kb=1))
+    try:
+        catalog = write_catalog(tmp_path / "shop", 20)
+        first = ingest(app, catalog)
+        assert first.counts.indexed_vectors == 40 and "search index built over 40 vectors" in first.summary()
+        photo = Image.open(tmp_path / "shop" / "images" / "p7-0.jpg").convert("RGB")
+        assert search(app, image=photo, top_k=1) == ["SKU-0007"]
+        again = ingest(app, catalog)
+        assert again.counts.indexed_vectors == 0
+        rows = read_rows(catalog)
+        rows[3]["title"] = "A completely different lamp"
+        write_rows(catalog, rows)
+        ingest(app, catalog)  # one text point rewritten: too little to index, scanned exactly
+        changed = app.catalog.get_product("SKU-0003")
+        hits = app.vectors.search_grouped(app.embedder.embed_text(changed.text), TEXT, PointFilter(kind=TEXT), 1)
+        assert hits[0].payload["sku"] == "SKU-0003" and hits[0].score > 0.999
+        assert_consistent(app, 20, 20)
+    finally:
+        app.close()
