@@ -317,10 +317,10 @@ class EdgeBackend(VectorBackend):
                 self._engine().flush()
                 vectors = self.count(PointFilter())
                 source, target = self.shard.live(), self.shard.next_version()
-                assert source is not None
-                if target.exists():
-                    shutil.rmtree(target)
-                shutil.copytree(source, target)
+            assert source is not None
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source, target)  # searches only read: they go on meanwhile
             done = subprocess.run(
                 [sys.executable, "-m", "services.vectors.edge_build", str(target)],
                 capture_output=True, text=True, check=False,
