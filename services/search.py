@@ -10,7 +10,7 @@ stored vectors, so every score is a true weighted cosine, not a rank fusion.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +21,16 @@ from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, QueryKind
 from services.media import MediaStore
-from services.vectors import IMAGE, TEXT, PointFilter, VectorStore, image_point_id
+from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
 
 
 class QueryError(Exception):
     """The query cannot be answered as asked (empty, or unsupported by this embedder)."""
 
 
-@dataclass(frozen=True)
-class SearchFilters:
-    categories: tuple[str, ...] = ()
-    brands: tuple[str, ...] = ()
-    min_price: float | None = None
-    max_price: float | None = None
-    in_stock_only: bool = False
-    exclude_skus: tuple[str, ...] = ()
-
+class SearchFilters(ProductFilter):
     def for_kind(self, kind: str) -> PointFilter:
-        return PointFilter(
-            kind=kind, categories=self.categories, brands=self.brands, min_price=self.min_price,
-            max_price=self.max_price, in_stock_only=self.in_stock_only, exclude_skus=self.exclude_skus,
-        )
+        return PointFilter(**asdict(self), kind=kind)
 
 
 @dataclass

@@ -57,11 +57,9 @@ class Record:
 
 
 @dataclass(frozen=True)
-class PointFilter:
-    """Every filter ShopLens asks of a vector store; each backend translates it to its own."""
+class ProductFilter:
+    """What a shopper can narrow a search by (the search service's filters)."""
 
-    kind: str | None = None
-    skus: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     brands: tuple[str, ...] = ()
     min_price: float | None = None
@@ -69,19 +67,49 @@ class PointFilter:
     in_stock_only: bool = False
     exclude_skus: tuple[str, ...] = ()
 
+
+@dataclass(frozen=True)
+class Clause:
+    """One condition on a payload field: equal to, any of, or within a range."""
+
+    key: str
+    equals: str | bool | None = None
+    any_of: tuple[str, ...] = ()
+    within: tuple[float | None, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class PointFilter(ProductFilter):
+    """Every filter ShopLens asks of a vector store, as clauses each backend translates."""
+
+    kind: str | None = None
+    skus: tuple[str, ...] = ()
+
+    def clauses(self) -> tuple[list[Clause], list[Clause]]:
+        """(must, must not)."""
+        must = [Clause("kind", equals=self.kind)] if self.kind is not None else []
+        must += [Clause(key, any_of=values) for key, values in (("sku", self.skus), ("category", self.categories), ("brand", self.brands)) if values]
+        if self.min_price is not None or self.max_price is not None:
+            must.append(Clause("price", within=(self.min_price, self.max_price)))
+        if self.in_stock_only:
+            must.append(Clause("in_stock", equals=True))
+        must_not = [Clause("sku", any_of=self.exclude_skus)] if self.exclude_skus else []
+        return must, must_not
+
     def matches(self, payload: dict[str, Any]) -> bool:
         """The same filter in Python: the reference the backends are tested against."""
-        price = payload.get("price")
-        return (
-            (self.kind is None or payload.get("kind") == self.kind)
-            and (not self.skus or payload.get("sku") in self.skus)
-            and (not self.categories or payload.get("category") in self.categories)
-            and (not self.brands or payload.get("brand") in self.brands)
-            and (self.min_price is None or (price is not None and price >= self.min_price))
-            and (self.max_price is None or (price is not None and price <= self.max_price))
-            and (not self.in_stock_only or payload.get("in_stock") is True)
-            and payload.get("sku") not in self.exclude_skus
-        )
+        must, must_not = self.clauses()
+        return all(_holds(c, payload) for c in must) and not any(_holds(c, payload) for c in must_not)
+
+
+def _holds(clause: Clause, payload: dict[str, Any]) -> bool:
+    value = payload.get(clause.key)
+    if clause.within is not None:
+        low, high = clause.within
+        return value is not None and (low is None or value >= low) and (high is None or value <= high)
+    if clause.any_of:
+        return value in clause.any_of
+    return value == clause.equals and type(value) is type(clause.equals)
 
 
 @dataclass

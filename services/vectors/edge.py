@@ -36,6 +36,7 @@ from services.vectors.base import (
     IMAGE,
     KEYWORD_FIELDS,
     TEXT,
+    Clause,
     Hit,
     IndexBuild,
     PointData,
@@ -345,24 +346,23 @@ class EdgeBackend(VectorBackend):
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> qe.Filter | None:
     if flt is None:
         return None
-    must: list[Any] = []
-    if flt.kind is not None:
-        must.append(qe.FieldCondition("kind", match=qe.MatchValue(flt.kind)))
-    for key, values in (("sku", flt.skus), ("category", flt.categories), ("brand", flt.brands)):
-        if values:
-            must.append(qe.FieldCondition(key, match=qe.MatchAny(list(values))))
-    if flt.min_price is not None or flt.max_price is not None:
-        must.append(qe.FieldCondition("price", range=qe.RangeFloat(gte=flt.min_price, lte=flt.max_price)))
-    if flt.in_stock_only:
-        must.append(qe.FieldCondition(f"{_SHADOW}in_stock", match=qe.MatchValue("true")))
-    must_not: list[Any] = []
-    if flt.exclude_skus:
-        must_not.append(qe.FieldCondition("sku", match=qe.MatchAny(list(flt.exclude_skus))))
+    must, must_not = flt.clauses()
+    excluded: list[Any] = [_condition(c) for c in must_not]
     if keep_ids:
-        must_not.append(qe.HasIdCondition(set(keep_ids)))
-    if not must and not must_not:
+        excluded.append(qe.HasIdCondition(set(keep_ids)))
+    if not must and not excluded:
         return None
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    return qe.Filter(must=[_condition(c) for c in must] or None, must_not=excluded or None)
+
+
+def _condition(clause: Clause) -> qe.FieldCondition:
+    if clause.within is not None:
+        return qe.FieldCondition(clause.key, range=qe.RangeFloat(gte=clause.within[0], lte=clause.within[1]))
+    if clause.any_of:
+        return qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.any_of)))
+    if isinstance(clause.equals, bool):
+        return qe.FieldCondition(f"{_SHADOW}{clause.key}", match=qe.MatchValue("true" if clause.equals else "false"))
+    return qe.FieldCondition(clause.key, match=qe.MatchValue(clause.equals))
 
 
 def _record(record: Any) -> Record:

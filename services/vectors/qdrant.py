@@ -19,6 +19,7 @@ from services.vectors.base import (
     IMAGE,
     KEYWORD_FIELDS,
     TEXT,
+    Clause,
     Hit,
     PointData,
     PointFilter,
@@ -86,22 +87,19 @@ class _Guarded:
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> models.Filter | None:
     if flt is None:
         return None
-    must: list[Any] = []
-    if flt.kind is not None:
-        must.append(models.FieldCondition(key="kind", match=models.MatchValue(value=flt.kind)))
-    for key, values in (("sku", flt.skus), ("category", flt.categories), ("brand", flt.brands)):
-        if values:
-            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
-    if flt.min_price is not None or flt.max_price is not None:
-        must.append(models.FieldCondition(key="price", range=models.Range(gte=flt.min_price, lte=flt.max_price)))
-    if flt.in_stock_only:
-        must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=True)))
-    must_not: list[Any] = []
-    if flt.exclude_skus:
-        must_not.append(models.FieldCondition(key="sku", match=models.MatchAny(any=list(flt.exclude_skus))))
+    must, must_not = flt.clauses()
+    excluded: list[Any] = [_condition(c) for c in must_not]
     if keep_ids:
-        must_not.append(models.HasIdCondition(has_id=list(keep_ids)))
-    return models.Filter(must=must or None, must_not=must_not or None)
+        excluded.append(models.HasIdCondition(has_id=list(keep_ids)))
+    return models.Filter(must=[_condition(c) for c in must] or None, must_not=excluded or None)
+
+
+def _condition(clause: Clause) -> models.FieldCondition:
+    if clause.within is not None:
+        return models.FieldCondition(key=clause.key, range=models.Range(gte=clause.within[0], lte=clause.within[1]))
+    if clause.any_of:
+        return models.FieldCondition(key=clause.key, match=models.MatchAny(any=list(clause.any_of)))
+    return models.FieldCondition(key=clause.key, match=models.MatchValue(value=clause.equals))
 
 
 class QdrantBackend(VectorBackend):
