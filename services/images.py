@@ -101,7 +101,7 @@ def probe_format(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
 
 
 MODEL_MAX_SIDE = 1024  # models look at ~224 px; a bounded copy caps memory per batch
-MODEL_SHORT_SIDE = 384  # enough for a 256-px resize and a 224-px crop, with room to spare
+MODEL_SHORT_SIDE = 256  # the models resize the short side to 224-256 px, then crop
 
 
 def decode_for_model(data: bytes, limits: ImageLimits) -> tuple[Image.Image, tuple[int, int]]:
