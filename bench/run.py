@@ -255,6 +255,16 @@ def write_markdown(m: dict[str, str], embedders: dict[str, dict], scales: dict[s
         for r in recall:
             e = r["recall"]
             lines.append(f"| {r['embedder']} | {e['queries']} | {e['recall@1']:.3f} | {e['recall@5']:.3f} | {e['recall@10']:.3f} | {e['mrr']:.3f} |")
+    lines += [
+        "",
+        "Notes:",
+        "- `openclip local-dir:…` is ViT-B-32's real architecture with random weights (no model hub here): its speed",
+        "  is the architecture's; its recall is noise and is not reported.",
+        "- A pipeline / model ratio above 1 is the baseline's own spread: the two alternate, and the model alone",
+        "  varied by up to 15 % between runs on these 2 cores.",
+        "- Run with `MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296` (glibc otherwise returns",
+        "  torch's buffers after every batch).",
+    ]
     if scales:
         lines += vector_bench.markdown(scales)
     kept = _kept_sections(out)

@@ -264,6 +264,18 @@ def markdown(scales: dict[str, dict]) -> list[str]:
                 memory = "in RAM (not measured)"
             disk = f"{r['disk_mb']:,.0f} MB" if r.get("disk_mb") else "–"
             lines.append(f"| {size} | {backend} | {upsert} | {rate} | {build} | {during} | {pause} | {memory} | {disk} |")
+    lines += [
+        "",
+        "Notes:",
+        "- The index is built while the loading process keeps searching in a loop (the latencies a shopper would see),",
+        "  so the build's child process has one of the two cores; the build times are for that condition.",
+        "- Searches during the build scan the not-yet-indexed shard exactly. Their maximum is the time the engine holds",
+        "  Python's GIL to flush the shard before it is copied and to open the built version; switching the versions",
+        "  pauses searches for the milliseconds in the next column.",
+        "- Resident memory is mostly the memory-mapped vector, graph and payload files in the page cache, which the",
+        "  kernel can evict; the anonymous part is the engine's own memory.",
+        "- 1M products carry one photo each: a 3M-vector graph would take about an hour to build on these 2 cores.",
+    ]
     return lines
 
 
