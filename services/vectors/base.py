@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,27 @@ class PointFilter(ProductFilter):
         """The same filter in Python: the reference the backends are tested against."""
         must, must_not = self.clauses()
         return all(_holds(c, payload) for c in must) and not any(_holds(c, payload) for c in must_not)
+
+
+def translate(
+    flt: PointFilter | None,
+    keep_ids: Collection[str],
+    condition: Callable[[Clause], Any],
+    has_ids: Callable[[Collection[str]], Any],
+    make_filter: Callable[[list[Any] | None, list[Any] | None], Any],
+) -> Any:
+    """A PointFilter in a backend's own classes: `condition` per clause, `has_ids` to keep ids."""
+    if flt is None:
+        return None
+    must, must_not = flt.clauses()
+    excluded = [condition(c) for c in must_not] + ([has_ids(keep_ids)] if keep_ids else [])
+    return make_filter([condition(c) for c in must] or None, excluded or None)
+
+
+def record(point_id: Any, payload: dict[str, Any], vector: Any) -> Record:
+    """A backend's point as a Record: named vectors as float32 arrays."""
+    vectors = vector if isinstance(vector, dict) else {}
+    return Record(str(point_id), payload, {k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()})
 
 
 def _holds(clause: Clause, payload: dict[str, Any]) -> bool:

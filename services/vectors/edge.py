@@ -43,6 +43,8 @@ from services.vectors.base import (
     PointFilter,
     Record,
     VectorBackend,
+    record,
+    translate,
     VectorStoreUnavailable,
 )
 
@@ -344,15 +346,11 @@ class EdgeBackend(VectorBackend):
 
 
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> qe.Filter | None:
-    if flt is None:
-        return None
-    must, must_not = flt.clauses()
-    excluded: list[Any] = [_condition(c) for c in must_not]
-    if keep_ids:
-        excluded.append(qe.HasIdCondition(set(keep_ids)))
-    if not must and not excluded:
-        return None
-    return qe.Filter(must=[_condition(c) for c in must] or None, must_not=excluded or None)
+    return translate(
+        flt, keep_ids, _condition,
+        lambda ids: qe.HasIdCondition(set(ids)),
+        lambda must, must_not: qe.Filter(must=must, must_not=must_not) if must or must_not else None,
+    )
 
 
 def _condition(clause: Clause) -> qe.FieldCondition:
@@ -365,6 +363,5 @@ def _condition(clause: Clause) -> qe.FieldCondition:
     return qe.FieldCondition(clause.key, match=qe.MatchValue(clause.equals))
 
 
-def _record(record: Any) -> Record:
-    vectors = record.vector if isinstance(record.vector, dict) else {}
-    return Record(str(record.id), _visible(record.payload), {k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()})
+def _record(point: Any) -> Record:
+    return record(point.id, _visible(point.payload), point.vector)

@@ -25,6 +25,8 @@ from services.vectors.base import (
     PointFilter,
     Record,
     VectorBackend,
+    record,
+    translate,
     VectorStoreUnavailable,
 )
 
@@ -85,13 +87,11 @@ class _Guarded:
 
 
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> models.Filter | None:
-    if flt is None:
-        return None
-    must, must_not = flt.clauses()
-    excluded: list[Any] = [_condition(c) for c in must_not]
-    if keep_ids:
-        excluded.append(models.HasIdCondition(has_id=list(keep_ids)))
-    return models.Filter(must=[_condition(c) for c in must] or None, must_not=excluded or None)
+    return translate(
+        flt, keep_ids, _condition,
+        lambda ids: models.HasIdCondition(has_id=list(ids)),
+        lambda must, must_not: models.Filter(must=must, must_not=must_not),
+    )
 
 
 def _condition(clause: Clause) -> models.FieldCondition:
@@ -195,6 +195,5 @@ class QdrantBackend(VectorBackend):
         return self.client.count(self.collection, count_filter=to_filter(flt), exact=True).count
 
 
-def _record(record: Any) -> Record:
-    vectors = record.vector if isinstance(record.vector, dict) else {}
-    return Record(str(record.id), record.payload or {}, {k: np.asarray(v, dtype=np.float32) for k, v in vectors.items()})
+def _record(point: Any) -> Record:
+    return record(point.id, point.payload or {}, point.vector)

@@ -13,7 +13,7 @@ import numpy as np
 
 from services.embedders.base import EmbedderIdentity
 from services.settings import Settings
-from services.vectors.base import IMAGE, TEXT, Hit, IndexBuild, PointData, PointFilter, VectorBackend
+from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, VectorBackend
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
 from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client, server_client
 
@@ -145,5 +145,3 @@ class VectorStore:
     def close(self) -> None:
         self.backend.close()
 
-
-__all__ = ["IMAGE", "TEXT", "VectorStore", "backend_name", "close_embedded_clients"]
