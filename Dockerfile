@@ -19,6 +19,8 @@ RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY ingest ./ingest
+COPY server ./server
+COPY cli ./cli
 COPY ui ./ui
 RUN pip install -e ".[ui]"
 

@@ -33,7 +33,7 @@ from bench.augment import augmented_queries
 from ingest.evaluate import Query, evaluate
 from ingest.pipeline import ingestor_for
 from ingest.readers import read_catalog
-from ingest.samples import sample_catalog
+from cli.samples import sample_catalog
 from services.context import ShopLens
 from services.embedders.registry import clear_cache
 from services.images import decode_for_model

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, ValidationError
 
-from ingest.cli import build_parser
+from cli.main import build_parser
 from services.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,7 +272,7 @@ def _check_argv(where: str, argv: list[str], subcommands: set[str]) -> list[str]
             build_parser().parse_args(argv[1:])
     except SystemExit:
         reason = errors.getvalue().strip().splitlines()[-1:] or [""]
-        return [f"{where}: `{shlex.join(argv)}` does not parse with ingest.cli.build_parser(): {reason[0]}"]
+        return [f"{where}: `{shlex.join(argv)}` does not parse with cli.main.build_parser(): {reason[0]}"]
     return []
 
 

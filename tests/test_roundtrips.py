@@ -33,7 +33,7 @@ def test_dashscope_round_trip_through_the_cli(tmp_path: Path, fake_dashscope) ->
     }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "ingest.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return proc
 

@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
-from ingest.admin_ops import LoginThrottle
+from server.auth import LoginThrottle
 from services.context import ShopLens
 from services.settings import Settings
 
@@ -59,7 +59,7 @@ def friendly_error(exc: BaseException) -> str:
     from ingest.bundles import BundleError
     from ingest.locking import LockBusy
     from ingest.readers import CatalogError
-    from ingest.samples import SampleError
+    from cli.samples import SampleError
     from services.catalog.store import CatalogUnavailable
     from services.embedders.base import EmbedderUnavailable, EmbedError
     from services.images import ImageError

@@ -29,7 +29,7 @@ def shop(tmp_path: Path, openclip_env: dict[str, str]):
 
     def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         extra = {"SHOPLENS_CRASH_AT": crash_at} if crash_at else {}
-        return subprocess.run([sys.executable, "-m", "ingest.cli", *args], env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**env, **extra}, capture_output=True, text=True, timeout=300)
 
     catalog = write_catalog(tmp_path / "shop", 10)
     return run, catalog, env
@@ -97,7 +97,7 @@ def test_reindex_killed_after_dropping_vectors(shop) -> None:
 
 def test_killed_at_arbitrary_moments(shop) -> None:
     run, catalog, env = shop
-    base = [sys.executable, "-m", "ingest.cli", "ingest", str(catalog)]
+    base = [sys.executable, "-m", "cli.main", "ingest", str(catalog)]
     for delay in (6.0, 9.0, 12.0):
         proc = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -119,7 +119,7 @@ def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_pat
         product_photo(1000 * i).save(catalog.parent / "images" / f"p{i}-0.jpg")
         rows.append({**rows[0], "sku": f"SKU-{i:04d}", "title": f"Product {i}", "image": f"images/p{i}-0.jpg"})
     write_rows(catalog, rows)
-    proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "ingest", str(catalog)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", str(catalog)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = Path(env["SHOPLENS_HOME"]) / "shoplens.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

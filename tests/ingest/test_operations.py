@@ -12,7 +12,7 @@ from ingest.locking import LockBusy, ingest_lock
 from ingest.pipeline import ingestor_for
 from ingest.readers import CatalogError
 from ingest.reconcile import collect_stats, reconcile
-from ingest.scheduler import CatalogSchedule, make_trigger, parse_every
+from server.schedule import CatalogSchedule, make_trigger, parse_every
 from ingest.sources import load_catalog
 from services.context import ShopLens
 from services.vectors import IMAGE, PointData
@@ -180,7 +180,7 @@ def test_two_scheduler_processes_never_overlap(settings_factory, postgres_url: s
             for index, name in enumerate(("a", "b")):
                 env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / name), "SHOPLENS_DATABASE_URL": postgres_url, "SHOPLENS_INGEST_BATCH_SIZE": "2"}
                 env.pop("SHOPLENS_QDRANT_URL", None)
-                proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "schedule", str(catalog), "--every", "1s", "--max-runs", "15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                proc = subprocess.Popen([sys.executable, "-m", "cli.main", "schedule", str(catalog), "--every", "1s", "--max-runs", "15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 threading.Thread(target=lambda p=proc, out=outputs[index]: out.extend(p.stdout), daemon=True).start()
                 procs.append(proc)
             deadline = time.monotonic() + 180

@@ -59,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, openclip_env: dict[str, str
     base = tmp_path_factory.mktemp("browser")
     catalog = write_catalog(base / "catalog", 8)
     env = {**os.environ, **shop_env(openclip_env, base / "home"), "HF_HUB_OFFLINE": "1"}
-    ingest = subprocess.run([sys.executable, "-m", "ingest.cli", "ingest", str(catalog)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ingest = subprocess.run([sys.executable, "-m", "cli.main", "ingest", str(catalog)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ingest.returncode == 0, ingest.stderr
     port = free_port()
     log = (base / "streamlit.log").open("w")

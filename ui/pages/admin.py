@@ -1,7 +1,7 @@
 """The ShopLens admin page: upload a catalog with its images, watch ingest runs, delete a product.
 
 Locked by SHOPLENS_ADMIN_PASSWORD (the page refuses to open without one); wrong passwords are
-throttled per session and for the whole process. The work itself is in `ingest.admin_ops`.
+throttled per session and for the whole process. The work itself is in `server.admin`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from ingest import admin_ops  # noqa: E402
+from server import admin as admin_ops  # noqa: E402
 from ingest.bundles import IMAGE_SUFFIXES, BundleLimits  # noqa: E402
 from services.context import ShopLens  # noqa: E402
 from ui import state  # noqa: E402

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import samples
-from ingest.samples import SampleError, sample_catalog
+from cli import samples
+from cli.samples import SampleError, sample_catalog
 from tests.support.catalog import product_photo
 
 VENDURE_HEADER = ["name", "slug", "description", "assets", "facets", "optionGroups", "optionValues", "sku", "price", "taxCategory", "stockOnHand", "trackInventory", "variantAssets", "variantFacets"]

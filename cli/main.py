@@ -140,7 +140,7 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
-    from ingest.scheduler import CatalogSchedule, make_trigger
+    from server.schedule import CatalogSchedule, make_trigger
 
     try:
         trigger = make_trigger(args.every, args.cron)
@@ -263,8 +263,8 @@ def cmd_import_vendure(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(app: ShopLens, args: argparse.Namespace) -> int:
-    from ingest.demo import PortInUse, check_port, prepare_demo, run_storefront
-    from ingest.samples import SampleError
+    from cli.serve import PortInUse, check_port, prepare_demo, run_storefront
+    from cli.samples import SampleError
 
     try:
         check_port(args.port, args.address)
@@ -284,7 +284,7 @@ def cmd_demo(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
-    from ingest.demo import PortInUse, run_storefront
+    from cli.serve import PortInUse, run_storefront
 
     app.close()
     try:

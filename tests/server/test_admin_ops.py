@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from ingest.admin_ops import LoginThrottle, delete_product, ingest_upload, plan_upload
+from server.auth import LoginThrottle
+from server.admin import delete_product, ingest_upload, plan_upload
 from ingest.readers import CatalogError
 from tests.support.catalog import product_photo
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import read_catalog
-from ingest.samples import sample_catalog
+from cli.samples import sample_catalog
 from services.context import ShopLens
 
 STOREFRONT = Path(__file__).resolve().parents[1] / "ui" / "storefront.py"

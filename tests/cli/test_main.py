@@ -20,7 +20,7 @@ def run(tmp_path: Path, openclip_env: dict[str, str]):
     env.pop("SHOPLENS_QDRANT_URL", None)
 
     def shoplens(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "ingest.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
@@ -79,7 +79,7 @@ def test_user_mistakes_are_one_clear_line(run, tmp_path: Path, args: list[str], 
 
 def test_wrong_embedder_name_is_a_user_error(run, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "stats"],
+        [sys.executable, "-m", "cli.main", "stats"],
         env={**os.environ, "SHOPLENS_HOME": str(tmp_path), "SHOPLENS_EMBEDDER": "openclip", "SHOPLENS_OPENCLIP_MODEL": "ViT-B-32", "SHOPLENS_OPENCLIP_PRETRAINED": str(tmp_path / "missing.pt")},
         capture_output=True, text=True, timeout=300,
     )
@@ -128,7 +128,7 @@ def test_unreachable_qdrant_server_is_one_clear_line(run, tmp_path: Path) -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "stats"],
+        [sys.executable, "-m", "cli.main", "stats"],
         env={**os.environ, "SHOPLENS_HOME": str(tmp_path), "SHOPLENS_EMBEDDER": "offline", "SHOPLENS_QDRANT_URL": f"http://127.0.0.1:{port}"},
         capture_output=True, text=True, timeout=300,
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest import cli, demo
+from cli import main as cli, serve as demo
 from services.settings import get_settings
-from tests.ingest.test_samples import FakeRegistry, make_tarball, registry  # noqa: F401 - the fixture
+from tests.cli.test_samples import FakeRegistry, make_tarball, registry  # noqa: F401 - the fixture
 
 
 @pytest.fixture
