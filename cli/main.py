@@ -11,26 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.context import ShopLens
+from services.errors import ShopLensError, UsageError
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
-class UserError(Exception):
+class UserError(UsageError):
     """A mistake the user can fix; printed without a traceback."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ingest.locking import LockBusy
-    from ingest.readers import CatalogError
-    from services.catalog.store import CatalogUnavailable
-    from services.embedders.base import EmbedderUnavailable, EmbedError
-    from services.images import ImageError
-    from services.search import QueryError
-    from services.vectors import VectorStoreUnavailable
-
-    return (UserError, LockBusy, CatalogError, CatalogUnavailable, EmbedderUnavailable, EmbedError, ImageError, QueryError, VectorStoreUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,10 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = ShopLens()
     try:
         return args.func(app, args)
-    except _user_errors() as exc:
+    except ShopLensError as exc:
         if debug:
             raise
-        print(f"shoplens: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"shoplens: error: {exc.message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("shoplens: interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ import httpx
 
 from ingest.vendure import convert_vendure
 from services.fetch import FetchError, fetch_capped, write_atomic
+from services.errors import Unavailable
 
 REGISTRY_URL = "https://registry.npmjs.org"
 PACKAGE = "@vendure/create"
@@ -40,8 +41,10 @@ _DONE_MARKER = ".complete"
 Log = Callable[[str], None]
 
 
-class SampleError(Exception):
+class SampleError(Unavailable):
     """The sample catalog cannot be fetched or unpacked; the message says why."""
+
+    code = "sample_unavailable"
 
 
 @dataclass(frozen=True)

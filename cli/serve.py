@@ -20,6 +20,7 @@ from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import read_catalog
 from cli.samples import sample_catalog
 from services.context import ShopLens
+from services.errors import ShopLensError
 
 STOREFRONT = Path(__file__).resolve().parents[1] / "ui" / "storefront.py"
 DEFAULT_PORT = 8501
@@ -42,8 +43,10 @@ while time.monotonic() < deadline:
 """
 
 
-class PortInUse(Exception):
+class PortInUse(ShopLensError):
     """The chosen port is taken; the message says which and what to do."""
+
+    code = "port_in_use"
 
 
 def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str], None] = print) -> IngestResult:

@@ -22,14 +22,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from services.errors import ShopLensError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 _JUNK_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 _CHUNK = 1024 * 1024
 
 
-class BundleError(Exception):
+class BundleError(ShopLensError):
     """The bundle is refused as a whole; nothing was written. The message says why."""
+
+    code = "bad_bundle"
+    http_status = 422
 
 
 @dataclass(frozen=True)

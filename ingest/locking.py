@@ -12,10 +12,14 @@ from filelock import FileLock, Timeout
 from sqlalchemy import text
 
 from services.catalog.store import CatalogStore
+from services.errors import ShopLensError
 
 
-class LockBusy(Exception):
+class LockBusy(ShopLensError):
     """Another ingest run holds the store."""
+
+    code = "ingest_busy"
+    http_status = 409
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.records import REQUIRED_FIELDS, ProductRecord, RowError, validate_row
+from services.errors import ShopLensError
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -22,8 +23,11 @@ MAX_CATALOG_BYTES = 512 * 1024 * 1024
 csv.field_size_limit(16 * 1024 * 1024)
 
 
-class CatalogError(Exception):
+class CatalogError(ShopLensError):
     """The catalog file as a whole cannot be used; nothing was written."""
+
+    code = "bad_catalog"
+    http_status = 422
 
 
 @dataclass

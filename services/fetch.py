@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from services.errors import ShopLensError
 
 
-class FetchError(Exception):
+class FetchError(ShopLensError):
     """The download failed; the message reads after the thing fetched ("answered HTTP 404")."""
+
+    code = "fetch_failed"
+    http_status = 422
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.fetch import FetchError, fetch_capped
+from services.errors import ShopLensError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
@@ -21,8 +22,12 @@ EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GI
 Image.MAX_IMAGE_PIXELS = None
 
 
-class ImageError(Exception):
+class ImageError(ShopLensError):
     """This image cannot be used; the message says why in words a merchant understands."""
+
+    code = "bad_image"
+    http_status = 422
+    prefix = "We couldn't use this photo: "
 
 
 @dataclass(frozen=True)

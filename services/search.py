@@ -22,10 +22,13 @@ from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, QueryKind
 from services.media import MediaStore
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
+from services.errors import ShopLensError
 
 
-class QueryError(Exception):
+class QueryError(ShopLensError):
     """The query cannot be answered as asked (empty, or unsupported by this embedder)."""
+
+    code = "bad_query"
 
 
 class SearchFilters(ProductFilter):

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from server.auth import LoginThrottle
 from services.context import ShopLens
+from services.errors import ShopLensError
 from services.settings import Settings
 
 log = logging.getLogger("shoplens.ui")
@@ -55,30 +56,9 @@ def login_throttle() -> LoginThrottle:
 
 
 def friendly_error(exc: BaseException) -> str:
-    """A sentence for a person, for the errors the services raise on purpose."""
-    from ingest.bundles import BundleError
-    from ingest.locking import LockBusy
-    from ingest.readers import CatalogError
-    from cli.samples import SampleError
-    from services.catalog.store import CatalogUnavailable
-    from services.embedders.base import EmbedderUnavailable, EmbedError
-    from services.images import ImageError
-    from services.search import QueryError
-    from services.vectors import VectorStoreUnavailable
-
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
-    if isinstance(exc, ImageError):
-        return f"We couldn't use this photo: {text}."
-    if isinstance(exc, (QueryError, CatalogError, BundleError, SampleError, LockBusy)):
-        return text[:1].upper() + text[1:]
-    if isinstance(exc, EmbedderUnavailable):
-        return f"The search model is not available on this server: {text}"
-    if isinstance(exc, EmbedError):
-        return f"The search model could not read this query: {text}"
-    if isinstance(exc, CatalogUnavailable):
-        return f"The product database is not reachable: {text}"
-    if isinstance(exc, VectorStoreUnavailable):
-        return f"The search index is not available: {text}"
+    """A sentence for a person: ShopLens' own errors say what went wrong; anything else is logged."""
+    if isinstance(exc, ShopLensError):
+        return exc.user_message
     log.exception("unexpected error in the storefront", exc_info=exc)
     return f"Something went wrong ({exc.__class__.__name__}). Please try again; if it keeps happening, tell the shop."
 

@@ -86,3 +86,43 @@ class IngestRun(Base):
     error_count: Mapped[int] = mapped_column(default=0)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(default=list)  # the first MAX_STORED_ERRORS
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    """A unit of background work (an ingest) that the API accepted; SQL so every replica sees it.
+
+    `server_id` names the server process that accepted it and runs it (uploaded files live on its
+    disk); any replica answers `GET /api/v1/jobs/{id}` from this row.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="ingest")
+    trigger: Mapped[str] = mapped_column(String(32), default="api")
+    source: Mapped[str] = mapped_column(String(2000), default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    server_id: Mapped[str] = mapped_column(String(64), default="")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id", ondelete="SET NULL"), default=None)
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    images_embedded: Mapped[int] = mapped_column(default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    problems: Mapped[list[dict[str, Any]]] = mapped_column(default=list)  # the first MAX_STORED_ERRORS
+    problem_count: Mapped[int] = mapped_column(default=0)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class StoreMeta(Base):
+    """Facts about the store that must be known without loading a model (e.g. embedder identities)."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

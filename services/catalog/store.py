@@ -15,12 +15,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.catalog.models import Base, IngestRun, Product, ProductImage, utcnow
+from services.errors import Unavailable
 
 MAX_STORED_ERRORS = 1000
 
 
-class CatalogUnavailable(Exception):
+class CatalogUnavailable(Unavailable):
     """The database cannot be reached or opened."""
+
+    code = "database_unavailable"
+    prefix = "The product database is not reachable: "
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from enum import Enum
 
 import numpy as np
 from PIL import Image
+from services.errors import ShopLensError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,19 @@ class QueryKind(str, Enum):
     TEXT_TO_TEXT = "text->text"
 
 
-class EmbedError(Exception):
+class EmbedError(ShopLensError):
     """An item (or a whole call) could not be embedded; the message is safe to show users."""
 
+    code = "embed_failed"
+    http_status = 422
+    prefix = "The search model could not read this query: "
 
-class EmbedderUnavailable(Exception):
+
+class EmbedderUnavailable(Unavailable):
     """The backend cannot be built here (no weights, no key, missing package)."""
+
+    code = "model_unavailable"
+    prefix = "The search model is not available on this server: "
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from services.errors import Unavailable
 
 IMAGE, TEXT = "image", "text"
 _NAMESPACE = uuid.UUID("6f1c7d2e-3b8a-4c55-9a51-5e0f3c2b9d10")
@@ -22,8 +23,11 @@ FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
 
 
-class VectorStoreUnavailable(Exception):
+class VectorStoreUnavailable(Unavailable):
     """The vector store cannot be reached, or its folder is in use by another process."""
+
+    code = "vector_store_unavailable"
+    prefix = "The search index is not available: "
 
 
 def image_point_id(sku: str, sha256: str) -> str:
