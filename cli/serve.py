@@ -1,32 +1,33 @@
-"""`shoplens demo` and `shoplens serve`: the sample shop, and the storefront as a process.
+"""`shoplens serve` and `shoplens demo`: the ShopLens server with the storefront pages beside it.
 
-The demo fetches the Vendure sample catalog (npm registry, cached under `<home>/samples/`),
-ingests it (a re-run finds every row unchanged and costs seconds), releases the database and the
-embedded Qdrant folder, then replaces this process with `python -m streamlit run` on the
-storefront: the storefront process must own the embedded vector store, and it never ingests.
+The server process owns the stores and the models and answers the HTTP API; the Streamlit pages
+run as a child process and are clients of that API, like the command line in another shell. The
+demo first fetches the Vendure sample catalog (npm registry, cached under `<home>/samples/`) and
+ingests it in this process (a re-run finds every row unchanged and costs seconds).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from cli.samples import sample_catalog
 from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import read_catalog
-from cli.samples import sample_catalog
+from server.schedule import ServerSchedule
 from services.context import ShopLens
 from services.errors import ShopLensError
 
 STOREFRONT = Path(__file__).resolve().parents[1] / "ui" / "storefront.py"
 DEFAULT_PORT = 8501
-
-# Replaced in tests; os.execv never returns.
-_exec: Callable[[str, list[str]], None] = os.execv
+DEFAULT_API_PORT = 8000
 
 _OPENER = """
 import sys, time, urllib.request, webbrowser
@@ -47,6 +48,30 @@ class PortInUse(ShopLensError):
     """The chosen port is taken; the message says which and what to do."""
 
     code = "port_in_use"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the server and the pages listen."""
+
+    address: str = "127.0.0.1"
+    api_port: int = DEFAULT_API_PORT
+    pages_port: int | None = DEFAULT_PORT  # None: the API alone
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{_connect_host(self.address)}:{self.api_port}"
+
+    @property
+    def pages_url(self) -> str | None:
+        return f"http://{'localhost' if _connect_host(self.address) == '127.0.0.1' else self.address}:{self.pages_port}/" if self.pages_port else None
+
+    def check(self) -> None:
+        check_port(self.api_port, self.address)
+        if self.pages_port is not None:
+            if self.pages_port == self.api_port:
+                raise PortInUse(f"the pages and the API cannot share port {self.api_port}: choose another --port or --api-port")
+            check_port(self.pages_port, self.address)
 
 
 def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str], None] = print) -> IngestResult:
@@ -74,21 +99,68 @@ def check_port(port: int, address: str | None) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} is already in use; stop the other server or choose another with --port") from None
+                raise PortInUse(f"port {port} is already in use; stop the other server or choose another port") from None
             raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-def run_storefront(port: int = DEFAULT_PORT, address: str | None = None, open_browser: bool = False) -> None:
-    """Replace this process with the Streamlit storefront (returns only in tests)."""
-    check_port(port, address)
-    url = f"http://{'localhost' if address in (None, '0.0.0.0', '127.0.0.1', '::') else address}:{port}/"
-    print(f"storefront: {url}  (admin page: {url}admin; stop with Ctrl+C)", flush=True)
-    if open_browser:
-        subprocess.Popen(  # noqa: S603 - our own interpreter and a fixed script
-            [sys.executable, "-c", _OPENER, url], start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def serve(app: ShopLens, listen: Listen, schedule: ServerSchedule | None = None, open_browser: bool = False) -> None:
+    """Open the stores, start the pages, answer the API until SIGINT/SIGTERM, then close cleanly:
+    a running ingest finishes its batch and is recorded as interrupted."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.state import ServerState
+
+    listen.check()
+    state = ServerState(app, listen.api_url, schedule)
+    state.open()  # a store in use or unreachable fails here, with its own message
+    pages = None
+    try:
+        if listen.pages_port is not None:
+            pages = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+                streamlit_command(listen.pages_port, listen.address),
+                env={**os.environ, "SHOPLENS_SERVER_URL": listen.api_url}, stdin=subprocess.DEVNULL,
+            )
+            print(f"storefront: {listen.pages_url}  (admin page: {listen.pages_url}admin)", flush=True)
+            if open_browser:
+                subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-c", _OPENER, str(listen.pages_url)], start_new_session=True,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+        print(f"API: {listen.api_url}/api/v1  (interactive docs: {listen.api_url}/docs); stop with Ctrl+C", flush=True)
+        if schedule is not None:
+            print(f"schedule: {schedule.describe()}", flush=True)
+        config = uvicorn.Config(
+            create_app(state), host=listen.address, port=listen.api_port, log_level="warning",
+            access_log=False, timeout_graceful_shutdown=10, server_header=False,
         )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    command = streamlit_command(port, address)
-    _exec(command[0], command)
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            # uvicorn shuts down gracefully on these signals, then raises them again with our
+            # handlers back in place: that ends up here, not in a killed process
+            uvicorn.Server(config).run()
+        except _Stopped:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        if pages is not None:
+            pages.terminate()
+            try:
+                pages.wait(10)
+            except subprocess.TimeoutExpired:
+                pages.kill()
+        state.close()
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _stopped(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
+def _connect_host(address: str) -> str:
+    return "127.0.0.1" if address in ("", "0.0.0.0", "::", "localhost") else address

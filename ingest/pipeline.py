@@ -108,6 +108,7 @@ class Ingestor:
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
+        self.current: IngestResult | None = None  # the run in progress (or last run), for progress reporters
 
     # -- public -------------------------------------------------------------------------
     def ingest(self, catalog: Catalog, prune: bool = False, trigger: str = "cli", progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
@@ -145,6 +146,7 @@ class Ingestor:
             started = time.monotonic()
             describe = self.embedder.identity.describe()
             result = IngestResult(self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe)
+            self.current = result
             try:
                 body(result)
                 if not self.stop_event.is_set():

@@ -16,7 +16,7 @@ from ingest.readers import (
     read_catalog,
 )
 from services.fetch import FetchError, fetch_capped
-from services.images import is_url
+from services.fetch import is_url
 
 
 def load_catalog(source: str, timeout: float = 30.0, client: httpx.Client | None = None) -> Catalog:

@@ -30,7 +30,7 @@ from ingest.readers import (
 )
 from ingest.records import RowError
 from services.context import ShopLens
-from services.images import is_url
+from services.fetch import is_url
 
 CATALOG_TYPES = sorted(s.lstrip(".") for s in CSV_SUFFIXES | JSONL_SUFFIXES)
 MAX_UPLOAD_CATALOG_BYTES = 64 * 1024 * 1024
@@ -117,8 +117,9 @@ def plan_upload(
     return plan
 
 
-def ingest_upload(app: ShopLens, plan: UploadPlan, prune: bool = False, progress: ProgressFn | None = None) -> tuple[IngestResult, Path]:
-    """Write the upload's images under `<home>/uploads/<timestamp>/`, ingest, write the report."""
+def save_upload(app: ShopLens, plan: UploadPlan) -> Path:
+    """Write the upload's images and catalog under `<home>/uploads/<timestamp>/`; point the plan's
+    catalog at them. Returns the folder."""
     home = app.settings.home
     folder = upload_folder(home)
     images = folder / "images"
@@ -132,8 +133,14 @@ def ingest_upload(app: ShopLens, plan: UploadPlan, prune: bool = False, progress
     (folder / f"catalog-{name}").write_bytes(plan.catalog_bytes)
     plan.catalog.base_dir = images / plan.prefix if plan.prefix else images
     plan.catalog.source = f"upload {name} ({folder.name})"
+    return folder
+
+
+def ingest_upload(app: ShopLens, plan: UploadPlan, prune: bool = False, progress: ProgressFn | None = None) -> tuple[IngestResult, Path]:
+    """Save the upload, ingest it in this process, write the report (the server runs it as a job)."""
+    save_upload(app, plan)
     result = ingestor_for(app).ingest(plan.catalog, prune=prune, trigger="admin", progress=progress)
-    report = home / "reports" / f"run-{result.run_id}.csv"
+    report = app.settings.home / "reports" / f"run-{result.run_id}.csv"
     result.write_report(report)
     return result, report
 

@@ -20,6 +20,7 @@ class LoginResult:
     ok: bool
     message: str
     wait_seconds: float = 0.0
+    blocked: bool = False  # refused without looking at the guess (still waiting from earlier ones)
 
 
 @dataclass
@@ -39,9 +40,9 @@ class LoginThrottle:
 
     GLOBAL = "\x00process"
 
-    def __init__(self, max_failures: int = 5, base_delay: float = 1.0, lockout_seconds: float = 300.0, forget_after: float = 3600.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_failures: int = 5, base_delay: float = 1.0, lockout_seconds: float = 300.0, forget_after: float = 3600.0, process_max_delay: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.max_failures, self.base_delay, self.lockout_seconds = max_failures, base_delay, lockout_seconds
-        self.forget_after, self.clock = forget_after, clock
+        self.forget_after, self.clock, self.process_max_delay = forget_after, clock, process_max_delay
         self._strikes: dict[str, _Strikes] = {}
         self._lock = threading.Lock()
 
@@ -56,7 +57,7 @@ class LoginThrottle:
         with self._lock:
             wait = self._wait(session, now)
             if wait > 0:
-                return LoginResult(False, f"Too many wrong passwords. Try again in {math.ceil(wait)} s.", wait)
+                return LoginResult(False, f"Too many wrong passwords. Try again in {math.ceil(wait)} s.", wait, blocked=True)
         ok = hmac.compare_digest(guess.encode("utf-8"), secret.encode("utf-8"))
         with self._lock:
             if ok:
@@ -88,6 +89,8 @@ class LoginThrottle:
             delay = self.lockout_seconds
         else:
             delay = min(self.base_delay * 2 ** (strikes.failures - 1), self.lockout_seconds)
+        if key == self.GLOBAL:  # everyone shares this one: it slows guessing, it never locks out
+            delay = min(delay, self.process_max_delay)
         strikes.blocked_until = max(strikes.blocked_until, now + delay)
         return delay
 

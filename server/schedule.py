@@ -1,4 +1,5 @@
-"""`shoplens schedule`: the incremental pipeline on an interval or a cron expression (APScheduler)."""
+"""Catalog schedules (APScheduler): inside the server (`shoplens serve --schedule`), or standalone
+(`shoplens schedule` with no server running)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -17,7 +19,11 @@ from ingest.locking import LockBusy
 from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import CatalogError
 from ingest.sources import load_catalog
+from server.jobs import JobQueue, JobRequest
+from server.schemas import Job
 from services.context import ShopLens
+from services.fetch import is_url
+from services.settings import Settings
 
 log = logging.getLogger(__name__)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -97,3 +103,62 @@ class CatalogSchedule:
         self.ingestor.stop_event.set()
         if self._scheduler.running:
             threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+
+class ServerSchedule:
+    """The schedule inside the server: each tick queues an ingest job of the catalog.
+
+    A tick is skipped while a job of the same catalog is queued or running on any replica, or
+    when one was queued less than half a period ago (replicas started at different times would
+    otherwise each run it once a period).
+    """
+
+    def __init__(self, source: str, every: str | None = None, cron: str | None = None, prune: bool = False):
+        self.source, self.prune = source, prune
+        self.trigger = make_trigger(every, cron)
+        self.label = f"{source} ({'every ' + every if every else 'cron ' + str(cron)})"
+        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._jobs: JobQueue | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerSchedule | None:
+        if not settings.schedule_catalog:
+            return None
+        return cls(settings.schedule_catalog, settings.schedule_every, settings.schedule_cron, settings.schedule_prune)
+
+    def describe(self) -> str:
+        return self.label
+
+    def start(self, jobs: JobQueue) -> None:
+        self._jobs = jobs
+        first = datetime.now(timezone.utc) if isinstance(self.trigger, IntervalTrigger) else None
+        self._scheduler.add_job(self.tick, self.trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def tick(self) -> Job | None:
+        assert self._jobs is not None
+        try:
+            active = self._jobs.active_for(self.source)
+            if active is not None:
+                log.info("schedule: %s is still %s (job %s); tick skipped", self.source, active.status, active.id)
+                return None
+            if self._jobs.queued_since(self.source, "schedule", datetime.now(timezone.utc) - self._half_period()):
+                log.info("schedule: %s ran less than half a period ago (another replica); tick skipped", self.source)
+                return None
+            params = {"url": self.source} if is_url(self.source) else {"path": self.source}
+            return self._jobs.submit(JobRequest("ingest", "schedule", self.source, {**params, "prune": self.prune}))
+        except Exception:  # one failed tick must not stop the schedule
+            log.exception("scheduled run could not be queued")
+            return None
+
+    def _half_period(self) -> timedelta:
+        now = datetime.now(timezone.utc)
+        first = self.trigger.get_next_fire_time(None, now)
+        second = self.trigger.get_next_fire_time(first, first) if first else None
+        if first is None or second is None or second <= first:
+            return timedelta(0)
+        return (second - first) / 2

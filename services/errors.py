@@ -16,6 +16,12 @@ class ShopLensError(Exception):
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 400
     prefix: ClassVar[str] = ""  # how the pages introduce the message
+    by_code: ClassVar[dict[str, type[ShopLensError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("code"), str):
+            ShopLensError.by_code.setdefault(cls.__dict__["code"], cls)
 
     @property
     def message(self) -> str:

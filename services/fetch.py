@@ -11,6 +11,10 @@ import httpx
 from services.errors import ShopLensError
 
 
+def is_url(ref: str) -> bool:
+    return ref.lower().startswith(("http://", "https://"))
+
+
 class FetchError(ShopLensError):
     """The download failed; the message reads after the thing fetched ("answered HTTP 404")."""
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from services.fetch import FetchError, fetch_capped
+from services.fetch import FetchError, fetch_capped, is_url
 from services.errors import ShopLensError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
@@ -35,10 +35,6 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     url_timeout: float = 15.0
-
-
-def is_url(ref: str) -> bool:
-    return ref.lower().startswith(("http://", "https://"))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -79,8 +75,13 @@ def _read_url(url: str, limits: ImageLimits, client: httpx.Client | None) -> byt
     return data
 
 
-def probe_format(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
-    """Format and size from the header alone, so a decompression bomb is refused before decoding."""
+def probe_format(data: bytes, limits: ImageLimits, short_side: int | None = None) -> tuple[str, int, int]:
+    """Format and size from the header alone, so a decompression bomb is refused before decoding.
+
+    With `short_side`, a JPEG is judged by the pixels it decodes to at the reduced DCT scale that
+    still gives that short side (what `decode_scaled` does): a 48-megapixel phone photo decodes
+    to under a megapixel for the model, so it is no bomb.
+    """
     if not data:
         raise ImageError("empty image data")
     if len(data) > limits.max_bytes:
@@ -98,11 +99,19 @@ def probe_format(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
         raise ImageError(f"unsupported image format {fmt or 'unknown'} (use JPEG, PNG, WebP, GIF, BMP or TIFF)")
     if width <= 0 or height <= 0:
         raise ImageError("image has no pixels")
-    if width * height > limits.max_pixels:
+    scale = _jpeg_scale(min(width, height), short_side) if fmt in {"JPEG", "MPO"} else 1
+    if math.ceil(width / scale) * math.ceil(height / scale) > limits.max_pixels:
         raise ImageError(
             f"image dimensions {width}x{height} exceed the limit of {limits.max_pixels:,} pixels"
         )
     return fmt, width, height
+
+
+def _jpeg_scale(short: int, wanted: int | None) -> int:
+    """The DCT reduction (1, 2, 4 or 8) Pillow's draft mode picks for a short side of `wanted`."""
+    if not wanted:
+        return 1
+    return next((s for s in (8, 4, 2) if math.ceil(short / s) >= wanted), 1)
 
 
 MODEL_MAX_SIDE = 1024  # models look at ~224 px; a bounded copy caps memory per batch
@@ -127,7 +136,7 @@ def decode_scaled(data: bytes, limits: ImageLimits, short_side: int | None = Non
     draft mode): the whole stream is still read, so a truncated file fails the same way, at a
     fraction of the cost of decoding every pixel of a camera photo.
     """
-    probe_format(data, limits)
+    probe_format(data, limits, short_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -171,3 +180,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(ref: str, base_dir: Path | None, limits: ImageLimits) -> Image.Image:
     """Read and decode in one step (queries and tests); ingestion keeps the bytes for hashing."""
     return decode_image(read_image_bytes(ref, base_dir, limits), limits)
+
+
+def square_thumbnail(data: bytes, size: int, limits: ImageLimits, quality: int = 85) -> bytes:
+    """A square JPEG of a product photo, padded on white so the whole product stays visible
+    (how shops show products); decoded at a reduced scale, as small as the square needs."""
+    probe_format(data, limits, size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            img.draft("RGB", (size, size))
+            img = to_rgb(ImageOps.exif_transpose(img) or img)
+            square = ImageOps.pad(img, (size, size), color=(255, 255, 255))
+    except Exception as exc:
+        raise ImageError(f"corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
+    out = io.BytesIO()
+    square.save(out, "JPEG", quality=quality)
+    return out.getvalue()

@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     admin_password: SecretStr | None = None
+
+    server_url: str | None = Field(default=None, description="a running ShopLens server: the pages and the CLI use it")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="the server's HTTP API port")
+    cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a browser")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="largest catalog upload (catalog plus images) the API takes")
+    schedule_catalog: str | None = Field(default=None, description="the server re-ingests this catalog path or URL on a schedule")
+    schedule_every: str | None = Field(default=None, description="schedule interval, e.g. 30m")
+    schedule_cron: str | None = Field(default=None, description="schedule as a crontab expression (UTC)")
+    schedule_prune: bool = False
     npm_registry: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SHOPLENS_NPM_REGISTRY", "NPM_CONFIG_REGISTRY", "npm_config_registry"),
@@ -90,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def edge_path(self) -> Path:
         return self.home / "vectors"
+
+    @property
+    def server_file(self) -> Path:
+        """Where a running server says where it listens, so the CLI on this machine finds it."""
+        return self.home / "server.json"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,186 @@
+"""The commands as a client of a running ShopLens server: nothing here opens a store or loads a
+model (a photo search starts in well under a second), and ingests run in the server's worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from cli.common import UserError, exit_code
+from ingest.records import RowError
+from server import schemas
+from server.client import ShopLensClient
+from services.fetch import is_url
+
+CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "schedule", "reconcile"})
+
+
+def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
+    if args.image is None and not args.text:
+        raise UserError("give --image PATH, --text TEXT, or both")
+    photo = None
+    if args.image is not None:
+        try:
+            photo = args.image.read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"image file not found: {args.image}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+    query = schemas.SearchQuery(
+        text=args.text, weight=args.weight, top_k=args.top_k, offset=args.offset, min_score=args.min_score,
+        category=args.category, brand=args.brand, min_price=args.min_price, max_price=args.max_price, in_stock=args.in_stock,
+    )
+    result = client.search(query, photo, args.image.name if args.image else "photo.jpg")
+    if args.json:
+        print(json.dumps([h.model_dump() for h in result.hits], ensure_ascii=False))
+        return 0
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not result.hits:
+        print("no matching products")
+    for rank, hit in enumerate(result.hits, start=args.offset + 1):
+        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
+        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
+    print(f"{len(result.hits)} result(s) in {result.took_ms:.0f} ms (server {client.base_url})", file=sys.stderr)
+    return 0
+
+
+def cmd_ingest(client: ShopLensClient, args: argparse.Namespace, local: bool) -> int:
+    """A URL or (for a server on this machine) a path is read by the server; otherwise the catalog
+    file is uploaded, with `--images` as its ZIP of photos."""
+    if is_url(args.catalog):
+        job = client.ingest_source(url=args.catalog, prune=args.prune, trigger="cli")
+    elif local and args.images is None:
+        path = Path(args.catalog).expanduser()
+        if not path.is_file():
+            raise UserError(f"catalog file not found: {args.catalog}")
+        job = client.ingest_source(path=path.resolve(), prune=args.prune, trigger="cli")
+    else:
+        path = Path(args.catalog)
+        try:
+            catalog = (path.name, path.read_bytes())
+            images = args.images.read_bytes() if args.images else None
+        except OSError as exc:
+            raise UserError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        job = client.ingest_upload(catalog, images, prune=args.prune, trigger="cli")
+    return _follow(client, job, args)
+
+
+def cmd_reindex(client: ShopLensClient, args: argparse.Namespace) -> int:
+    return _follow(client, client.reindex(), args)
+
+
+def cmd_stats(client: ShopLensClient, args: argparse.Namespace) -> int:
+    stats = client.stats()
+    if args.json:
+        print(stats.model_dump_json())
+        return 0
+    sql, qd = stats.sql, stats.qdrant
+    print(f"embedder:   {stats.embedder}\ncollection: {stats.collection}")
+    print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
+    print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
+    print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")
+    return 0
+
+
+def cmd_runs(client: ShopLensClient, args: argparse.Namespace) -> int:
+    runs = client.runs(args.limit)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs]))
+        return 0
+    if not runs:
+        print("no ingest runs yet")
+    for r in runs:
+        took = f"{r.seconds:.1f}s" if r.seconds is not None else "-"
+        print(
+            f"{r.id:>4} {r.started_at:%Y-%m-%d %H:%M:%S} {took:>7} {r.trigger:<8} {r.status:<11} "
+            f"new {r.new} changed {r.changed} unchanged {r.unchanged} pruned {r.pruned} failed {r.failed} "
+            f"embedded {r.images_embedded}" + (f"  {r.message}" if r.message else "")
+        )
+    return 0
+
+
+def cmd_reconcile(client: ShopLensClient, args: argparse.Namespace) -> int:
+    report = client.reconcile(dry_run=args.dry_run)
+    print(json.dumps(report) if args.json else report["summary"])
+    return 0
+
+
+def cmd_schedule(client: ShopLensClient, args: argparse.Namespace, local: bool) -> int:
+    """Ticks here, runs in the server: each tick queues the catalog and follows the job; a tick
+    that finds the previous run still going is skipped."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from server.schedule import make_trigger
+
+    try:
+        trigger = make_trigger(args.every, args.cron)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    scheduler = BlockingScheduler(timezone="UTC")
+    runs = 0
+    quiet = argparse.Namespace(json=False, report=None, quiet=True)
+
+    def tick() -> None:
+        nonlocal runs
+        runs += 1
+        try:
+            ns = argparse.Namespace(catalog=args.catalog, prune=args.prune, images=None, **vars(quiet))
+            cmd_ingest(client, ns, local)
+        except Exception as exc:  # one failed run must not stop the schedule
+            print(f"run failed: {exc}", flush=True)
+        if args.max_runs is not None and runs >= args.max_runs:
+            scheduler.shutdown(wait=False)
+
+    when = "every " + args.every if args.every else "cron " + args.cron
+    print(f"scheduled {args.catalog} ({when}) on the server {client.base_url}; Ctrl-C to stop", flush=True)
+    first = None
+    if isinstance(trigger, IntervalTrigger):
+        from datetime import datetime, timezone
+
+        first = datetime.now(timezone.utc)
+    scheduler.add_job(tick, trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
+def _follow(client: ShopLensClient, job: schemas.Job, args: argparse.Namespace) -> int:
+    """Follow the job to its end, printing progress on a terminal; Ctrl-C stops following only."""
+    quiet = getattr(args, "quiet", False) or args.json or not sys.stderr.isatty()
+    last = [0.0]
+
+    def show(j: schemas.Job) -> None:
+        if quiet or time.monotonic() - last[0] < 1.0:
+            return
+        last[0] = time.monotonic()
+        rate = f", {j.images_per_second:.1f} images/s" if j.images_per_second else ""
+        print(f"\r{j.status}: {j.done}/{j.total or '?'} products{rate}   ", end="", file=sys.stderr, flush=True)
+
+    try:
+        job = client.wait_job(job.id, on_progress=show)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job.id} goes on in the server", file=sys.stderr)
+        return 0
+    if not quiet:
+        print(file=sys.stderr)
+    report = getattr(args, "report", None)
+    if report is not None and job.run_id is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_bytes(client.run_report(job.run_id))
+    if args.json:
+        seconds = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+        print(json.dumps({"job": job.id, "run_id": job.run_id, "status": job.status, "seconds": seconds, "errors": job.problem_count, **job.counts}))
+    else:
+        print(job.message or f"job {job.id} {job.status}")
+        for problem in job.problems[:10]:
+            print(f"  {RowError(**problem)}", file=sys.stderr)
+        if job.problem_count > 10:
+            print(f"  … and {job.problem_count - 10} more", file=sys.stderr)
+    return exit_code(job.status)
