@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.catalog.models import Base, IngestRun, Product, ProductImage, utcnow
+from services.catalog.models import IngestRun, Product, ProductImage, utcnow
 from services.errors import Unavailable
 
 MAX_STORED_ERRORS = 1000
@@ -58,13 +58,22 @@ def make_engine(url: str) -> Engine:
 
 class CatalogStore:
     def __init__(self, url: str):
+        # imported here: migrate raises CatalogUnavailable, defined in this module
+        from services.catalog.migrate import migrate
+
         self.url = url
         self.engine = make_engine(url)
         try:
-            Base.metadata.create_all(self.engine)
+            self.migration = migrate(self.engine)  # a cheap read when the schema is already at head
         except OperationalError as exc:
             raise CatalogUnavailable(f"cannot open the database ({_safe_url(url)}): {exc.orig}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None: none recorded)."""
+        from services.catalog.migrate import current_revision
+
+        return current_revision(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -139,16 +148,42 @@ class CatalogStore:
                 or 0,
             }
 
-    def facets(self) -> Facets:
+    def facets(self, categories: Iterable[str] = ()) -> Facets:
+        """Categories, brands and the price range; brands only of `categories` when given."""
+        categories = list(categories)
         with self.session() as session:
-            categories = session.scalars(
+            all_categories = session.scalars(
                 select(Product.category).where(Product.category.is_not(None)).distinct().order_by(Product.category)
             )
-            brands = session.scalars(
-                select(Product.brand).where(Product.brand.is_not(None)).distinct().order_by(Product.brand)
-            )
+            brands = select(Product.brand).where(Product.brand.is_not(None))
+            if categories:
+                brands = brands.where(Product.category.in_(categories))
             low, high = session.execute(select(func.min(Product.price), func.max(Product.price))).one()
-            return Facets(list(categories), list(brands), _float(low), _float(high))
+            return Facets(list(all_categories), list(session.scalars(brands.distinct().order_by(Product.brand))), _float(low), _float(high))
+
+    def list_products(self, offset: int = 0, limit: int = 24, categories: Iterable[str] = (), brands: Iterable[str] = (), in_stock_only: bool = False) -> tuple[list[Product], int]:
+        """A page of products in catalog order, and how many match in all."""
+        query = select(Product)
+        categories, brands = list(categories), list(brands)
+        if categories:
+            query = query.where(Product.category.in_(categories))
+        if brands:
+            query = query.where(Product.brand.in_(brands))
+        if in_stock_only:
+            query = query.where(Product.in_stock.is_(True))
+        with self.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            page = list(session.scalars(query.order_by(Product.id).offset(offset).limit(limit)))
+            return page, total
+
+    def media_path_of(self, sha256: str) -> str | None:
+        """The media file of an image, by its content hash (how the API names images)."""
+        with self.session() as session:
+            return session.scalar(select(ProductImage.media_path).where(ProductImage.sha256 == sha256).limit(1))
+
+    def get_run(self, run_id: int) -> IngestRun | None:
+        with self.session() as session:
+            return session.get(IngestRun, run_id)
 
     # -- ingest runs ----------------------------------------------------------------------
     def start_run(self, trigger: str, source: str, embedder: str) -> int:

@@ -1,0 +1,1 @@
+"""The catalog's schema revisions, oldest first; Alembic skips this file."""
