@@ -178,20 +178,31 @@ def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
     from cli.serve import Listen, serve
     from server.schedule import ServerSchedule
 
-    schedule = None
-    if args.schedule:
-        try:
+    try:
+        if args.schedule:
             schedule = ServerSchedule(args.schedule, args.every, args.cron, args.prune)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    else:
-        schedule = ServerSchedule.from_settings(app.settings)
-    serve(app, Listen(args.address, args.api_port, None if args.no_pages else args.port), schedule)
+        else:
+            schedule = ServerSchedule.from_settings(app.settings)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    listen = Listen(args.address, args.api_port, None if args.no_pages else args.port)
+    listen.check()
+    serve(app, listen, schedule)
+    return 0
+
+
+def cmd_pages(app: ShopLens, args: argparse.Namespace) -> int:
+    from cli.serve import check_port, run_pages
+
+    if not app.settings.server_url:
+        raise UserError("set SHOPLENS_SERVER_URL to the ShopLens server the pages should use (e.g. http://api:8000)")
+    check_port(args.port, args.address)
+    run_pages(args.port, args.address, app.settings.server_url)
     return 0
 
 
 def cmd_migrate(app: ShopLens, args: argparse.Namespace) -> int:
-    print(f"database schema: {app.catalog.schema_revision()} (up to date)")
+    print(app.catalog.migration.describe())
     return 0
 
 

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--cron", help='crontab expression, e.g. "0 * * * *" (UTC)')
     p.add_argument("--prune", action="store_true", help="scheduled runs remove products that left the catalog")
 
+    p = sub.add_parser("pages", help="only the storefront pages, as a client of a running server (SHOPLENS_SERVER_URL)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+
     p = sub.add_parser("migrate", help="bring the database schema up to date (every command does this on start)")
     return parser
 

@@ -103,15 +103,23 @@ def check_port(port: int, address: str | None) -> None:
             raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
+def run_pages(port: int, address: str, server_url: str) -> None:
+    """Replace this process with the Streamlit pages, a client of `server_url` (a container's
+    command: the pages scale apart from the server)."""
+    command = streamlit_command(port, address)
+    sys.stdout.flush()
+    os.execve(command[0], command, {**os.environ, "SHOPLENS_SERVER_URL": server_url})
+
+
 def serve(app: ShopLens, listen: Listen, schedule: ServerSchedule | None = None, open_browser: bool = False) -> None:
     """Open the stores, start the pages, answer the API until SIGINT/SIGTERM, then close cleanly:
-    a running ingest finishes its batch and is recorded as interrupted."""
+    a running ingest finishes its batch and is recorded as interrupted. The caller has checked
+    the ports (`Listen.check`), before any slow work."""
     import uvicorn
 
     from server.app import create_app
     from server.state import ServerState
 
-    listen.check()
     state = ServerState(app, listen.api_url, schedule)
     state.open()  # a store in use or unreachable fails here, with its own message
     pages = None

@@ -1,4 +1,5 @@
-"""`shoplens demo` and `shoplens serve` up to the point where they exec Streamlit."""
+"""`shoplens demo` and `shoplens serve` up to the point where the server starts listening (the
+server itself runs as a real process in tests/server and tests/ui)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ def env(tmp_path: Path, openclip_env: dict[str, str], monkeypatch: pytest.Monkey
 
 
 @pytest.fixture
-def execs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(demo, "_exec", lambda path, argv: calls.append(argv))
+def execs(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """What `serve` was asked to run, with the stores' state at that moment."""
+    calls: list[tuple] = []
+
+    def serve(app, listen, schedule=None, open_browser=False):  # noqa: ANN001, ANN202
+        calls.append((listen, schedule, open_browser, app.catalog.counts()["products"]))
+
+    monkeypatch.setattr(demo, "serve", serve)
     return calls
 
 
@@ -37,21 +43,18 @@ def free_port() -> int:
 
 
 def test_demo_fetches_ingests_releases_and_starts_the_storefront(
-    env: Path, registry: FakeRegistry, execs: list[list[str]], capsys: pytest.CaptureFixture[str]  # noqa: F811
+    env: Path, registry: FakeRegistry, execs: list[tuple], capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
     registry.serve(make_tarball())
     port = free_port()
     assert cli.main(["demo", "--no-browser", "--port", str(port), "--registry", registry.url]) == 0
     out = capsys.readouterr().out
-    assert "2 new" in out and f"http://localhost:{port}/" in out
-    (command,) = execs
-    assert command[1:5] == ["-m", "streamlit", "run", str(demo.STOREFRONT)]
-    assert command[command.index("--server.port") + 1] == str(port)
-    assert command[command.index("--server.headless") + 1] == "true"
-    assert command[command.index("--server.address") + 1] == "127.0.0.1"
-    assert Path(command[4]).is_file()
+    assert "2 new" in out
+    ((listen, schedule, browser, products),) = execs
+    assert listen == demo.Listen("127.0.0.1", 8000, port) and schedule is None and browser is False
+    assert products == 2  # the same process serves what it ingested
 
-    # the embedded vector store was released: another "process" (a fresh app here) can open and search it
+    # the sample is searchable from the stores the server gets
     from services.context import ShopLens
     from services.images import load_image
     from services.search import SearchRequest
@@ -71,7 +74,7 @@ def test_demo_fetches_ingests_releases_and_starts_the_storefront(
     assert len(registry.requests) == requests and len(execs) == 2
 
 
-def test_demo_refuses_a_busy_port_before_downloading(env: Path, registry: FakeRegistry, execs: list[list[str]], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_demo_refuses_a_busy_port_before_downloading(env: Path, registry: FakeRegistry, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     registry.serve(make_tarball())
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -82,16 +85,26 @@ def test_demo_refuses_a_busy_port_before_downloading(env: Path, registry: FakeRe
     assert registry.requests == [] and execs == []
 
 
-def test_demo_explains_an_unreachable_registry(env: Path, execs: list[list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_explains_an_unreachable_registry(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--no-browser", "--port", str(free_port()), "--registry", "http://127.0.0.1:9"]) == cli.EXIT_USER_ERROR
     assert "cannot reach the npm registry" in capsys.readouterr().err
     assert execs == []
 
 
-def test_serve_only_starts_the_storefront(env: Path, execs: list[list[str]]) -> None:
-    port = free_port()
-    assert cli.main(["serve", "--port", str(port)]) == 0
-    (command,) = execs
-    assert command[command.index("--server.port") + 1] == str(port)
-    assert "--server.address" not in command
+def test_serve_takes_ports_address_and_schedule(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+    port, api = free_port(), free_port()
+    assert cli.main(["serve", "--port", str(port), "--api-port", str(api)]) == 0
+    assert cli.main(["serve", "--no-pages", "--api-port", str(api), "--address", "0.0.0.0", "--schedule", "c.csv", "--cron", "0 * * * *"]) == 0
+    (first, _, _, _), (second, schedule, _, _) = execs
+    assert first == demo.Listen("127.0.0.1", api, port) and first.api_url == f"http://127.0.0.1:{api}"
+    assert second.pages_port is None and second.address == "0.0.0.0" and second.api_url == f"http://127.0.0.1:{api}"
+    assert schedule.describe() == "c.csv (cron 0 * * * *)"
     assert not (env / "samples").exists()  # serve never fetches or ingests
+    assert cli.main(["serve", "--schedule", "c.csv", "--every", "soon"]) == cli.EXIT_USER_ERROR
+    assert "cannot read the interval" in capsys.readouterr().err
+
+
+def test_the_pages_and_the_api_need_two_free_ports(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert cli.main(["serve", "--port", str(port), "--api-port", str(port)]) == cli.EXIT_USER_ERROR
+    assert "cannot share port" in capsys.readouterr().err and execs == []
