@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from ingest.locking import LockBusy
 from ingest.pipeline import IngestResult, Ingestor, ingestor_for
@@ -100,6 +100,21 @@ class JobQueue:
         self.recover_stale()
         self._thread = threading.Thread(target=self._loop, name="shoplens-jobs", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._heartbeat, name="shoplens-jobs-heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        """Say this server is alive for each of its jobs, and mark jobs of servers that stopped
+        saying so (killed, crashed, or a replica gone) as interrupted."""
+        while not self._stopping.wait(HEARTBEAT_EVERY):
+            try:
+                with self.app.catalog.session() as session:
+                    session.execute(
+                        update(Job).where(Job.server_id == self.server_id, Job.status.in_(ACTIVE))
+                        .values(updated_at=utcnow()).execution_options(synchronize_session=False)
+                    )
+                self.recover_stale()
+            except Exception:  # the database is away: the next beat tries again
+                log.warning("job heartbeat failed", exc_info=True)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Let the running job finish its batch and record itself as interrupted."""
@@ -112,12 +127,12 @@ class JobQueue:
             self._thread.join(timeout)
 
     def recover_stale(self) -> int:
-        """Jobs whose server stopped without finishing them (killed, crashed) are marked so."""
+        """Jobs whose server stopped beating (killed, crashed) are marked so; live replicas' are not."""
         cutoff = utcnow() - STALE_AFTER
         with self.app.catalog.session() as session:
             result = session.execute(
                 update(Job)
-                .where(Job.status.in_(ACTIVE), Job.server_id != self.server_id, or_(Job.updated_at < cutoff, Job.status == "queued"))
+                .where(Job.status.in_(ACTIVE), Job.server_id != self.server_id, Job.updated_at < cutoff)
                 .values(status="interrupted", finished_at=utcnow(), message="the server that accepted this job stopped before it finished; submit it again")
                 .execution_options(synchronize_session=False)
             )
@@ -158,7 +173,6 @@ class JobQueue:
             self._ingestor = ingestor
         reporter = _Reporter(self, job_id, ingestor)
         try:
-            reporter.start()
             if kind == "reindex":
                 result = self._locked(job_id, ingestor, lambda wait: ingestor.reindex(progress=reporter, wait=wait))
             else:
@@ -172,7 +186,6 @@ class JobQueue:
             log.exception("job %s failed", job_id)
             self._fail(job_id, f"{exc.__class__.__name__}: {' '.join(str(exc).split())}")
         finally:
-            reporter.stop()
             with self._lock:
                 self._ingestor = None
 
@@ -211,7 +224,6 @@ class JobQueue:
             job_id, status=result.status, run_id=result.run_id, counts=counts, problems=problems[:MAX_STORED_ERRORS],
             problem_count=len(problems), message=result.message or result.summary(), finished_at=utcnow(),
             images_embedded=result.counts.images_embedded,
-            done=max(result.counts.rows_total - result.counts.failed, 0) if result.status != "interrupted" else None,
         )
 
     def _fail(self, job_id: str, message: str) -> None:
@@ -235,13 +247,11 @@ class JobLost(ShopLensError):
 
 class _Reporter:
     """The ingest's progress callback: writes done/total and the embedding rate, at most twice a
-    second, plus a heartbeat while nothing moves (an index build), so a dead server is noticed."""
+    second (the queue's heartbeat says the server is alive meanwhile)."""
 
     def __init__(self, queue: JobQueue, job_id: str, ingestor: Ingestor):
         self.queue, self.job_id, self.ingestor = queue, job_id, ingestor
         self._last = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="shoplens-job-heartbeat", daemon=True)
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -252,16 +262,6 @@ class _Reporter:
         images = current.counts.images_embedded if current is not None else 0
         run_id = current.run_id if current is not None else None
         self.queue._update(self.job_id, done=done, total=total, images_embedded=images, run_id=run_id, message="")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_EVERY):
-            self.queue._update(self.job_id)
 
 
 def job_view(job: Job) -> schemas.Job:
