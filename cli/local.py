@@ -73,11 +73,10 @@ def cmd_reconcile(app: ShopLens, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ingest.locking import ingest_lock
-    from ingest.pipeline import ingestor_for
-    from ingest.reconcile import reconcile
+    from ingest.reconcile import reconcile_app
 
     with ingest_lock(app.catalog, app.settings.home, wait=0):
-        report = reconcile(ingestor_for(app), dry_run=args.dry_run)
+        report = reconcile_app(app, dry_run=args.dry_run)
     print(json.dumps({**asdict(report), "clean": report.clean}) if args.json else report.summary())
     return 0
 

@@ -1,4 +1,8 @@
-"""Find and repair drift between SQL (the truth) and Qdrant: missing points, orphans, stale payloads."""
+"""Find and repair drift between SQL (the truth) and Qdrant: missing points, orphans, stale payloads.
+
+Finding drift and counting need the vector collection, not the model: they use `app.identity`
+(known without loading) and never touch `app.embedder`; only a repair embeds.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
-from ingest.pipeline import IngestCounts, Ingestor, IngestResult
+from ingest.pipeline import IngestCounts, Ingestor, IngestResult, ingestor_for
 from ingest.sync import expected_points
 from services.catalog.models import Product
+from services.catalog.store import CatalogStore
 from services.context import ShopLens
-from services.vectors import IMAGE, TEXT
+from services.vectors import IMAGE, TEXT, VectorStore
 
 
 @dataclass
@@ -45,17 +50,25 @@ def collect_stats(app: ShopLens) -> dict[str, object]:
     vectors = {"image_points": app.vectors.count(IMAGE), "text_points": app.vectors.count(TEXT)}
     consistent = sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
     return {
-        "embedder": app.embedder.identity.describe(), "collection": app.vectors.collection,
+        "embedder": app.identity.describe(), "collection": app.vectors.collection,
         "sql": sql, "qdrant": vectors, "consistent": consistent,
     }
 
 
-def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
+@dataclass
+class Drift:
+    report: ReconcileReport
+    orphans: list[str]
+    stale: dict[str, dict]
+
+
+def find_drift(catalog: CatalogStore, vectors: VectorStore) -> Drift:
+    """Compare the points SQL implies with the points the collection holds; changes nothing."""
     report = ReconcileReport()
-    actual = dict(ingestor.vectors.all_points())
+    actual = dict(vectors.all_points())
     expected: dict[str, dict] = {}
     owner: dict[str, str] = {}
-    for batch in ingestor.catalog.iter_products():
+    for batch in catalog.iter_products():
         for product in batch:
             report.products += 1
             for pid, payload in expected_points(product).items():
@@ -66,8 +79,29 @@ def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
     stale = {pid: expected[pid] for pid in expected.keys() & actual.keys() if actual[pid] != expected[pid]}
     report.missing, report.orphans, report.stale_payloads = len(missing), len(orphans), len(stale)
     report.pending_products = sorted({owner[pid] for pid in missing})
-    if dry_run or report.clean:
-        return report
+    return Drift(report, orphans, stale)
+
+
+def reconcile_app(app: ShopLens, dry_run: bool = False) -> ReconcileReport:
+    """`reconcile` for an app: a dry run never builds the embedder (`ingestor_for` would).
+
+    A repair builds it first, so that drift is measured in the collection of the model as
+    loaded (which may correct the identity known beforehand).
+    """
+    if dry_run:
+        return find_drift(app.catalog, app.vectors).report
+    return reconcile(ingestor_for(app))
+
+
+def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
+    drift = find_drift(ingestor.catalog, ingestor.vectors)
+    if dry_run or drift.report.clean:
+        return drift.report
+    return _repair(ingestor, drift)
+
+
+def _repair(ingestor: Ingestor, drift: Drift) -> ReconcileReport:
+    report, orphans, stale = drift.report, drift.orphans, drift.stale
     ingestor.vectors.delete_ids(orphans)
     ingestor.vectors.set_payloads(stale)
     if report.pending_products:

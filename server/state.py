@@ -11,12 +11,15 @@ import os
 import secrets
 import socket
 import threading
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from ingest.locking import ingest_lock
+from ingest.reconcile import collect_stats, reconcile_app
 from server import schemas, views
 from server.admin import UploadPlan, delete_product, plan_upload, save_upload
 from server.auth import LoginThrottle
@@ -28,7 +31,6 @@ from services.errors import NotFound, Throttled, TooLarge, Unauthorized, UsageEr
 from services.fetch import is_url
 from services.images import ImageError, decode_for_model, probe_format, square_thumbnail
 from services.search import SearchFilters, SearchRequest
-from services.vectors import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 PHOTO_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
@@ -172,13 +174,7 @@ class ServerState:
 
     # -- admin ----------------------------------------------------------------------------------
     def stats(self) -> schemas.Stats:
-        counts = self.app.catalog.counts()
-        vectors = {"image_points": self.app.vectors.count(IMAGE), "text_points": self.app.vectors.count(TEXT)}
-        consistent = counts["unsynced"] == 0 and vectors["image_points"] == counts["images"] and vectors["text_points"] == counts["products"]
-        return schemas.Stats(
-            embedder=self.app.identity.describe(), collection=self.app.vectors.collection, sql=schemas.Counts(**counts),
-            qdrant=vectors, consistent=consistent,
-        )
+        return schemas.Stats.model_validate(collect_stats(self.app))
 
     def plan(self, catalog_name: str, catalog: bytes, images_zip: bytes | None, files: list[tuple[str, bytes]]) -> UploadPlan:
         return plan_upload(catalog_name, catalog, zip_bytes=images_zip, files=files)
@@ -217,14 +213,8 @@ class ServerState:
 
     def reconcile(self, dry_run: bool) -> dict[str, Any]:
         """Drift between SQL and the vectors; repaired unless `dry_run` (an ingest must not be running)."""
-        from dataclasses import asdict
-
-        from ingest.locking import ingest_lock
-        from ingest.pipeline import ingestor_for
-        from ingest.reconcile import reconcile
-
         with ingest_lock(self.app.catalog, self.settings.home, wait=0):
-            report = reconcile(ingestor_for(self.app), dry_run=dry_run)
+            report = reconcile_app(self.app, dry_run=dry_run)
         return {**asdict(report), "clean": report.clean, "summary": report.summary()}
 
     def job(self, job_id: str) -> schemas.Job:

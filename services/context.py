@@ -1,21 +1,26 @@
 """Wires settings into the parts (SQL store, embedder, vector store, media, search), lazily.
 
 The command line, the scheduler and the Streamlit pages all build one of these; the parts are
-created on first use so that `shoplens stats` never loads a model.
+created on first use so that `shoplens stats` never loads a model: the vector collection is
+named by `identity`, which is known from settings or from what an earlier build recorded
+(see services/embedders/registry.py), and only `embedder` loads weights.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 
 from services.catalog.store import CatalogStore
-from services.embedders.base import Embedder
-from services.embedders.registry import get_embedder
+from services.embedders.base import Embedder, EmbedderIdentity
+from services.embedders.registry import get_embedder, record_identity, resolve_identity
 from services.images import ImageLimits
 from services.media import MediaStore
 from services.search import SearchService
 from services.settings import Settings, get_settings
 from services.vectors import VectorStore, close_embedded_clients
+
+log = logging.getLogger(__name__)
 
 
 class ShopLens:
@@ -27,12 +32,35 @@ class ShopLens:
         return CatalogStore(self.settings.resolved_database_url)
 
     @cached_property
+    def identity(self) -> EmbedderIdentity:
+        """The embedder's identity, without loading the model whenever it can be known otherwise."""
+        if "embedder" in self.__dict__:
+            return self.embedder.identity
+        known = resolve_identity(self.settings, self.catalog)
+        return known if known is not None else self.embedder.identity
+
+    @cached_property
     def embedder(self) -> Embedder:
-        return get_embedder(self.settings)
+        embedder = get_embedder(self.settings)
+        self._adopt(embedder.identity)
+        return embedder
 
     @cached_property
     def vectors(self) -> VectorStore:
-        return VectorStore.from_settings(self.settings, self.embedder.identity)
+        return VectorStore.from_settings(self.settings, self.identity)
+
+    def _adopt(self, built: EmbedderIdentity) -> None:
+        """Trust the built model: record its identity, and correct an identity known beforehand."""
+        try:
+            record_identity(self.settings, self.catalog, built)
+        except Exception as exc:  # noqa: BLE001 - a record is an optimisation; embedding must go on
+            log.warning("cannot record the embedder identity: %s", exc)
+        known = self.__dict__.get("identity")
+        if known is not None and known != built:
+            log.warning("embedder identity was %s, the model reports %s; switching to it", known.describe(), built.describe())
+            self.__dict__["identity"] = built
+            if "vectors" in self.__dict__:
+                self.vectors.retarget(self.settings, built)
 
     @cached_property
     def media(self) -> MediaStore:

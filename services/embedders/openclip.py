@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -59,6 +61,68 @@ def _weights_id(model_name: str, pretrained: str | None) -> str:
     return f"{model_name}/{pretrained or 'random'}"
 
 
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _packaged_config(architecture: str) -> dict[str, Any] | None:
+    """open_clip's own `model_configs/<name>.json`, found without importing open_clip (which imports torch)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    name = architecture.replace("/", "-")  # what open_clip's factory looks up
+    for folder in spec.submodule_search_locations:
+        config = _read_json(Path(folder) / "model_configs" / f"{name}.json")
+        if config is not None:
+            return config
+    return None
+
+
+def _hub_config(repo: str) -> dict[str, Any] | None:
+    """An hf-hub model's config when it is already in the local Hugging Face cache, else None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        cached = try_to_load_from_cache(repo, "open_clip_config.json")
+    except ValueError:  # not a valid repo id (HFValidationError): the build would fail too
+        return None
+    return _read_json(Path(cached)) if isinstance(cached, str) else None
+
+
+def config_embed_dim(model_name: str) -> int | None:
+    """The shared embedding size open_clip will build for this model name, read from its config JSON.
+
+    The same lookups open_clip's factory does: `local-dir:` requires `model_cfg` in
+    open_clip_config.json, `hf-hub:` reads the repo's config (here only from the cache: offline
+    it is unknowable), an architecture name reads the JSON shipped in the package.
+    """
+    if model_name.startswith("local-dir:"):
+        wrapper = _read_json(Path(model_name.removeprefix("local-dir:")).expanduser() / "open_clip_config.json")
+        config = wrapper.get("model_cfg") if wrapper else None
+    elif model_name.startswith("hf-hub:"):
+        wrapper = _hub_config(model_name.removeprefix("hf-hub:"))
+        config = wrapper.get("model_cfg", wrapper) if wrapper else None
+    else:
+        config = _packaged_config(model_name)
+        if config is not None and not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+            config = None  # open_clip skips such files too
+    if not isinstance(config, dict):
+        return None
+    try:
+        return int(config["embed_dim"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def ensure_weights_reachable(model_name: str, tag: str) -> None:
     """Fail in seconds, not after the hub client's retries, when a tag's weights cannot be had."""
     import os
@@ -96,7 +160,7 @@ def _load(model_name: str, pretrained: str | None, device: str) -> tuple[Any, An
     precision = "fp16" if device.startswith("cuda") else "fp32"
     if pretrained and not model_name.startswith(("local-dir:", "hf-hub:")):
         candidate = Path(pretrained).expanduser()
-        if candidate.suffix in {".pt", ".pth", ".bin", ".safetensors"} and not candidate.is_file():
+        if candidate.suffix in CHECKPOINT_SUFFIXES and not candidate.is_file():
             raise EmbedderUnavailable(f"open_clip checkpoint not found: {candidate}")
         if candidate.is_file():
             pretrained = str(candidate)
@@ -130,6 +194,29 @@ class OpenClipEmbedder(Embedder):
         with torch.inference_mode():
             dim = int(self._model.encode_text(self._tokenizer(["probe"]).to(self.device)).shape[-1])
         self.identity = EmbedderIdentity(
+            backend="openclip", model=_weights_id(model_name, pretrained), image_dim=dim, text_dim=dim, cross_modal=True
+        )
+
+    @classmethod
+    def identity_for(cls, settings: Settings) -> EmbedderIdentity | None:
+        """The identity from the config JSON and the weights' fingerprint, without torch.
+
+        `model` is `_weights_id`, exactly as the built embedder computes it; the dimension is the
+        config's `embed_dim` (what `encode_text` returns). None when the config cannot be read
+        here or the build would fail on a missing checkpoint file.
+        """
+        model_name, pretrained = settings.openclip_model, settings.openclip_pretrained
+        if model_name.startswith("local-dir:"):
+            if not Path(model_name.removeprefix("local-dir:")).expanduser().is_dir():
+                return None
+        elif not model_name.startswith("hf-hub:") and pretrained:
+            candidate = Path(pretrained).expanduser()
+            if candidate.suffix in CHECKPOINT_SUFFIXES and not candidate.is_file():
+                return None
+        dim = config_embed_dim(model_name)
+        if dim is None:
+            return None
+        return EmbedderIdentity(
             backend="openclip", model=_weights_id(model_name, pretrained), image_dim=dim, text_dim=dim, cross_modal=True
         )
 

@@ -1,18 +1,30 @@
-"""Builds the configured embedder, once per process.
+"""Builds the configured embedder, once per process, and knows its identity without building it.
 
 Adding a backend: write one module with an `Embedder` subclass exposing
-`from_settings(settings)` (raising EmbedderUnavailable when it cannot run here) and add one line
-to BACKENDS.
+`from_settings(settings)` (raising EmbedderUnavailable when it cannot run here) and, when its
+identity follows from settings, `identity_for(settings)`; add one line to BACKENDS.
+
+Identity without loading (the immich-ml pattern): a named backend computes it from settings
+(`identity_for`); `auto` cannot (it depends on whether open_clip's weights load), so every build
+records the identity it got in `store_meta` under a key of the identity-relevant settings, and
+`resolve_identity` reads it back. A record also corrects a prediction that proved wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
 import threading
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
-from services.embedders.base import Embedder, EmbedderUnavailable
+from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.catalog.store import CatalogStore
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +84,65 @@ def clear_cache() -> None:
         for embedder in _cache.values():
             embedder.close()
         _cache.clear()
+
+
+# --------------------------------------------------------------------------- identity without loading
+def predicted_identity(settings: Settings) -> EmbedderIdentity | None:
+    """The named backend's `identity_for`; None for `auto` or when it cannot be known unloaded."""
+    if settings.embedder == "auto":
+        return None
+    return backend_class(settings.embedder).identity_for(settings)
+
+
+def identity_meta_key(settings: Settings) -> str:
+    """The store_meta key of these settings: only what can change an identity (not device, batch
+    size or credentials, so that tuning those keeps the record), hashed to fit the key column."""
+    relevant = {k: v for k, v in settings.model_dump().items() if k.startswith("openclip_")}
+    relevant.update(embedder=settings.embedder, dashscope_model=settings.dashscope_model)
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"embedder-identity:{digest}"
+
+
+def _as_identity(value: Any) -> EmbedderIdentity | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return EmbedderIdentity(**value)
+    except TypeError:  # written by another version: ignore rather than guess
+        return None
+
+
+def resolve_identity(settings: Settings, catalog: CatalogStore) -> EmbedderIdentity | None:
+    """The identity the configured embedder will have, without loading it; None when unknown.
+
+    A recorded build wins when it was made under the same prediction (it is what loading
+    really gave); a prediction that changed since (new weights, other settings) wins over an
+    old record. For `auto` only a record can tell.
+    """
+    from services.catalog.meta import get_meta
+
+    predicted = predicted_identity(settings)
+    try:
+        record = get_meta(catalog, identity_meta_key(settings))
+    except Exception as exc:  # noqa: BLE001 - the record is an optimisation; never fail on it
+        log.warning("cannot read the recorded embedder identity: %s", exc)
+        record = None
+    if record is not None:
+        built = _as_identity(record.get("identity"))
+        if built is not None and _as_identity(record.get("predicted")) == predicted:
+            return built
+    return predicted
+
+
+def record_identity(settings: Settings, catalog: CatalogStore, built: EmbedderIdentity) -> None:
+    """Remember what a build of these settings gave (and what was predicted), if that is news."""
+    from services.catalog.meta import get_meta, set_meta
+
+    predicted = predicted_identity(settings)
+    if predicted is not None and predicted != built:
+        log.warning("embedder identity predicted as %s but the model reports %s; using the model's",
+                    predicted.describe(), built.describe())
+    value = {"identity": asdict(built), "predicted": asdict(predicted) if predicted else None}
+    key = identity_meta_key(settings)
+    if get_meta(catalog, key) != value:
+        set_meta(catalog, key, value)

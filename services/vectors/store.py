@@ -1,11 +1,16 @@
 """The vector store facade: one collection per embedder identity, on any backend.
 
 The backends (`BACKENDS`) implement `VectorBackend`; everything above this module speaks
-`PointFilter`, `PointData` and `Hit`. Adding a backend is one module and one line here.
+`PointFilter`, `PointData` and `Hit`. Adding a backend is one module, one builder and one line
+in each registry here.
+
+Each backend's module is imported only when that backend is built: qdrant-client alone costs
+about 1.4 s to import, which the embedded default (and `shoplens stats`) must not pay.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -14,11 +19,11 @@ import numpy as np
 from services.embedders.base import EmbedderIdentity
 from services.settings import Settings
 from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, VectorBackend
-from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
-from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client, server_client
 
 
 def _qdrant(settings: Settings, collection: str) -> VectorBackend:
+    from services.vectors.qdrant import QdrantBackend, local_client, server_client
+
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         client = server_client(settings.qdrant_url, key, settings.qdrant_timeout)
@@ -28,6 +33,8 @@ def _qdrant(settings: Settings, collection: str) -> VectorBackend:
 
 
 def _edge(settings: Settings, collection: str) -> VectorBackend:
+    from services.vectors.edge import EdgeBackend, EdgeTuning
+
     tuning = EdgeTuning(
         m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct, ef_search=settings.hnsw_ef,
         indexing_threshold_kb=settings.edge_indexing_threshold_kb,
@@ -40,6 +47,11 @@ BACKENDS: dict[str, Callable[[Settings, str], VectorBackend]] = {
     "qdrant": _qdrant,
     "edge": _edge,
 }
+# module -> its function that releases the embedded stores it opened (folder locks)
+EMBEDDED_CLOSERS: dict[str, str] = {
+    "services.vectors.edge": "close_shards",
+    "services.vectors.qdrant": "close_local_clients",
+}
 
 
 def backend_name(settings: Settings) -> str:
@@ -50,9 +62,14 @@ def backend_name(settings: Settings) -> str:
 
 
 def close_embedded_clients() -> None:
-    """Release every embedded store's folder lock held by this process (exit, tests)."""
-    close_shards()
-    close_local_clients()
+    """Release every embedded store's folder lock held by this process (exit, tests).
+
+    Only a backend module that was imported can hold one, so the others are not imported here.
+    """
+    for module_name, closer in EMBEDDED_CLOSERS.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            getattr(module, closer)()
 
 
 class VectorStore:
@@ -68,6 +85,18 @@ class VectorStore:
         store = cls(BACKENDS[backend_name(settings)](settings, collection), identity, collection)
         store.ensure_collection()
         return store
+
+    def retarget(self, settings: Settings, identity: EmbedderIdentity) -> None:
+        """Switch this store, in place, to the collection of another identity.
+
+        Why in place: an identity known without loading (a record of what `auto` chose last
+        time) can prove wrong once the model is built, and the ingestor and search service
+        already hold this object; they must follow, not write into the old collection.
+        """
+        if identity == self.identity:
+            return
+        fresh = VectorStore.from_settings(settings, identity)
+        self.backend, self.identity, self.collection, self._ready = fresh.backend, identity, fresh.collection, fresh._ready
 
     @property
     def sync_key(self) -> str:
