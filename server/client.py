@@ -51,7 +51,7 @@ class ServerUnavailable(Unavailable):
 
 def find_server(settings: Settings) -> tuple[str, str | None] | None:
     """The server to talk to and a credential: `SHOPLENS_SERVER_URL`, else the one this home's
-    running server announced in `<home>/server.json` (with its local token)."""
+    running server announced in `<home>/server-<host>.json` (with its local token)."""
     if settings.server_url:
         token = settings.admin_password.get_secret_value() if settings.admin_password else None
         return settings.server_url, token

@@ -1,4 +1,4 @@
-"""How a command line finds the server of its home: `<home>/server.json`, written by the server.
+"""How a command line finds the server of its home: `<home>/server-<host>.json`, written by the server.
 
 Kept free of heavy imports: the client side reads it on every command.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 @dataclass
 class ServerInfo:
-    """What `<home>/server.json` says: where a running server listens, and its local credential."""
+    """What the server file says: where a running server listens, and its local credential."""
 
     url: str
     pid: int

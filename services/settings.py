@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -102,8 +103,9 @@ class Settings(BaseSettings):
 
     @property
     def server_file(self) -> Path:
-        """Where a running server says where it listens, so the CLI on this machine finds it."""
-        return self.home / "server.json"
+        """Where a running server says where it listens, so the CLI on this machine finds it; one
+        per host, since replicas on several hosts (or containers) may share the home volume."""
+        return self.home / f"server-{socket.gethostname()}.json"
 
     @property
     def resolved_database_url(self) -> str:

@@ -23,6 +23,13 @@ PASSWORD = "correct horse battery staple"
 PRODUCTS = 8
 
 
+def server_file(home: Path) -> Path:
+    """Where a server of this home announces itself (services.settings.Settings.server_file)."""
+    from services.settings import Settings
+
+    return Settings(_env_file=None, home=home).server_file
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +51,7 @@ class Server:
 
     @property
     def token(self) -> str:
-        info = ServerInfo.read(self.home / "server.json")
+        info = ServerInfo.read(server_file(self.home))
         assert info is not None, self.log.read_text()
         return info.token
 

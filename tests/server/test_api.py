@@ -11,7 +11,7 @@ from PIL import Image
 
 from server import schemas
 from server.client import ApiError
-from tests.server.conftest import PASSWORD, PRODUCTS, Server
+from tests.server.conftest import server_file, PASSWORD, PRODUCTS, Server
 from tests.support.catalog import product_photo, variant
 
 
@@ -157,7 +157,7 @@ def test_wrong_credentials_are_throttled_and_the_local_token_works(server: Serve
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
     # the server's own token (server.json, readable by its user only) is never throttled
     assert httpx.get(f"{server.url}/api/v1/runs", headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
-    assert oct((server.home / "server.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((server_file(server.home)).stat().st_mode & 0o777) == "0o600"
 
 
 def test_no_secret_in_docs_or_answers(server: Server) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from server import schemas
 from server.client import ShopLensClient
-from tests.server.conftest import PASSWORD, PRODUCTS, ROOT, Server, server_env, start_server
+from tests.server.conftest import server_file, PASSWORD, PRODUCTS, ROOT, Server, server_env, start_server
 from tests.support.catalog import product_photo, product_row, write_catalog, write_rows
 
 
@@ -159,7 +159,7 @@ def test_schedule_in_the_server_and_a_stop_mid_job(tmp_path: Path, openclip_env:
             job = jobs[0]
             assert job.trigger == "schedule" and job.status == "running" and job.total == 12
         assert running.stop(signal.SIGTERM) == 0
-        assert not (running.home / "server.json").exists()
+        assert not (server_file(running.home)).exists()
     finally:
         running.stop(signal.SIGKILL)
     restarted = start_server(tmp_path / "home", catalog, env)
