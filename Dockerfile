@@ -1,4 +1,6 @@
-# ShopLens app image: the storefront (default command) and the CLI (`shoplens schedule ...`).
+# ShopLens app image: the server (default command: `shoplens serve --no-pages`, the HTTP API on
+# :8000 with the job worker and the catalog schedule), the storefront pages as its client
+# (`shoplens pages`, :8501) and the CLI.
 # The light CPU recipe of scripts/install.sh, with the same pins (tests/test_compose.py checks):
 # PyTorch's CPU wheel, then torchvision and open_clip without dependency resolution.
 FROM python:3.11-slim
@@ -31,5 +33,6 @@ RUN useradd --create-home --uid 10001 --user-group shoplens \
  && chown -R shoplens:shoplens /data
 USER shoplens
 
-EXPOSE 8501
-CMD ["shoplens", "serve", "--port", "8501", "--address", "0.0.0.0"]
+# 8000: the HTTP API (`shoplens serve`); 8501: the storefront pages (`shoplens pages`).
+EXPOSE 8000 8501
+CMD ["shoplens", "serve", "--no-pages", "--api-port", "8000", "--address", "0.0.0.0"]
