@@ -67,11 +67,11 @@ class Listen:
         return f"http://{'localhost' if _connect_host(self.address) == '127.0.0.1' else self.address}:{self.pages_port}/" if self.pages_port else None
 
     def check(self) -> None:
-        check_port(self.api_port, self.address)
-        if self.pages_port is not None:
-            if self.pages_port == self.api_port:
-                raise PortInUse(f"the pages and the API cannot share port {self.api_port}: choose another --port or --api-port")
-            check_port(self.pages_port, self.address)
+        if self.pages_port is not None and self.pages_port == self.api_port:
+            raise PortInUse(f"the pages and the API cannot share port {self.api_port}: choose another --port or --api-port")
+        for port, option in ((self.api_port, "--api-port"), (self.pages_port, "--port")):
+            if port is not None:
+                check_port(port, self.address, option)
 
 
 def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str], None] = print) -> IngestResult:
@@ -91,7 +91,7 @@ def streamlit_command(port: int = DEFAULT_PORT, address: str | None = None) -> l
     return command
 
 
-def check_port(port: int, address: str | None) -> None:
+def check_port(port: int, address: str | None, option: str = "--port") -> None:
     host = address or "0.0.0.0"
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -99,7 +99,7 @@ def check_port(port: int, address: str | None) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} is already in use; stop the other server or choose another port") from None
+                raise PortInUse(f"port {port} is already in use; stop the other server or choose another with {option}") from None
             raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
