@@ -1,101 +1,95 @@
-"""Process-wide resources for the Streamlit pages, and the few display helpers both pages share.
+"""What both pages share: the way to the ShopLens server, and a few display helpers.
 
-One ShopLens app per process and per configuration (tests switch SHOPLENS_HOME between runs; a
-served storefront has one). Nothing here searches or ingests: that lives in services/ and ingest/.
+The pages are clients of the server's HTTP API, like the command line in another shell: they
+open no store and load no model, so a page starts in a moment and several page processes (or a
+page on another machine) see one catalog. Everything here is display or transport, no business.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-from pathlib import Path
 
 import streamlit as st
-from PIL import Image, ImageOps
-from pydantic import SecretStr
 
-from server.auth import LoginThrottle
-from services.context import ShopLens
+import services.images  # noqa: F401 - registers the image errors' wording for `ApiError.user_message`
+from server import schemas
+from server.client import ApiError, ServerUnavailable, ShopLensClient, find_server
 from services.errors import ShopLensError
 from services.settings import Settings
 
 log = logging.getLogger("shoplens.ui")
-THUMB_SIZE = 480
+THUMB_SIZE = 480  # one of the sizes the API makes: 96, 240, 480, 720, 1024
+SERVER_NOT_RUNNING = "The ShopLens server is not running: start it with `shoplens serve`."
 
 
 def current_settings() -> Settings:
-    """Settings from the environment (and .env) as they are now; cheap to build."""
+    """Settings from the environment (and .env) as they are now; cheap to build. The pages read
+    only display defaults from them; the server's own settings are the authority."""
     return Settings()
 
 
-def _settings_key(settings: Settings) -> str:
-    items = []
-    for name, value in sorted(settings.model_dump().items()):
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        items.append(f"{name}={value!r}")
-    return hashlib.sha256("\n".join(items).encode()).hexdigest()
+def server_url() -> str | None:
+    """Where the server listens: `SHOPLENS_SERVER_URL` (set by `shoplens serve` for its pages),
+    else the server this home's `server.json` announces. Its local token is not used: shoppers
+    need none, and an admin types the password."""
+    found = find_server(current_settings())
+    return found[0] if found is not None else None
 
 
 @st.cache_resource(show_spinner=False)
-def _app(key: str, _settings: Settings) -> ShopLens:  # noqa: ARG001 - `key` is the cache key
-    return ShopLens(_settings)
+def client_for(url: str) -> ShopLensClient:
+    """One public client per process and server URL: its connection pool is shared by sessions."""
+    return ShopLensClient(url)
 
 
-def get_app() -> ShopLens:
-    """The ShopLens app of this process for the current settings (built once, parts built lazily)."""
-    settings = current_settings()
-    return _app(_settings_key(settings), settings)
-
-
-@st.cache_resource(show_spinner=False)
-def login_throttle() -> LoginThrottle:
-    """One throttle per process: wrong admin passwords are counted across all sessions."""
-    return LoginThrottle()
+def server_or_stop() -> tuple[ShopLensClient, schemas.Health]:
+    """The shared client and the server's health right now, or a clear message and the end of
+    this page run when no server answers (never a traceback)."""
+    url = server_url()
+    if url is None:
+        st.error(SERVER_NOT_RUNNING)
+        st.caption("No server was found: set SHOPLENS_SERVER_URL to its address, or start one for this data folder.")
+        st.stop()
+    try:
+        client = client_for(url)
+        return client, client.health()
+    except ServerUnavailable as exc:
+        st.error(SERVER_NOT_RUNNING)
+        st.caption(exc.user_message)
+    except Exception as exc:  # a server that answers, but wrongly
+        st.error(friendly_error(exc))
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the run")
 
 
 def friendly_error(exc: BaseException) -> str:
-    """A sentence for a person: ShopLens' own errors say what went wrong; anything else is logged."""
+    """A sentence for a person: ShopLens' own errors (the server's included) say what went wrong;
+    anything else is logged here and named only by its class."""
     if isinstance(exc, ShopLensError):
         return exc.user_message
-    log.exception("unexpected error in the storefront", exc_info=exc)
+    log.exception("unexpected error in the pages", exc_info=exc)
     return f"Something went wrong ({exc.__class__.__name__}). Please try again; if it keeps happening, tell the shop."
 
 
-def app_or_stop() -> ShopLens:
-    """The app, or a friendly error and the end of this page run."""
-    try:
-        app = get_app()
-        app.catalog  # noqa: B018 - opens the database now so its errors show here
-        return app
-    except Exception as exc:  # shown to the person, never as a traceback
-        st.error(friendly_error(exc))
-        st.stop()
-        raise  # unreachable: st.stop() ends the run
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.status == 404
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def thumbnail(path: str, size: int = THUMB_SIZE) -> bytes | None:
-    """A square JPEG of a product photo, padded on white so the whole product stays visible."""
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size * 2, size * 2))
-            img = ImageOps.exif_transpose(img) or img
-            if img.mode != "RGB":
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba).convert("RGB")
-            square = ImageOps.pad(img, (size, size), color=(255, 255, 255))
-    except (OSError, ValueError):
-        return None
-    out = io.BytesIO()
-    square.save(out, "JPEG", quality=85)
-    return out.getvalue()
+def _image_bytes(base_url: str, image_url: str, size: int) -> bytes:
+    """A square thumbnail from the API. Images are named by their content hash, so a URL's bytes
+    never change: cached for the process, shared by every session. Errors are not cached."""
+    return client_for(base_url).image(image_url, size=size)
 
 
-def show_product_image(path: Path | str | None, size: int = THUMB_SIZE) -> None:
-    data = thumbnail(str(path), size) if path else None
+def show_product_image(client: ShopLensClient, image_url: str | None, size: int = THUMB_SIZE) -> None:
+    """The product photo as a square thumbnail, or a grey "no photo" square in its place."""
+    data = None
+    if image_url:
+        try:
+            data = _image_bytes(client.base_url, image_url, size)
+        except ShopLensError as exc:  # a photo that cannot be fetched must not break the page
+            log.warning("no thumbnail for %s: %s", image_url, exc.message)
     if data is None:
         st.markdown(
             "<div style='aspect-ratio:1/1;background:#f3f4f6;border-radius:8px;display:flex;"
@@ -110,3 +104,10 @@ def format_price(price: float | None, currency: str | None) -> str:
     if price is None:
         return "price on request"
     return f"{price:,.2f} {currency or ''}".strip()
+
+
+def escape(text: str) -> str:
+    """Catalog text shown as Markdown: neutralise the characters Markdown would interpret."""
+    for ch in "\\`*_{}[]<>#|~$":
+        text = text.replace(ch, "\\" + ch)
+    return text

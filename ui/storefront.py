@@ -1,8 +1,9 @@
 """The ShopLens storefront: find products by photo, by words, or both.
 
-Run: `shoplens serve` (or `python -m streamlit run ui/storefront.py`). This is the entry file of a
-two-page app (Shop, Admin). It only displays: searching is `services.search`, the catalog is
-`services.catalog`. A storefront never ingests at start-up.
+Run: `shoplens serve` (it starts these pages beside the server, with SHOPLENS_SERVER_URL set).
+This is the entry file of a two-page app (Shop, Admin). It only displays: every search, product
+and photo comes from the server's HTTP API through `ShopLensClient`, so the pages hold no store,
+no model and no business rule, and there is one way to search: through the server.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ if str(_ROOT) not in sys.path:  # `streamlit run ui/storefront.py` puts only ui/
 
 import streamlit as st  # noqa: E402
 
-from services.context import ShopLens  # noqa: E402
-from services.images import ImageError, decode_for_model, probe_format  # noqa: E402
-from services.search import SearchFilters, SearchHit, SearchRequest, SearchResponse  # noqa: E402
+from server import schemas  # noqa: E402
+from server.client import ShopLensClient  # noqa: E402
 from ui import state  # noqa: E402
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
-PHOTO_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
 KEPT_WIDGETS = ("query_text", "text_weight", "use_camera")
+BAD_IMAGE = "bad_image"  # the server's code for a photo it cannot use (services.images.ImageError)
 
 
 # -- navigation helpers (callbacks run before the next page run) ----------------------------------
@@ -69,12 +69,14 @@ def _keep_search_state() -> None:
 
 
 # -- page parts -----------------------------------------------------------------------------------
-def sidebar_filters(app: ShopLens) -> tuple[SearchFilters, float]:
-    facets = app.catalog.facets()
+def sidebar_filters(client: ShopLensClient) -> tuple[schemas.Filters, float]:
+    """Filters from the server's facets; the brands offered are those of the chosen categories."""
+    facets = client.facets()
     sb = st.sidebar
     sb.header("Filters")
     categories = sb.multiselect("Category", facets.categories, key="f_categories", placeholder="All categories", on_change=_reset_paging)
-    brands = sb.multiselect("Brand", facets.brands, key="f_brands", placeholder="All brands", on_change=_reset_paging)
+    brands_offered = client.facets(categories).brands if categories else facets.brands
+    brands = sb.multiselect("Brand", brands_offered, key="f_brands", placeholder="All brands", on_change=_reset_paging)
     min_price = max_price = None
     if facets.min_price is not None and facets.max_price is not None and facets.max_price > facets.min_price:
         low, high = float(math.floor(facets.min_price)), float(math.ceil(facets.max_price))
@@ -86,48 +88,48 @@ def sidebar_filters(app: ShopLens) -> tuple[SearchFilters, float]:
     in_stock = sb.checkbox("In stock only", key="f_in_stock", on_change=_reset_paging)
     with sb.expander("Match threshold"):
         min_score = st.slider(
-            "Minimum match score", 0.0, 1.0, float(min(max(app.settings.min_score, 0.0), 1.0)), 0.01, key="f_min_score",
-            help="Results scoring below this are hidden. Raise it to see only close matches.",
+            "Minimum match score", 0.0, 1.0, float(min(max(state.current_settings().min_score, 0.0), 1.0)), 0.01,
+            key="f_min_score", help="Results scoring below this are hidden. Raise it to see only close matches.",
         )
-    return SearchFilters(tuple(categories), tuple(brands), min_price, max_price, in_stock), min_score
+    filters = schemas.Filters(category=categories, brand=brands, min_price=min_price, max_price=max_price, in_stock=in_stock)
+    return filters, min_score
 
 
-def read_photo(app: ShopLens, name: str, data: bytes) -> object | None:
-    """The decoded photo, or None after showing a friendly message."""
-    limit = app.settings.max_image_bytes
-    if len(data) > limit:
-        st.error(f"This photo is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. Please use a smaller photo.")
-        return None
-    try:
-        fmt, _, _ = probe_format(data, app.limits)
-        if fmt not in PHOTO_FORMATS:
-            raise ImageError(f"{fmt} photos are not supported here (use JPEG, PNG or WebP)")
-        return decode_for_model(data, app.limits)[0]
-    except ImageError as exc:
-        st.error(f"We couldn't use **{_escape(name)}**: {exc}. Please upload a JPEG, PNG or WebP photo.")
-        return None
+def photo_too_large(data: bytes) -> bool:
+    """An early, friendly word about an oversize photo, before sending it. Only a courtesy: the
+    server is the authority on what it takes (and answers 413 or 422 with its own message)."""
+    limit = state.current_settings().max_image_bytes
+    if len(data) <= limit:
+        return False
+    st.error(f"This photo is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. Please use a smaller photo.")
+    return True
 
 
-def product_card(hit: SearchHit, key: str) -> None:
+def product_card(client: ShopLensClient, item: schemas.Hit | schemas.Product, key: str, score: bool = True) -> None:
+    """A search hit (with its match score) or a catalog product, as one card of the grid."""
     with st.container(border=True):
-        state.show_product_image(hit.image)
-        st.markdown(f"**{_escape(hit.title)}**")
-        stock = "" if hit.in_stock else " · out of stock"
-        st.caption(f"{state.format_price(hit.price, hit.currency)}{stock}  \nmatch score {hit.score:.2f}")
-        st.button("View product", key=key, on_click=_open_product, args=(hit.sku,), width="stretch")
+        state.show_product_image(client, item.image_url)
+        st.markdown(f"**{state.escape(item.title)}**")
+        stock = "" if item.in_stock else " · out of stock"
+        line = f"{state.format_price(item.price, item.currency)}{stock}"
+        if score and isinstance(item, schemas.Hit):
+            line += f"  \nmatch score {item.score:.2f}"
+        st.caption(line)
+        st.button("View product", key=key, on_click=_open_product, args=(item.sku,), width="stretch")
 
 
-def product_grid(hits: list[SearchHit], key_prefix: str) -> None:
-    for start in range(0, len(hits), GRID_COLUMNS):
+def product_grid(client: ShopLensClient, items: list[schemas.Hit] | list[schemas.Product], key_prefix: str, score: bool = True) -> None:
+    for start in range(0, len(items), GRID_COLUMNS):
         columns = st.columns(GRID_COLUMNS, gap="medium")
-        for column, hit in zip(columns, hits[start : start + GRID_COLUMNS]):
+        for column, item in zip(columns, items[start : start + GRID_COLUMNS]):
             with column:
-                product_card(hit, f"{key_prefix}-{hit.sku}")
+                product_card(client, item, f"{key_prefix}-{item.sku}", score)
 
 
-def search_page(app: ShopLens, filters: SearchFilters, min_score: float) -> None:
+def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: float) -> None:
     st.title("ShopLens")
     st.caption("Snap or upload a photo of something you like and find it in the shop. Add words to steer the search.")
+    settings = state.current_settings()
     with st.container(border=True):
         photo_col, text_col, preview_col = st.columns([3, 3, 1.4], gap="large")
         generation = st.session_state.get("photo_generation", 0)
@@ -138,191 +140,167 @@ def search_page(app: ShopLens, filters: SearchFilters, min_score: float) -> None
                 st.file_uploader(
                     "Upload a photo (JPEG, PNG or WebP)", type=PHOTO_TYPES, key=f"photo-{generation}",
                     on_change=_photo_changed, args=(f"photo-{generation}",),
-                    max_upload_size=max(1, math.ceil(app.settings.max_image_bytes / 2**20)),
+                    max_upload_size=max(1, math.ceil(settings.max_image_bytes / 2**20)),
                 )
         with text_col:
             text = st.text_input(
                 "Describe it (optional)", key="query_text", on_change=_reset_paging,
                 placeholder="e.g. red running shoes, or with a photo: in blue",
-            )
-        photo = st.session_state.get("query_photo")
-        data = photo[1] if photo else None
-        image = read_photo(app, *photo) if photo else None
+            ).strip()
+        photo: tuple[str, bytes] | None = st.session_state.get("query_photo")
+        if photo is not None and photo_too_large(photo[1]):
+            photo = None
         weight = 0.5
-        if image is not None and text.strip():
+        if photo is not None and text:
             with text_col:
                 weight = st.slider(
                     "Like this photo, but …", 0.0, 1.0, step=0.05, key="text_weight",
                     help="Left: only the photo counts. Right: only your words count.",
                 )
                 st.caption("← more like the photo · more like the words →")
-        with preview_col:
-            if data is not None and image is not None:
-                st.image(data, caption="Your photo", width="stretch")
-                st.button("Clear photo", on_click=_clear_photo, key="clear_photo", type="tertiary")
-    if image is None and not text.strip():
-        if data is None:
+    if photo is None and not text:
+        if st.session_state.get("query_photo") is None:
             st.info("Upload a photo (or type a few words) to see matching products.")
-        showcase(app)
+        showcase(client)
         return
-    top_k = st.session_state.get("top_k", PAGE_SIZE)
-    request = SearchRequest(image=image, text=text.strip() or None, text_weight=weight, filters=filters, top_k=top_k, min_score=min_score)
+    top_k = min(st.session_state.get("top_k", PAGE_SIZE), schemas.MAX_TOP_K)
+    query = schemas.SearchQuery(**filters.model_dump(), text=text or None, weight=weight, top_k=top_k, min_score=min_score)
     try:
         with st.spinner("Searching…"):
-            response = app.search.search(request)
+            result = client.search(query, photo[1] if photo else None, photo[0] if photo else "photo.jpg")
     except Exception as exc:
-        st.error(state.friendly_error(exc))
+        st.error(_search_error(exc))
         return
-    show_results(response, filters, min_score, top_k)
+    if photo is not None:  # shown back once the server has accepted it as a photo
+        with preview_col:
+            st.image(photo[1], caption="Your photo", width="stretch")
+            st.button("Clear photo", on_click=_clear_photo, key="clear_photo", type="tertiary")
+    show_results(client, result, filters, min_score, top_k)
 
 
-def show_results(response: SearchResponse, filters: SearchFilters, min_score: float, top_k: int) -> None:
+def _search_error(exc: BaseException) -> str:
+    message = state.friendly_error(exc)
+    if getattr(exc, "code", None) == BAD_IMAGE:
+        message += " Please upload a JPEG, PNG or WebP photo."
+    return message
+
+
+def show_results(client: ShopLensClient, result: schemas.SearchResult, filters: schemas.Filters, min_score: float, top_k: int) -> None:
     with st.container(key="results"):
-        for note in response.notes:
+        for note in result.notes:
             st.caption(f"Note: {note}")
-        if not response.hits:
-            narrowed = filters.categories or filters.brands or filters.min_price is not None or filters.max_price is not None or filters.in_stock_only
+        if not result.hits:
+            narrowed = filters.category or filters.brand or filters.min_price is not None or filters.max_price is not None or filters.in_stock
             hint = "remove some filters, " if narrowed else ""
             st.warning(
                 f"**No good match.** Nothing in the shop scores above the match threshold ({min_score:.2f}) for this search. "
                 f"Try another photo, {hint}or lower the threshold in the sidebar."
             )
             return
-        st.subheader(f"{len(response.hits)} matching product{'s' if len(response.hits) != 1 else ''}")
-        st.caption(f"Found in {response.took_ms:.0f} ms (reading your query: {response.embed_ms:.0f} ms)")
-        product_grid(response.hits, "hit")
-        if len(response.hits) >= top_k:
+        st.subheader(f"{len(result.hits)} matching product{'s' if len(result.hits) != 1 else ''}")
+        st.caption(f"Found in {result.took_ms:.0f} ms (reading your query: {result.embed_ms:.0f} ms)")
+        product_grid(client, result.hits, "hit")
+        if len(result.hits) >= top_k and top_k < schemas.MAX_TOP_K:
             st.button("Show more", on_click=_more, key="more")
 
 
-def showcase(app: ShopLens) -> None:
+def showcase(client: ShopLensClient) -> None:
     """A first look at the shop before any search: the first products of the catalog."""
-    products = next(app.catalog.iter_products(batch_size=GRID_COLUMNS * 2), [])
-    if not products:
+    try:
+        page = client.products(limit=GRID_COLUMNS * 2)
+    except Exception as exc:
+        st.error(state.friendly_error(exc))
         return
-    st.subheader("In the shop")
-    hits = [
-        SearchHit(
-            sku=p.sku, title=p.title, score=0.0, price=None if p.price is None else float(p.price), currency=p.currency,
-            category=p.category, brand=p.brand, in_stock=p.in_stock, description=p.description,
-            image=app.media.path(p.images[0].media_path) if p.images else None, image_source=None, attributes={},
-        )
-        for p in products
-    ]
-    for start in range(0, len(hits), GRID_COLUMNS):
-        columns = st.columns(GRID_COLUMNS, gap="medium")
-        for column, hit in zip(columns, hits[start : start + GRID_COLUMNS]):
-            with column, st.container(border=True):
-                state.show_product_image(hit.image)
-                st.markdown(f"**{_escape(hit.title)}**")
-                st.caption(state.format_price(hit.price, hit.currency))
-                st.button("View product", key=f"show-{hit.sku}", on_click=_open_product, args=(hit.sku,), width="stretch")
+    if page.products:
+        st.subheader("In the shop")
+        product_grid(client, page.products, "show", score=False)
 
 
-def product_page(app: ShopLens, sku: str) -> None:
+def product_page(client: ShopLensClient, sku: str) -> None:
     st.button("← Back to results", on_click=_close_product, key="back")
-    product = app.catalog.get_product(sku)
-    if product is None:
-        st.warning(f"There is no product with SKU {sku!r} in the shop (any more).")
+    try:
+        product = client.product(sku)
+    except Exception as exc:
+        if state.is_not_found(exc):
+            st.warning(f"There is no product with SKU {sku!r} in the shop (any more).")
+        else:
+            st.error(state.friendly_error(exc))
         return
-    images = [app.media.path(i.media_path) for i in product.images]
+    images = [i.url for i in product.images]
     left, right = st.columns([3, 2], gap="large")
     with left:
-        if images:
-            state.show_product_image(images[0], 720)
-            if len(images) > 1:
-                for column, path in zip(st.columns(min(len(images) - 1, 4)), images[1:5]):
-                    with column:
-                        state.show_product_image(path, 240)
-                for path in images[5:]:
-                    state.show_product_image(path, 240)
-        else:
-            state.show_product_image(None)
+        state.show_product_image(client, images[0] if images else None, 720)
+        if len(images) > 1:
+            for column, url in zip(st.columns(min(len(images) - 1, 4)), images[1:5]):
+                with column:
+                    state.show_product_image(client, url, 240)
+            for url in images[5:]:
+                state.show_product_image(client, url, 240)
     with right:
         st.title(product.title)
-        price = state.format_price(None if product.price is None else float(product.price), product.currency)
-        st.subheader(price)
+        st.subheader(state.format_price(product.price, product.currency))
         st.markdown(":green[In stock]" if product.in_stock else ":red[Out of stock]")
-        facts = [f for f in (product.category and f"Category: **{_escape(product.category)}**", product.brand and f"Brand: **{_escape(product.brand)}**") if f]
+        facts = [f for f in (product.category and f"Category: **{state.escape(product.category)}**", product.brand and f"Brand: **{state.escape(product.brand)}**") if f]
         if facts:
             st.markdown(" · ".join(facts))
         if product.description:
             st.write(product.description)
-        attributes = {k: v for k, v in (product.attributes or {}).items() if str(v).strip()}
+        attributes = {k: v for k, v in product.attributes.items() if str(v).strip()}
         st.caption(f"SKU {product.sku}")
         if attributes:
-            lines = [f"- {_escape(k.replace('_', ' ').capitalize())}: **{_escape(str(v))}**" for k, v in attributes.items()]
+            lines = [f"- {state.escape(k.replace('_', ' ').capitalize())}: **{state.escape(str(v))}**" for k, v in attributes.items()]
             st.markdown("**Details**\n\n" + "\n".join(lines))
     st.subheader("More like this")
     try:
-        similar = app.search.more_like_this(sku, top_k=GRID_COLUMNS * 2)
+        similar = client.similar(sku, top_k=GRID_COLUMNS * 2)
     except Exception as exc:
         st.error(state.friendly_error(exc))
         return
     if similar.hits:
-        product_grid(similar.hits, "similar")
+        product_grid(client, similar.hits, "similar")
     else:
         st.caption("Nothing similar found.")
 
 
-def footer(app: ShopLens, counts: dict[str, int]) -> None:
+def footer(health: schemas.Health) -> None:
+    """The search model and the catalog's size, as the server reports them."""
     st.divider()
-    why = None
-    try:
-        embedder = app.embedder
-        how = "chosen automatically" if app.settings.embedder == "auto" else "configured"
-        if embedder.fallback_reason:
-            how += ", as a fallback"
-            why = f"Preferred models could not be loaded: {embedder.fallback_reason}"
-        model = f"Search model: {embedder.identity.describe()} ({how})"
-    except Exception as exc:
-        model = "Search model unavailable"
-        why = state.friendly_error(exc)
-    st.caption(f"{model} · Catalog: {counts['products']:,} products, {counts['images']:,} photos", help=why)
+    how = ""
+    if not health.model_loaded:
+        how = " (loading…)"
+    elif health.fallback_reason:
+        how = " (a fallback)"
+    why = f"Preferred models could not be loaded: {health.fallback_reason}" if health.fallback_reason else None
+    counts = health.counts
+    st.caption(f"Search model: {health.embedder}{how} · Catalog: {counts.products:,} products, {counts.images:,} photos", help=why)
 
 
 def shop_page() -> None:
     _keep_search_state()
-    app = state.app_or_stop()
+    client, health = state.server_or_stop()
     try:
-        counts = app.catalog.counts()
-        if counts["products"] == 0:
+        if health.counts.products == 0:
             st.title("ShopLens")
             st.info(
                 "The shop's catalog is empty, so there is nothing to search yet. An admin can upload a catalog on the "
                 "**Admin** page, or load the demo shop with `shoplens demo`."
             )
-            footer(app, counts)
+            footer(health)
             return
-        notice = st.container()  # filled last: the page shows before the search model has loaded
-        filters, min_score = sidebar_filters(app)
+        if health.vectors == 0:
+            st.warning(
+                f"The search index holds nothing for the current search model ({health.embedder}), so searches find "
+                "nothing. The model was probably changed after the catalog was loaded: an admin should run `shoplens reindex`."
+            )
+        filters, min_score = sidebar_filters(client)
         sku = st.query_params.get("sku")
         if sku:
-            product_page(app, sku)
+            product_page(client, sku)
         else:
-            search_page(app, filters, min_score)
-        try:
-            with st.spinner("Loading the search model (first visit only)…"):
-                indexed = app.vectors.count()
-        except Exception as exc:
-            notice.error(state.friendly_error(exc))
-            indexed = None
-        footer(app, counts)
-        if indexed == 0:
-            notice.warning(
-                f"The search index holds nothing for the current search model ({app.embedder.identity.describe()}), "
-                "so searches find nothing. The model was probably changed after the catalog was loaded: an admin "
-                "should run `shoplens reindex`."
-            )
+            search_page(client, filters, min_score)
+        footer(health)
     except Exception as exc:  # never a traceback in front of a shopper
         st.error(state.friendly_error(exc))
-
-
-def _escape(text: str) -> str:
-    """Catalog text shown as Markdown: neutralise the characters Markdown would interpret."""
-    for ch in "\\`*_{}[]<>#|~$":
-        text = text.replace(ch, "\\" + ch)
-    return text
 
 
 STYLE = """<style>

@@ -1,74 +1,96 @@
-"""Fixtures for the Streamlit pages: a pre-ingested home selected through SHOPLENS_* variables.
+"""Fixtures for the Streamlit pages: a real ShopLens server process, and the pages pointed at it.
 
-AppTest runs the pages in this process, so the settings the pages read are this process's
-environment; each module gets its own home and a MonkeyPatch that lasts as long as the module.
+AppTest runs the pages in this process, so what the pages read is this process's environment:
+SHOPLENS_SERVER_URL names the module's server (a MonkeyPatch that lasts as long as the module).
+The server is another process with a home of its own; the pages never open its stores.
 """
 
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from server.client import ShopLensClient
 from tests.support.catalog import product_photo, write_catalog
+from tests.support.server_process import PASSWORD, ServerProcess, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STOREFRONT = str(ROOT / "ui" / "storefront.py")
 ADMIN = str(ROOT / "ui" / "pages" / "admin.py")
-PASSWORD = "correct horse battery staple"
 PRODUCTS = 8
+
+__all__ = ["ADMIN", "PASSWORD", "PRODUCTS", "ROOT", "STOREFRONT", "Shop", "copy_home", "pages_use", "png_bytes", "texts"]
 
 
 @dataclass
 class Shop:
-    home: Path
+    server: ServerProcess
     catalog: Path
-    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def home(self) -> Path:
+        return self.server.home
 
     def photo(self, i: int) -> bytes:
         """The exact bytes of product i's catalog photo (a shopper uploading the shop's own image)."""
         return (self.catalog.parent / "images" / f"p{i}-0.jpg").read_bytes()
 
-
-def shop_env(openclip_env: dict[str, str], home: Path, password: str | None = PASSWORD) -> dict[str, str]:
-    env = {**openclip_env, "SHOPLENS_HOME": str(home), "SHOPLENS_INGEST_BATCH_SIZE": "8", "SHOPLENS_TORCH_THREADS": "1"}
-    if password is not None:
-        env["SHOPLENS_ADMIN_PASSWORD"] = password
-    return env
+    def client(self, admin: bool = False) -> ShopLensClient:
+        return self.server.client(admin=admin)
 
 
-def ingest_catalog(env: dict[str, str], catalog: Path) -> None:
-    """Ingest in this process, then release the database and the Qdrant folder."""
-    from ingest.pipeline import ingestor_for
-    from ingest.readers import read_catalog
-    from services.context import ShopLens
-    from services.settings import Settings
+@pytest.fixture(autouse=True)
+def _fresh_page_caches() -> Iterator[None]:
+    """Streamlit's caches are process-wide; a test must not see another test's thumbnails or client."""
+    import streamlit as st
 
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        app = ShopLens(Settings(_env_file=None))
-        try:
-            result = ingestor_for(app).ingest(read_catalog(catalog), trigger="test")
-            assert result.status == "succeeded", result.summary()
-        finally:
-            app.catalog.close()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+
+
+def pages_use(mp: pytest.MonkeyPatch, url: str | None, home: Path) -> None:
+    """Point the pages of this process at a server (none: `url` None); `home` is only where a
+    page would look for a server.json, so it must not be a real one."""
+    mp.setenv("SHOPLENS_HOME", str(home))
+    if url is None:
+        mp.delenv("SHOPLENS_SERVER_URL", raising=False)
+    else:
+        mp.setenv("SHOPLENS_SERVER_URL", url)
+    mp.delenv("SHOPLENS_ADMIN_PASSWORD", raising=False)  # the pages must not need it: the server has it
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory, openclip_env: dict[str, str]) -> Iterator[Shop]:
-    """A home with PRODUCTS synthetic products ingested; the module's environment points at it."""
+    """A server with PRODUCTS synthetic products ingested through its API; the module's pages use it."""
     base = tmp_path_factory.mktemp("ui-shop")
     catalog = write_catalog(base / "catalog", PRODUCTS)
-    env = shop_env(openclip_env, base / "home")
-    ingest_catalog(env, catalog)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield Shop(base / "home", catalog, env)
+    with running_server(base / "server", openclip_env, catalog=catalog) as server, pytest.MonkeyPatch.context() as mp:
+        pages_use(mp, server.url, base / "pages-home")
+        yield Shop(server, catalog)
+
+
+@pytest.fixture
+def empty_server(tmp_path: Path, openclip_env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A second server, over an empty home and without an admin password, for one test."""
+    with running_server(tmp_path / "empty", openclip_env, password=None) as server:
+        yield server
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of a server's home: its SQL catalog and photos, but no vectors and no locks (a
+    server owns its folder), as a home looks to a server whose search model has changed."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("server.json", "*.lock", "*.pid", "vectors"))
+    return target
 
 
 def png_bytes(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:

@@ -1,4 +1,5 @@
-"""The storefront page, driven in-process by Streamlit's AppTest over a pre-ingested home."""
+"""The storefront page, driven in-process by Streamlit's AppTest, as a client of a real server
+process (the module's `shop`: a catalog ingested through the API)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.ui.conftest import STOREFRONT, Shop, png_bytes, texts
+from tests.support.server_process import ServerProcess, closed_port, server_env, start_server
+from tests.ui.conftest import STOREFRONT, Shop, copy_home, pages_use, png_bytes, texts
 
 TIMEOUT = 60
 
@@ -43,6 +45,17 @@ def test_first_visit_shows_the_shop_and_how_to_start(shop: Shop) -> None:
     assert "openclip" in shown and "8 products, 8 photos" in shown  # footer: embedder and catalog size
     assert at.sidebar.multiselect(key="f_categories").options == ["Bags", "Chairs", "Lamps", "Shoes"]
     assert at.sidebar.multiselect(key="f_brands").options == ["Acme", "Globex", "Initech"]
+    showcase = [i for i in at.image if not i.captions or "Your photo" not in i.captions]
+    assert len(showcase) == 8  # every product's photo, fetched as a thumbnail from the API
+
+
+def test_brands_are_those_of_the_chosen_categories(shop: Shop) -> None:
+    at = open_storefront()
+    at.sidebar.multiselect(key="f_brands").set_value(["Initech"]).run()
+    at.sidebar.multiselect(key="f_categories").set_value(["Shoes"]).run()  # products 0 and 4: Acme, Globex
+    assert not at.exception
+    assert at.sidebar.multiselect(key="f_brands").options == ["Acme", "Globex"]
+    assert at.sidebar.multiselect(key="f_brands").value == []  # Initech makes no shoes
 
 
 def test_search_by_photo_finds_the_product_first(shop: Shop) -> None:
@@ -167,15 +180,74 @@ def test_unknown_product_link_is_explained(shop: Shop) -> None:
     assert "no product with SKU 'NOPE-1'" in texts(at)
 
 
-def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop: Shop) -> None:
-    monkeypatch.setenv("SHOPLENS_HOME", str(tmp_path / "empty-home"))
+def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop: Shop, empty_server: ServerProcess) -> None:
+    pages_use(monkeypatch, empty_server.url, tmp_path / "pages-home")
     at = open_storefront()
     assert "catalog is empty" in texts(at)
+    assert "0 products, 0 photos" in texts(at)
     assert not at.file_uploader
 
 
-def test_an_index_built_for_another_model_is_explained(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHOPLENS_QDRANT_COLLECTION_PREFIX", "elsewhere")  # an empty collection, as after a model change
+def test_an_index_built_for_another_model_is_explained(
+    shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openclip_env: dict[str, str],
+) -> None:
+    """Another server over the same catalog, whose vector collection is empty (as after a model change)."""
+    home = copy_home(shop.home, tmp_path / "home")
+    other = start_server(tmp_path, server_env(openclip_env, home, SHOPLENS_QDRANT_COLLECTION_PREFIX="elsewhere"))
+    try:
+        pages_use(monkeypatch, other.url, tmp_path / "pages-home")
+        at = open_storefront()
+        assert [w for w in at.warning if "shoplens reindex" in w.value]
+        assert "In the shop" in texts(at)  # the shop is still shown
+    finally:
+        other.stop()
+
+
+def test_a_server_that_does_not_answer_is_explained(shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pages_use(monkeypatch, f"http://127.0.0.1:{closed_port()}", tmp_path / "pages-home")
     at = open_storefront()
-    assert [w for w in at.warning if "shoplens reindex" in w.value]
-    assert "In the shop" in texts(at)  # the shop is still shown
+    assert not at.exception
+    assert [e for e in at.error if "The ShopLens server is not running: start it with `shoplens serve`" in e.value]
+    assert "cannot reach" in texts(at)  # and what was tried
+    assert not at.file_uploader
+
+
+def test_no_server_at_all_is_explained(shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pages_use(monkeypatch, None, tmp_path / "pages-home")  # no URL, no server.json in this home
+    at = open_storefront()
+    assert not at.exception
+    assert [e for e in at.error if "The ShopLens server is not running" in e.value]
+
+
+def test_the_storefront_only_reads(shop: Shop) -> None:
+    """Searching, browsing and product pages never ingest: the fixture's run is the only one."""
+    at = upload(open_storefront(), shop.photo(1))
+    at.button(key="hit-SKU-0001").click().run()
+    assert not at.exception
+    assert [r.trigger for r in shop.client(admin=True).runs()] == ["api"]
+
+
+def test_the_pages_are_only_clients(shop: Shop, tmp_path: Path) -> None:
+    """Both pages, run in a fresh interpreter, import no store, no model and no server internals."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.ui.conftest import ADMIN, ROOT
+
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+shop = AppTest.from_file({STOREFRONT!r}, default_timeout=60).run()
+assert not shop.exception and "In the shop" in [s.value for s in shop.subheader], shop
+admin = AppTest.from_file({ADMIN!r}, default_timeout=60).run()
+assert not admin.exception and admin.text_input, admin
+forbidden = ("torch", "open_clip", "sqlalchemy", "qdrant_client", "fastapi", "services.context", "services.search",
+             "services.catalog", "services.vectors", "server.admin", "server.state", "server.app", "ingest")
+print(sorted(m for m in sys.modules if m in forbidden or m.startswith(tuple(f + "." for f in forbidden))))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLENS_")}
+    env |= {"SHOPLENS_SERVER_URL": shop.url, "SHOPLENS_HOME": str(tmp_path / "pages-home")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,13 +1,14 @@
-"""The ShopLens admin page: upload a catalog with its images, watch ingest runs, delete a product.
+"""The ShopLens admin page: upload a catalog with its images, follow ingest jobs, delete a product.
 
-Locked by SHOPLENS_ADMIN_PASSWORD (the page refuses to open without one); wrong passwords are
-throttled per session and for the whole process. The work itself is in `server.admin`.
+The server holds the admin password (SHOPLENS_ADMIN_PASSWORD) and throttles wrong guesses for the
+whole process, so this page only forwards what was typed as the API's bearer credential and keeps
+it in this browser session. Every operation is an API call; an ingest is a job in the server,
+which goes on (and can be followed) after this tab is closed.
 """
 
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -16,196 +17,358 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from server import admin as admin_ops  # noqa: E402
-from ingest.bundles import IMAGE_SUFFIXES, BundleLimits  # noqa: E402
-from services.context import ShopLens  # noqa: E402
+from server import schemas  # noqa: E402
+from server.client import ApiError, ShopLensClient  # noqa: E402
 from ui import state  # noqa: E402
 
 IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE = "A ZIP file", "Image files", "None (the catalog links to images by URL)"
+# What the file pickers offer (the server decides what it takes; these only spare a round trip)
+CATALOG_TYPES = ["csv", "json", "jsonl", "ndjson", "tsv", "txt"]
+IMAGE_TYPES = ["bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp"]
+MAX_CATALOG_MB = 64
+RECENT_JOBS = 5
+Upload = tuple[tuple[str, bytes], bytes | None, list[tuple[str, bytes]]]  # catalog, ZIP, image files
 
 
-def login() -> bool:
-    """True once this session has given the right password; otherwise shows the form."""
-    settings = state.current_settings()
-    secret = settings.admin_password.get_secret_value() if settings.admin_password else ""
-    if not secret:
-        st.error("The admin page is disabled. Set the SHOPLENS_ADMIN_PASSWORD environment variable and restart the server to enable it.")
-        return False
-    if st.session_state.get("admin_ok"):
-        return True
-    session = st.session_state.setdefault("admin_session", uuid.uuid4().hex)
-    throttle = state.login_throttle()
+# -- the credential -------------------------------------------------------------------------------
+def admin_client(url: str) -> ShopLensClient | None:
+    """This session's client with the admin credential, once the server has accepted it."""
+    credential = st.session_state.get("admin_credential")
+    if not credential:
+        return None
+    client = st.session_state.get("admin_client")
+    if not isinstance(client, ShopLensClient) or client.base_url != url.rstrip("/"):
+        client = ShopLensClient(url, token=credential)
+        st.session_state["admin_client"] = client
+    return client
+
+
+def log_out() -> None:
+    client = st.session_state.pop("admin_client", None)
+    if isinstance(client, ShopLensClient):
+        client.close()
+    for key in ("admin_credential", "job_id", "upload_preview", "reports"):
+        st.session_state.pop(key, None)
+
+
+def login(url: str) -> ShopLensClient | None:
+    """The admin client, or the login form. The typed password is checked by the server with a
+    cheap admin call; its refusal (wrong, or too many wrong guesses) is shown as it words it."""
+    client = admin_client(url)
+    if client is not None:
+        return client
     with st.form("login", clear_on_submit=True):
         guess = st.text_input("Admin password", type="password", key="admin_password")
         submitted = st.form_submit_button("Log in", type="primary")
-    if submitted:
-        result = throttle.attempt(secret, guess or "", session)
-        if result.ok:
-            st.session_state["admin_ok"] = True
-            st.rerun()
-        st.error(result.message)
-    else:
-        wait = throttle.wait_seconds(session)
-        if wait > 0:
-            st.warning(f"Too many wrong passwords. Try again in {wait:.0f} s.")
-    return False
+    if not submitted:
+        return None
+    if not guess:
+        st.error("Type the admin password.")
+        return None
+    candidate = ShopLensClient(url, token=guess)
+    try:
+        candidate.runs(limit=1)
+    except Exception as exc:
+        candidate.close()
+        st.error(state.friendly_error(exc))
+        return None
+    st.session_state["admin_credential"] = guess
+    st.session_state["admin_client"] = candidate
+    st.rerun()
+    return None  # unreachable: st.rerun() ends the run
 
 
-def upload_tab(app: ShopLens) -> None:
+# -- upload -----------------------------------------------------------------------------------------
+def upload_tab(client: ShopLensClient) -> None:
     st.markdown(
         "Upload a catalog with a `sku` and a `title` column (optional: `description`, `category`, `brand`, `price`, "
         "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product detail). "
         "Images are named by file name inside the ZIP or the uploaded files, or by http(s) URL."
     )
+    generation = st.session_state.get("upload_generation", 0)  # a new number: new, empty file pickers
     catalog_file = st.file_uploader(
-        "Catalog (CSV or JSON lines)", type=admin_ops.CATALOG_TYPES, key="catalog_file",
-        max_upload_size=admin_ops.MAX_UPLOAD_CATALOG_BYTES // 2**20,
+        "Catalog (CSV or JSON lines)", type=CATALOG_TYPES, key=f"catalog_file_{generation}", max_upload_size=MAX_CATALOG_MB,
     )
     mode = st.radio("Product images", [IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE], horizontal=True, key="images_mode")
     zip_file, image_files = None, []
     if mode == IMAGES_ZIP:
-        zip_file = st.file_uploader("Images as one ZIP file", type=["zip"], key="zip_file")
+        zip_file = st.file_uploader(
+            "Images as one ZIP file", type=["zip"], key=f"zip_file_{generation}",
+            max_upload_size=max(1, state.current_settings().max_upload_bytes // 2**20),
+        )
     elif mode == IMAGES_FILES:
         image_files = st.file_uploader(
-            "Image files", type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES), accept_multiple_files=True, key="image_files",
+            "Image files", type=IMAGE_TYPES, accept_multiple_files=True, key=f"image_files_{generation}",
         ) or []
     if catalog_file is None:
         st.info("Choose a catalog file to see a preview. Nothing is saved before you press **Ingest**.")
-        return
-    if mode == IMAGES_ZIP and zip_file is None:
-        st.caption("No ZIP chosen yet: the preview below lists the images the catalog will miss.")
-    limits = BundleLimits.from_settings(app.settings)
-    key = (catalog_file.file_id, zip_file.file_id if zip_file else None, tuple(f.file_id for f in image_files), mode)
-    cached = st.session_state.get("upload_plan")
+    else:
+        if mode == IMAGES_ZIP and zip_file is None:
+            st.caption("No ZIP chosen yet: the preview below lists the images the catalog will miss.")
+        upload: Upload = (
+            (catalog_file.name, catalog_file.getvalue()),
+            zip_file.getvalue() if zip_file is not None else None,
+            [(f.name, f.getvalue()) for f in image_files],
+        )
+        key = (catalog_file.file_id, zip_file.file_id if zip_file else None, tuple(f.file_id for f in image_files), mode)
+        preview_and_submit(client, upload, key, generation)
+    st.divider()
+    jobs_section(client)
+
+
+def preview_and_submit(client: ShopLensClient, upload: Upload, key: tuple[object, ...], generation: int) -> None:
+    """The server's preview of the upload (nothing written), then the button that queues it."""
+    cached = st.session_state.get("upload_preview")
     if cached and cached[0] == key:
-        plan = cached[1]
+        preview: schemas.UploadPreview = cached[1]
     else:
         try:
-            plan = admin_ops.plan_upload(
-                catalog_file.name, catalog_file.getvalue(),
-                zip_bytes=zip_file.getvalue() if zip_file else None,
-                files=[(f.name, f.getvalue()) for f in image_files], limits=limits,
-            )
+            with st.spinner("Checking the upload…"):
+                preview = client.preview_upload(*upload)
         except Exception as exc:
-            st.session_state.pop("upload_plan", None)
-            st.error(f"Upload refused: {state.friendly_error(exc)} Nothing was saved.")
+            st.session_state.pop("upload_preview", None)
+            st.error(f"Upload refused: {_sentence(state.friendly_error(exc))} Nothing was saved.")
             return
-        st.session_state["upload_plan"] = (key, plan)
-    show_preview(plan)
-    prune = st.checkbox("Also remove products that are not in this catalog", key="prune")
-    label = f"Ingest {plan.rows_ok} product{'s' if plan.rows_ok != 1 else ''}"
-    if st.button(label, type="primary", disabled=plan.rows_ok == 0, key="ingest"):
-        bar = st.progress(0.0, text="Starting…")
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} of {total} products")
-
-        try:
-            with st.spinner("Ingesting…"):
-                result, report = admin_ops.ingest_upload(app, plan, prune=prune, progress=progress)
-        except Exception as exc:
-            st.error(f"Ingest failed: {state.friendly_error(exc)}")
-            return
-        bar.progress(1.0, text="Done")
-        st.session_state["last_ingest"] = {
-            "status": result.status, "summary": result.summary(), "problems": len(result.errors),
-            "report": report.read_bytes(), "report_name": report.name,
-        }
-        st.session_state.pop("upload_plan", None)
-    last = st.session_state.get("last_ingest")
-    if last:
-        (st.success if last["status"] == "succeeded" else st.warning)(last["summary"])
-        if last["problems"]:
-            st.download_button("Download the problem report (CSV)", last["report"], file_name=last["report_name"], mime="text/csv", key="report")
+        st.session_state["upload_preview"] = (key, preview)
+    show_preview(preview)
+    prune = st.checkbox("Also remove products that are not in this catalog", key=f"prune_{generation}")
+    label = f"Ingest {preview.rows_ok} product{'s' if preview.rows_ok != 1 else ''}"
+    if not st.button(label, type="primary", disabled=preview.rows_ok == 0, key="ingest"):
+        return
+    try:
+        job = client.ingest_upload(*upload, prune=prune, trigger="admin")
+    except Exception as exc:
+        st.error(f"Ingest refused: {_sentence(state.friendly_error(exc))}")
+        return
+    # the job is the server's now: follow it, and clear the pickers so it cannot go twice
+    st.session_state["job_id"] = job.id
+    st.session_state.pop("upload_preview", None)
+    st.session_state["upload_generation"] = generation + 1
+    st.rerun()
 
 
-def show_preview(plan: admin_ops.UploadPlan) -> None:
+def show_preview(preview: schemas.UploadPreview) -> None:
     st.subheader("Preview")
     a, b, c, d = st.columns(4)
-    a.metric("Rows", plan.rows_total)
-    b.metric("Rows OK", plan.rows_ok)
-    c.metric("Rows with errors", plan.rows_with_errors)
-    d.metric("Images in upload", len(plan.bundle.entries) if plan.bundle else 0)
-    if plan.bundle and plan.bundle.skipped:
-        names = ", ".join(plan.bundle.skipped[:8]) + (" …" if len(plan.bundle.skipped) > 8 else "")
-        st.caption(f"Skipped {len(plan.bundle.skipped)} file(s) that are not images: {names}")
-    problems = plan.problems()
-    if problems:
-        st.warning(f"{len(problems)} problem(s): rows with errors are skipped; rows with a missing image load without it.")
-        st.dataframe(problems, hide_index=True, column_order=["row", "sku", "problem", "field", "message"], key="problems")
+    a.metric("Rows", preview.rows_total)
+    b.metric("Rows OK", preview.rows_ok)
+    c.metric("Rows with errors", preview.rows_with_errors)
+    d.metric("Images in upload", preview.images_in_upload)
+    if preview.skipped_files:
+        names = ", ".join(preview.skipped_files[:8]) + (" …" if len(preview.skipped_files) > 8 else "")
+        st.caption(f"Skipped {len(preview.skipped_files)} file(s) that are not images: {names}")
+    if preview.problems:
+        st.warning(f"{len(preview.problems)} problem(s): rows with errors are skipped; rows with a missing image load without it.")
+        with st.container(key="problems"):
+            st.dataframe(preview.problems, hide_index=True, column_order=["row", "sku", "problem", "field", "message"], width="stretch")
     else:
         st.success("Every row is valid and every image was found.")
-    sample = [
-        {"sku": r.sku, "title": r.title, "category": r.category, "brand": r.brand,
-         "price": None if r.price is None else float(r.price), "images": len(r.images)}
-        for r in plan.catalog.records[:20]
-    ]
-    if sample:
-        with st.expander(f"First {len(sample)} of {plan.rows_ok} valid rows"):
-            st.dataframe(sample, hide_index=True)
+    if preview.sample:
+        with st.expander(f"First {len(preview.sample)} of {preview.rows_ok} valid rows"):
+            st.dataframe(preview.sample, hide_index=True, width="stretch")
 
 
-def runs_tab(app: ShopLens) -> None:
-    rows = admin_ops.run_rows(app)
-    if not rows:
+# -- jobs -------------------------------------------------------------------------------------------
+def jobs_section(client: ShopLensClient) -> None:
+    """The job this session started, then the server's recent jobs: an ingest goes on in the
+    server whether or not a tab watches it, so a fresh visit shows what is running."""
+    st.subheader("Ingest jobs")
+    mine_id: str | None = st.session_state.get("job_id")
+    try:
+        recent = client.jobs(limit=RECENT_JOBS)
+        mine = next((j for j in recent if j.id == mine_id), None)
+        if mine_id and mine is None:
+            mine = client.job(mine_id)
+    except ApiError as exc:
+        if mine_id and state.is_not_found(exc):  # the server forgot it (another database)
+            st.session_state.pop("job_id", None)
+            st.rerun()
+        raise  # the page says it (and a refused credential logs the session out)
+    if mine is not None and mine.finished:
+        show_finished(client, mine)
+    running = tuple(j.id for j in ([mine] if mine is not None else []) + recent if not j.finished)
+    if running:
+        live_progress(tuple(dict.fromkeys(running)))
+    if recent:
+        rows = [
+            {"started": j.started_at or j.created_at, "kind": j.kind, "trigger": j.trigger, "status": j.status,
+             "products": f"{j.done:,} of {j.total:,}" if j.total else "", "source": j.source, "message": j.message or ""}
+            for j in recent
+        ]
+        st.caption(f"The last {len(recent)} job(s) on this server")
+        with st.container(key="jobs"):
+            st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.caption("No ingest jobs yet.")
+
+
+@st.fragment(run_every=1)
+def live_progress(job_ids: tuple[str, ...]) -> None:
+    """Progress of running jobs, polled every second. When one ends, the whole page runs again:
+    its summary, the run history and the catalog counts in the header are new then."""
+    client = st.session_state.get("admin_client")
+    if not isinstance(client, ShopLensClient):
+        return
+    for job_id in job_ids:
+        try:
+            job = client.job(job_id)
+        except Exception as exc:
+            st.error(state.friendly_error(exc))
+            continue
+        if job.finished:
+            st.rerun()
+        progress_bar(job)
+
+
+def progress_bar(job: schemas.Job) -> None:
+    if job.status == "queued":
+        value, text = 0.0, "queued, waiting for the job before it"
+    elif not job.total:
+        value, text = 0.0, job.message or "reading the catalog"
+    else:
+        value = min(job.done / job.total, 1.0)
+        text = f"{job.done:,} of {job.total:,} products"
+        if job.images_per_second:
+            text += f", {job.images_per_second:.1f} images/s"
+    st.progress(value, text=f"{state.escape(_short(job.source))}: {text}")
+
+
+def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
+    """The end of this session's job: its summary, its counts and the problem report."""
+    box = {"succeeded": st.success, "partial": st.warning, "interrupted": st.warning}.get(job.status, st.error)
+    box(job.message or f"The ingest {job.status}.")
+    counts = job.counts
+    if counts:
+        columns = st.columns(6)
+        for column, (label, name) in zip(columns, (("New", "new"), ("Changed", "changed"), ("Unchanged", "unchanged"),
+                                                   ("Pruned", "pruned"), ("Failed", "failed"), ("Photos embedded", "images_embedded"))):
+            column.metric(label, f"{int(counts.get(name, 0)):,}")
+    left, right = st.columns([3, 1])
+    with left:
+        if job.problem_count and job.run_id is not None:
+            data = report_bytes(client, job.run_id)
+            if data is not None:
+                st.download_button(
+                    f"Download the problem report ({job.problem_count} problem{'s' if job.problem_count != 1 else ''}, CSV)",
+                    data, file_name=f"run-{job.run_id}.csv", mime="text/csv", key="report",
+                )
+    with right:
+        if st.button("Dismiss", key="dismiss_job", type="tertiary"):
+            st.session_state.pop("job_id", None)
+            st.rerun()
+
+
+def report_bytes(client: ShopLensClient, run_id: int) -> bytes | None:
+    """A finished run's problem report (CSV), fetched once per session: it never changes."""
+    reports: dict[int, bytes] = st.session_state.setdefault("reports", {})
+    if run_id not in reports:
+        try:
+            reports[run_id] = client.run_report(run_id)
+        except Exception as exc:
+            st.error(state.friendly_error(exc))
+            return None
+    return reports[run_id]
+
+
+# -- history and delete ------------------------------------------------------------------------------
+def runs_tab(client: ShopLensClient) -> None:
+    runs = client.runs(limit=50)
+    if not runs:
         st.info("No ingest runs yet.")
         return
-    st.dataframe(rows, hide_index=True, key="runs")
-    reports = {r["run"]: app.settings.home / "reports" / f"run-{r['run']}.csv" for r in rows if r["problems"]}
-    reports = {run: path for run, path in reports.items() if path.is_file()}
-    if reports:
-        run = st.selectbox("Problem report of run", list(reports), key="report_run")
-        st.download_button("Download report (CSV)", reports[run].read_bytes(), file_name=reports[run].name, mime="text/csv", key="run_report")
+    rows = [
+        {"run": r.id, "started": r.started_at, "trigger": r.trigger, "status": r.status, "source": r.source,
+         "rows": r.rows_total, "new": r.new, "changed": r.changed, "unchanged": r.unchanged, "pruned": r.pruned,
+         "failed": r.failed, "problems": r.error_count, "seconds": r.seconds, "embedder": r.embedder}
+        for r in runs
+    ]
+    with st.container(key="runs"):
+        st.dataframe(rows, hide_index=True, width="stretch")
+    with_reports = [r.id for r in runs if r.error_count and r.finished_at is not None]
+    if with_reports:
+        run_id = st.selectbox("Problem report of run", with_reports, key="report_run")
+        data = report_bytes(client, run_id)
+        if data is not None:
+            st.download_button("Download report (CSV)", data, file_name=f"run-{run_id}.csv", mime="text/csv", key="run_report")
 
 
-def delete_tab(app: ShopLens) -> None:
+def _delete(client: ShopLensClient, sku: str) -> None:
+    """Runs before the next page run, so the form can be emptied for the next product."""
+    try:
+        client.delete_product(sku)
+    except Exception as exc:
+        st.session_state["delete_error"] = f"No product with SKU {sku!r}." if state.is_not_found(exc) else state.friendly_error(exc)
+        return
+    st.session_state["deleted"] = sku
+    st.session_state["delete_sku"] = ""
+    st.session_state["delete_confirm"] = False
+
+
+def delete_tab(client: ShopLensClient) -> None:
+    deleted = st.session_state.pop("deleted", None)
+    if deleted:
+        st.success(f"Deleted {deleted}.")
+    failed = st.session_state.pop("delete_error", None)
+    if failed:
+        st.error(failed)
     sku = st.text_input("SKU of the product to delete", key="delete_sku").strip()
     if not sku:
         return
-    product = app.catalog.get_product(sku)
-    if product is None:
-        st.info(f"No product with SKU {sku!r}.")
+    try:
+        product = client.product(sku)
+    except Exception as exc:
+        if state.is_not_found(exc):
+            st.info(f"No product with SKU {sku!r}.")
+        else:
+            st.error(state.friendly_error(exc))
         return
     left, right = st.columns([1, 4])
     with left:
-        state.show_product_image(app.media.path(product.images[0].media_path) if product.images else None, 240)
+        state.show_product_image(client, product.image_url, 240)
     with right:
-        st.markdown(f"**{product.title}** · {state.format_price(None if product.price is None else float(product.price), product.currency)}")
+        st.markdown(f"**{state.escape(product.title)}** · {state.format_price(product.price, product.currency)}")
         confirm = st.checkbox(f"Yes, delete {sku} from the shop (its photos and search vectors too)", key="delete_confirm")
-        if st.button("Delete product", type="primary", disabled=not confirm, key="delete"):
-            try:
-                deleted = admin_ops.delete_product(app, sku)
-            except Exception as exc:
-                st.error(state.friendly_error(exc))
-                return
-            st.session_state["deleted"] = sku if deleted else None
-            st.rerun()
+        st.button("Delete product", type="primary", disabled=not confirm, key="delete", on_click=_delete, args=(client, sku))
+
+
+# -- the page ----------------------------------------------------------------------------------------
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
 def main() -> None:
     st.set_page_config(page_title="ShopLens admin", page_icon="🔒", layout="wide")
     st.title("Admin")
-    if not login():
+    public, health = state.server_or_stop()
+    client = login(public.base_url)
+    if client is None:
         return
-    app = state.app_or_stop()
     top = st.columns([6, 1])
     with top[1]:
         if st.button("Log out", key="logout"):
-            st.session_state.pop("admin_ok", None)
+            log_out()
             st.rerun()
-    deleted = st.session_state.pop("deleted", None)
-    if deleted:
-        st.success(f"Deleted {deleted}.")
+    counts = health.counts  # fetched on this run: current after every ingest and delete
+    top[0].caption(f"Catalog: {counts.products:,} products, {counts.images:,} photos · server {client.base_url}")
     try:
-        counts = app.catalog.counts()
-        top[0].caption(f"Catalog: {counts['products']:,} products, {counts['images']:,} photos · data folder {app.settings.home}")
         upload, runs, delete = st.tabs(["Upload a catalog", "Ingest runs", "Delete a product"])
         with upload:
-            upload_tab(app)
+            upload_tab(client)
         with runs:
-            runs_tab(app)
+            runs_tab(client)
         with delete:
-            delete_tab(app)
+            delete_tab(client)
+    except ApiError as exc:
+        if exc.status == 401:  # the server no longer takes this session's password
+            log_out()
+            st.error(f"{_sentence(exc.user_message)} Please log in again.")
+        else:
+            st.error(state.friendly_error(exc))
     except Exception as exc:
         st.error(state.friendly_error(exc))
 
