@@ -102,8 +102,11 @@ def create_app(state: ServerState) -> FastAPI:
     _handlers(app)
 
     def admin(request: Request) -> None:
+        # the pages reach the server from one address for all their visitors: each browser session
+        # names itself, so one person's wrong guesses slow that session, not every admin
         client = request.client.host if request.client else "unknown"
-        state.check_admin(request.headers.get("authorization"), client)
+        session = request.headers.get("x-shoplens-session", "")[:64]
+        state.check_admin(request.headers.get("authorization"), f"{client}/{session}")
 
     public = APIRouter(prefix=API, responses=ERRORS)
     private = APIRouter(prefix=API, responses=ERRORS, dependencies=[Depends(admin)])

@@ -62,12 +62,14 @@ def find_server(settings: Settings) -> tuple[str, str | None] | None:
 
 
 class ShopLensClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None, session: str | None = None):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ServerUnavailable(f"not an http(s) server URL: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if session:  # a page's browser session: wrong guesses are throttled per session
+            headers["X-ShopLens-Session"] = session
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:

@@ -219,7 +219,9 @@ class JobQueue:
 
     def _finish(self, job_id: str, result: IngestResult) -> None:
         problems = [e.as_dict() for e in result.errors]
-        counts = {k: v for k, v in result.counts.__dict__.items()}
+        counts: dict[str, Any] = dict(result.counts.__dict__)
+        if result.seconds > 0 and result.counts.images_embedded:
+            counts["images_per_second"] = round(result.counts.images_embedded / result.seconds, 2)
         self._update(
             job_id, status=result.status, run_id=result.run_id, counts=counts, problems=problems[:MAX_STORED_ERRORS],
             problem_count=len(problems), message=result.message or result.summary(), finished_at=utcnow(),
@@ -252,6 +254,7 @@ class _Reporter:
     def __init__(self, queue: JobQueue, job_id: str, ingestor: Ingestor):
         self.queue, self.job_id, self.ingestor = queue, job_id, ingestor
         self._last = 0.0
+        self._first: tuple[float, int] | None = None  # when and at how many images the first batch was in
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -261,18 +264,18 @@ class _Reporter:
         current = self.ingestor.current
         images = current.counts.images_embedded if current is not None else 0
         run_id = current.run_id if current is not None else None
-        self.queue._update(self.job_id, done=done, total=total, images_embedded=images, run_id=run_id, message="")
+        rate = None
+        if self._first is None:
+            self._first = (now, images)
+        elif now > self._first[0]:
+            rate = round((images - self._first[1]) / (now - self._first[0]), 2)
+        counts = {"images_per_second": rate} if rate is not None else None
+        self.queue._update(self.job_id, done=done, total=total, images_embedded=images, run_id=run_id, message="", counts=counts)
 
 
 def job_view(job: Job) -> schemas.Job:
     started, finished = job.started_at, job.finished_at
-    rate = None
-    if started is not None and job.images_embedded:
-        end = finished or utcnow()
-        if started.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
-            end = end.replace(tzinfo=None)
-        seconds = (end - started).total_seconds()
-        rate = round(job.images_embedded / seconds, 2) if seconds > 0 else None
+    rate = (job.counts or {}).get("images_per_second")  # measured while embedding, not while waiting
     return schemas.Job(
         id=job.id, kind=job.kind, trigger=job.trigger, source=job.source, status=job.status,
         finished=job.status in TERMINAL, done=job.done, total=job.total, images_embedded=job.images_embedded,

@@ -53,7 +53,7 @@ class ServerState:
         self.token = secrets.token_urlsafe(32)  # same-machine clients (the CLI) read it from server.json
         self.jobs = JobQueue(app, self.server_id)
         self.schedule = schedule
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(lockout_seconds=60.0)  # per client: slows guessing, never a long lock-out
         self.version = _version()
         self._warm = threading.Thread(target=self._warm_up, name="shoplens-warm-up", daemon=True)
         self._thumbs: dict[tuple[str, int], bytes] = {}
@@ -93,6 +93,7 @@ class ServerState:
 
     # -- admin credential -----------------------------------------------------------------------
     def check_admin(self, authorization: str | None, client: str) -> None:
+        """`client` names who guesses (address, plus the page session behind a shared address)."""
         scheme, _, credential = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("this needs the admin credential: send the header 'Authorization: Bearer <SHOPLENS_ADMIN_PASSWORD>'")
@@ -103,9 +104,10 @@ class ServerState:
         result = self.throttle.attempt(secret, credential, client)
         if result.ok:
             return
+        message = result.message.replace("passwords", "admin credentials").replace("password", "admin credential")
         if result.blocked:
-            raise Throttled(result.message, result.wait_seconds)
-        raise Unauthorized(result.message.replace("password", "admin credential"))
+            raise Throttled(message, result.wait_seconds)
+        raise Unauthorized(message)
 
     # -- shoppers -------------------------------------------------------------------------------
     def health(self) -> schemas.Health:

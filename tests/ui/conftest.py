@@ -60,7 +60,7 @@ def _fresh_page_caches() -> Iterator[None]:
 
 def pages_use(mp: pytest.MonkeyPatch, url: str | None, home: Path) -> None:
     """Point the pages of this process at a server (none: `url` None); `home` is only where a
-    page would look for a server.json, so it must not be a real one."""
+    page would look for a server file (server-<host>.json), so it must not be a real one."""
     mp.setenv("SHOPLENS_HOME", str(home))
     if url is None:
         mp.delenv("SHOPLENS_SERVER_URL", raising=False)
@@ -89,7 +89,7 @@ def empty_server(tmp_path: Path, openclip_env: dict[str, str]) -> Iterator[Serve
 def copy_home(source: Path, target: Path) -> Path:
     """A copy of a server's home: its SQL catalog and photos, but no vectors and no locks (a
     server owns its folder), as a home looks to a server whose search model has changed."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("server.json", "*.lock", "*.pid", "vectors"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("server-*.json", "*.lock", "*.pid", "vectors"))
     return target
 
 

@@ -9,6 +9,7 @@ which goes on (and can be followed) after this tab is closed.
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +39,14 @@ def admin_client(url: str) -> ShopLensClient | None:
         return None
     client = st.session_state.get("admin_client")
     if not isinstance(client, ShopLensClient) or client.base_url != url.rstrip("/"):
-        client = ShopLensClient(url, token=credential)
+        client = ShopLensClient(url, token=credential, session=_session_id())
         st.session_state["admin_client"] = client
     return client
+
+
+def _session_id() -> str:
+    """Names this browser session to the server, which throttles wrong guesses per session."""
+    return str(st.session_state.setdefault("admin_session", uuid.uuid4().hex))
 
 
 def log_out() -> None:
@@ -65,7 +71,7 @@ def login(url: str) -> ShopLensClient | None:
     if not guess:
         st.error("Type the admin password.")
         return None
-    candidate = ShopLensClient(url, token=guess)
+    candidate = ShopLensClient(url, token=guess, session=_session_id())
     try:
         candidate.runs(limit=1)
     except Exception as exc:
