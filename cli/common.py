@@ -1,9 +1,14 @@
-"""What every command shares: exit codes, the user-mistake error, how a run's status exits."""
+"""What every command shares, whether it opens the stores or asks a server: exit codes, the
+user-mistake error, the search query from the arguments, and how results are printed (the same
+API bodies either way, so both modes print and `--json` the same)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 
+from server import schemas
 from services.errors import UsageError
 
 EXIT_USER_ERROR = 2
@@ -20,3 +25,63 @@ def exit_code(status: str) -> int:
         print("shoplens: stopped early by a signal after a whole batch; run it again to finish", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status in {"succeeded", "partial"} else EXIT_FAILURE
+
+
+def search_query(args: argparse.Namespace) -> schemas.SearchQuery:
+    if args.image is None and not args.text:
+        raise UserError("give --image PATH, --text TEXT, or both")
+    return schemas.SearchQuery(
+        text=args.text, weight=args.weight, top_k=args.top_k, offset=args.offset, min_score=args.min_score,
+        category=args.category, brand=args.brand, min_price=args.min_price, max_price=args.max_price, in_stock=args.in_stock,
+    )
+
+
+def read_photo(args: argparse.Namespace) -> bytes | None:
+    if args.image is None:
+        return None
+    try:
+        return bytes(args.image.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"image file not found: {args.image}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+
+
+def print_hits(result: schemas.SearchResult, args: argparse.Namespace, where: str = "") -> None:
+    if args.json:
+        print(json.dumps([h.model_dump() for h in result.hits], ensure_ascii=False))
+        return
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not result.hits:
+        print("no matching products")
+    for rank, hit in enumerate(result.hits, start=args.offset + 1):
+        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
+        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
+    print(f"{len(result.hits)} result(s) in {result.took_ms:.0f} ms{where}", file=sys.stderr)
+
+
+def print_runs(runs: list[schemas.Run], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs]))
+        return
+    if not runs:
+        print("no ingest runs yet")
+    for r in runs:
+        took = f"{r.seconds:.1f}s" if r.seconds is not None else "-"
+        print(
+            f"{r.id:>4} {r.started_at:%Y-%m-%d %H:%M:%S} {took:>7} {r.trigger:<8} {r.status:<11} "
+            f"new {r.new} changed {r.changed} unchanged {r.unchanged} pruned {r.pruned} failed {r.failed} "
+            f"embedded {r.images_embedded}" + (f"  {r.message}" if r.message else "")
+        )
+
+
+def print_stats(stats: schemas.Stats, as_json: bool) -> None:
+    if as_json:
+        print(stats.model_dump_json())
+        return
+    sql, qd = stats.sql, stats.qdrant
+    print(f"embedder:   {stats.embedder}\ncollection: {stats.collection}")
+    print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
+    print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
+    print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from cli.common import EXIT_FAILURE, UserError, exit_code
+from cli.common import EXIT_FAILURE, UserError, exit_code, print_hits, print_runs, print_stats, read_photo, search_query
 from services.context import ShopLens
 
 
@@ -52,20 +52,9 @@ def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_runs(app: ShopLens, args: argparse.Namespace) -> int:
-    runs = app.catalog.list_runs(args.limit)
-    fields = ("id", "started_at", "finished_at", "trigger", "status", "rows_total", "new", "changed", "unchanged", "pruned", "failed", "images_embedded", "error_count", "message", "source")
-    if args.json:
-        print(json.dumps([{f: getattr(r, f) for f in fields} for r in runs], default=str))
-        return 0
-    if not runs:
-        print("no ingest runs yet")
-    for r in runs:
-        took = f"{(r.finished_at - r.started_at).total_seconds():.1f}s" if r.finished_at else "-"
-        print(
-            f"{r.id:>4} {r.started_at:%Y-%m-%d %H:%M:%S} {took:>7} {r.trigger:<8} {r.status:<11} "
-            f"new {r.new} changed {r.changed} unchanged {r.unchanged} pruned {r.pruned} failed {r.failed} "
-            f"embedded {r.images_embedded}" + (f"  {r.message}" if r.message else "")
-        )
+    from server import views
+
+    print_runs([views.run(r) for r in app.catalog.list_runs(args.limit)], args.json)
     return 0
 
 
@@ -82,41 +71,21 @@ def cmd_reconcile(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_search(app: ShopLens, args: argparse.Namespace) -> int:
-    from services.images import load_image
-    from services.search import SearchFilters, SearchRequest
+    from server.state import run_search
 
-    if args.image is None and not args.text:
-        raise UserError("give --image PATH, --text TEXT, or both")
-    image = load_image(str(args.image), None, app.limits) if args.image else None
-    filters = SearchFilters(tuple(args.category), tuple(args.brand), args.min_price, args.max_price, args.in_stock)
-    response = app.search.search(SearchRequest(image, args.text, args.weight, filters, args.top_k, args.offset, args.min_score))
-    if args.json:
-        print(json.dumps([h.as_dict() for h in response.hits], ensure_ascii=False))
-        return 0
-    announce_embedder(app)
-    for note in response.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not response.hits:
-        print("no matching products")
-    for rank, hit in enumerate(response.hits, start=args.offset + 1):
-        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
-        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
-    print(f"{len(response.hits)} result(s) in {response.took_ms:.0f} ms", file=sys.stderr)
+    query, photo = search_query(args), read_photo(args)
+    result = run_search(app, query, photo)
+    if not args.json:
+        announce_embedder(app)
+    print_hits(result, args)
     return 0
 
 
 def cmd_stats(app: ShopLens, args: argparse.Namespace) -> int:
     from ingest.reconcile import collect_stats
+    from server import schemas
 
-    stats = collect_stats(app)
-    if args.json:
-        print(json.dumps(stats))
-        return 0
-    sql, qd = stats["sql"], stats["qdrant"]
-    print(f"embedder:   {stats['embedder']}\ncollection: {stats['collection']}")
-    print(f"SQL:    {sql['products']} products, {sql['images']} images, {sql['unsynced']} pending vector sync")
-    print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
-    print("consistent: yes" if stats["consistent"] else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")
+    print_stats(schemas.Stats.model_validate(collect_stats(app)), args.json)
     return 0
 
 

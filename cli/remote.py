@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli.common import UserError, exit_code
+from cli.common import UserError, exit_code, print_hits, print_runs, print_stats, read_photo, search_query
 from ingest.records import RowError
 from server import schemas
 from server.client import ShopLensClient
@@ -19,32 +19,9 @@ CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "sc
 
 
 def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
-    if args.image is None and not args.text:
-        raise UserError("give --image PATH, --text TEXT, or both")
-    photo = None
-    if args.image is not None:
-        try:
-            photo = args.image.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"image file not found: {args.image}") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {args.image}: {exc.strerror or exc}") from None
-    query = schemas.SearchQuery(
-        text=args.text, weight=args.weight, top_k=args.top_k, offset=args.offset, min_score=args.min_score,
-        category=args.category, brand=args.brand, min_price=args.min_price, max_price=args.max_price, in_stock=args.in_stock,
-    )
+    query, photo = search_query(args), read_photo(args)
     result = client.search(query, photo, args.image.name if args.image else "photo.jpg")
-    if args.json:
-        print(json.dumps([h.model_dump() for h in result.hits], ensure_ascii=False))
-        return 0
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not result.hits:
-        print("no matching products")
-    for rank, hit in enumerate(result.hits, start=args.offset + 1):
-        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
-        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
-    print(f"{len(result.hits)} result(s) in {result.took_ms:.0f} ms (server {client.base_url})", file=sys.stderr)
+    print_hits(result, args, f" (server {client.base_url})")
     return 0
 
 
@@ -74,32 +51,12 @@ def cmd_reindex(client: ShopLensClient, args: argparse.Namespace) -> int:
 
 
 def cmd_stats(client: ShopLensClient, args: argparse.Namespace) -> int:
-    stats = client.stats()
-    if args.json:
-        print(stats.model_dump_json())
-        return 0
-    sql, qd = stats.sql, stats.qdrant
-    print(f"embedder:   {stats.embedder}\ncollection: {stats.collection}")
-    print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
-    print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
-    print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")
+    print_stats(client.stats(), args.json)
     return 0
 
 
 def cmd_runs(client: ShopLensClient, args: argparse.Namespace) -> int:
-    runs = client.runs(args.limit)
-    if args.json:
-        print(json.dumps([r.model_dump(mode="json") for r in runs]))
-        return 0
-    if not runs:
-        print("no ingest runs yet")
-    for r in runs:
-        took = f"{r.seconds:.1f}s" if r.seconds is not None else "-"
-        print(
-            f"{r.id:>4} {r.started_at:%Y-%m-%d %H:%M:%S} {took:>7} {r.trigger:<8} {r.status:<11} "
-            f"new {r.new} changed {r.changed} unchanged {r.unchanged} pruned {r.pruned} failed {r.failed} "
-            f"embedded {r.images_embedded}" + (f"  {r.message}" if r.message else "")
-        )
+    print_runs(client.runs(args.limit), args.json)
     return 0
 
 

@@ -29,7 +29,7 @@ from server.schedule import ServerSchedule
 from services.context import ShopLens
 from services.errors import NotFound, Throttled, TooLarge, Unauthorized, UsageError
 from services.fetch import is_url
-from services.images import ImageError, decode_for_model, probe_format, square_thumbnail
+from services.images import MODEL_SHORT_SIDE, ImageError, decode_for_model, probe_format, square_thumbnail
 from services.search import SearchFilters, SearchRequest
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,25 @@ def _version() -> str:
         return version("shoplens")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def run_search(app: ShopLens, query: schemas.SearchQuery, photo: bytes | None) -> schemas.SearchResult:
+    """One search as the API answers it (the CLI without a server runs the same): the shopper's
+    photo checked and decoded at the scale the model needs, then `SearchService.search`."""
+    image = _photo(app, photo) if photo is not None else None
+    filters = SearchFilters(tuple(query.category), tuple(query.brand), query.min_price, query.max_price, query.in_stock)
+    request = SearchRequest(image, query.text, query.weight, filters, query.top_k, query.offset, query.min_score)
+    return views.search_result(app.search.search(request))
+
+
+def _photo(app: ShopLens, data: bytes) -> Image.Image:
+    limits = app.limits
+    if len(data) > limits.max_bytes:
+        raise TooLarge(f"the photo is {len(data) / 2**20:.1f} MB; the limit is {limits.max_bytes / 2**20:.0f} MB")
+    fmt, _, _ = probe_format(data, limits, short_side=MODEL_SHORT_SIDE)
+    if fmt not in PHOTO_FORMATS:
+        raise ImageError(f"{fmt} photos are not supported here (use JPEG, PNG or WebP)")
+    return decode_for_model(data, limits)[0]
 
 
 class ServerState:
@@ -122,19 +141,7 @@ class ServerState:
         )
 
     def search(self, query: schemas.SearchQuery, photo: bytes | None) -> schemas.SearchResult:
-        image = self._photo(photo) if photo is not None else None
-        filters = SearchFilters(tuple(query.category), tuple(query.brand), query.min_price, query.max_price, query.in_stock)
-        request = SearchRequest(image, query.text, query.weight, filters, query.top_k, query.offset, query.min_score)
-        return views.search_result(self.app.search.search(request))
-
-    def _photo(self, data: bytes) -> Image.Image:
-        limits = self.app.limits
-        if len(data) > limits.max_bytes:
-            raise TooLarge(f"the photo is {len(data) / 2**20:.1f} MB; the limit is {limits.max_bytes / 2**20:.0f} MB")
-        fmt, _, _ = probe_format(data, limits, short_side=256)
-        if fmt not in PHOTO_FORMATS:
-            raise ImageError(f"{fmt} photos are not supported here (use JPEG, PNG or WebP)")
-        return decode_for_model(data, limits)[0]
+        return run_search(self.app, query, photo)
 
     def product(self, sku: str) -> schemas.Product:
         product = self.app.catalog.get_product(sku)

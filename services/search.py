@@ -62,14 +62,6 @@ class SearchHit:
     image_source: str | None
     attributes: dict[str, Any]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku, "title": self.title, "score": round(self.score, 6), "price": self.price,
-            "currency": self.currency, "category": self.category, "brand": self.brand,
-            "in_stock": self.in_stock, "image": str(self.image) if self.image else None,
-            "image_source": self.image_source,
-        }
-
 
 @dataclass
 class SearchResponse:

@@ -39,8 +39,8 @@ def test_ingest_search_stats_reindex(run, tmp_path: Path) -> None:
     variant(product_photo(4000), 1).save(query)
     hits = json.loads(run("search", "--image", str(query), "--json", "--top-k", "3").stdout)
     assert hits[0]["sku"] == "SKU-0004"
-    assert {"sku", "title", "score", "price", "category", "image"} <= set(hits[0])
-    assert Path(hits[0]["image"]).is_file()
+    assert {"sku", "title", "score", "price", "category", "image_url"} <= set(hits[0])
+    assert hits[0]["image_url"].startswith("/api/v1/images/")  # the same hit bodies as the API
 
     filtered = json.loads(run("search", "--image", str(query), "--json", "--category", "Bags", "--in-stock").stdout)
     assert filtered and all(h["category"] == "Bags" and h["in_stock"] for h in filtered)
