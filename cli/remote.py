@@ -28,13 +28,14 @@ def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
 def cmd_ingest(client: ShopLensClient, args: argparse.Namespace, local: bool) -> int:
     """A URL or (for a server on this machine) a path is read by the server; otherwise the catalog
     file is uploaded, with `--images` as its ZIP of photos."""
+    trigger = getattr(args, "trigger", "cli")
     if is_url(args.catalog):
-        job = client.ingest_source(url=args.catalog, prune=args.prune, trigger="cli")
+        job = client.ingest_source(url=args.catalog, prune=args.prune, trigger=trigger)
     elif local and args.images is None:
         path = Path(args.catalog).expanduser()
         if not path.is_file():
             raise UserError(f"catalog file not found: {args.catalog}")
-        job = client.ingest_source(path=path.resolve(), prune=args.prune, trigger="cli")
+        job = client.ingest_source(path=path.resolve(), prune=args.prune, trigger=trigger)
     else:
         path = Path(args.catalog)
         try:
@@ -42,7 +43,7 @@ def cmd_ingest(client: ShopLensClient, args: argparse.Namespace, local: bool) ->
             images = args.images.read_bytes() if args.images else None
         except OSError as exc:
             raise UserError(f"cannot read {exc.filename}: {exc.strerror}") from None
-        job = client.ingest_upload(catalog, images, prune=args.prune, trigger="cli")
+        job = client.ingest_upload(catalog, images, prune=args.prune, trigger=trigger)
     return _follow(client, job, args)
 
 
@@ -80,7 +81,7 @@ def cmd_schedule(client: ShopLensClient, args: argparse.Namespace, local: bool) 
         raise UserError(str(exc)) from None
     scheduler = BlockingScheduler(timezone="UTC")
     runs = 0
-    quiet = argparse.Namespace(json=False, report=None, quiet=True)
+    quiet = argparse.Namespace(json=False, report=None, quiet=True, trigger="schedule")
 
     def tick() -> None:
         nonlocal runs

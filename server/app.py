@@ -187,7 +187,8 @@ def create_app(state: ServerState) -> FastAPI:
     async def ingest(request: Request) -> schemas.Job:
         """Queue an ingest: a catalog URL or server path (JSON), or an uploaded catalog with an
         optional ZIP of its images (multipart). Answers at once with the job to follow."""
-        trigger = request.headers.get("x-shoplens-trigger", "api")[:32]
+        trigger = request.headers.get("x-shoplens-trigger", "api")
+        trigger = trigger if trigger in ("api", "admin", "cli", "schedule") else "api"
         if _is_multipart(request):
             plan, prune = await _upload(request, state)
             return await run_in_threadpool(state.ingest_upload, plan, prune, trigger)
