@@ -43,7 +43,8 @@ from services.vectors import close_embedded_clients
 
 REPEATS = 3
 BULK_COPIES = 10  # the ingestion runs load the 54-product sample 10 times over: 540 products
-KEPT_SECTIONS = ("## Offline embedder: preprocessing",)  # written by bench/offline_preprocessing.py
+# written by bench/offline_preprocessing.py and bench/api.py (which `main` runs too, unless --api-rounds 0)
+KEPT_SECTIONS = ("## Offline embedder: preprocessing", "## The server: API search and the CLI as its client")
 
 
 def vit_b32_dir(root: Path) -> Path:
@@ -275,12 +276,13 @@ def _kept_sections(out: Path) -> str:
     if not out.exists():
         return ""
     text = out.read_text()
+    kept = []
     for heading in KEPT_SECTIONS:
         if heading in text:
             start = text.index(heading)
             end = text.find("\n## ", start + 1)
-            return text[start : end if end != -1 else len(text)].rstrip() + "\n"
-    return ""
+            kept.append(text[start : end if end != -1 else len(text)].rstrip() + "\n")
+    return "\n".join(kept)
 
 
 def main() -> None:
@@ -289,6 +291,7 @@ def main() -> None:
     parser.add_argument("--scales", default="10000x3,100000x3,1000000x1", help="products x photos, comma-separated; empty for none")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoplens-bench")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--api-rounds", type=int, default=3, help="rounds of the server benchmark (bench.api); 0 to skip it")
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -305,6 +308,12 @@ def main() -> None:
         scales[scale] = {"products": products, "photos": photos, "queries": queries, "results": vector_bench.run_scale(products, photos, backends, queries)}
         print(json.dumps({scale: scales[scale]}, indent=1), flush=True)
     write_markdown(machine(), embedders, scales, args.out, time.perf_counter() - started)
+    if args.api_rounds:
+        from bench import api as api_bench
+
+        result = api_bench.run("offline", args.api_rounds, args.cache)
+        print(json.dumps(result, indent=1), flush=True)
+        api_bench.write_section(api_bench.section(result, machine()), args.out)
 
 
 if __name__ == "__main__":
