@@ -24,7 +24,7 @@ COPY ingest ./ingest
 COPY server ./server
 COPY cli ./cli
 COPY ui ./ui
-RUN pip install -e ".[ui]"
+RUN pip install -e ".[ui,offline,dashscope]"
 
 # Run as an unprivileged user. /data (SHOPLENS_HOME: media, reports, model downloads under
 # cache/) is created here so a new named volume mounted on it inherits this owner.

