@@ -57,7 +57,14 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 def _env(app: ShopLens) -> dict[str, str]:
     s = app.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLENS_")}
-    env.update({"SHOPLENS_HOME": str(s.home), "SHOPLENS_EMBEDDER": s.embedder, "SHOPLENS_TORCH_THREADS": str(s.torch_threads), "HF_HUB_OFFLINE": "1"})
+    env.update(
+        {
+            "SHOPLENS_HOME": str(s.home),
+            "SHOPLENS_EMBEDDER": s.embedder,
+            "SHOPLENS_TORCH_THREADS": str(s.torch_threads),
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     if s.embedder == "openclip":
         env["SHOPLENS_OPENCLIP_MODEL"] = s.openclip_model
     return env
@@ -106,8 +113,13 @@ def over_http(url: str, photos: list[bytes], texts: list[str], clients: int) -> 
 
 def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--no-pages", "--api-port", str(port)], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--no-pages", "--api-port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     with ShopLensClient(url) as client:
@@ -125,8 +137,14 @@ def cli_wall(env: dict[str, str], photo: Path, runs: int) -> list[float]:
     seconds = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cli.main", "search", "--image", str(photo), "--json"], env=env, cwd=ROOT,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "cli.main", "search", "--image", str(photo), "--json"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds.append(time.perf_counter() - t)
     return seconds
 
@@ -151,7 +169,12 @@ def run(embedder: str, rounds: int, cache: Path) -> dict[str, object]:
     describe = app.identity.describe()
     app.search.search(SearchRequest(text="warm up"))  # both models loaded before any timing
 
-    results: dict[str, list] = {"in_process": [], **{f"api_{c}": [] for c in CONCURRENCY}, "cli_server": [], "cli_local": []}
+    results: dict[str, list] = {
+        "in_process": [],
+        **{f"api_{c}": [] for c in CONCURRENCY},
+        "cli_server": [],
+        "cli_local": [],
+    }
     for _ in range(rounds):
         results["in_process"].append(in_process(app, photos, texts))
         app.close()
@@ -188,22 +211,30 @@ def section(result: dict[str, object], m: dict[str, str]) -> str:
 
     base = result["in_process"]
     lines = [
-        HEADING, "",
-        f"`python -m bench.api` on {time.strftime('%Y-%m-%d')}; {m['cpu']}, {m['cores']} cores. Embedder: {result['embedder']}.",
-        f"The Vendure sample (54 products) in the embedded store; {result['photos']} shopper-style photos (one augmented",
-        f"view per product, JPEG) and {result['texts']} product titles as text queries, top-10 products. In-process is the",
+        HEADING,
+        "",
+        f"`python -m bench.api` on {time.strftime('%Y-%m-%d')}; {m['cpu']}, {m['cores']} cores. Embedder: "
+        f"{result['embedder']}.",
+        f"The Vendure sample (54 products) in the embedded store; {result['photos']} shopper-style photos (one "
+        "augmented",
+        f"view per product, JPEG) and {result['texts']} product titles as text queries, top-10 products. In-process "
+        "is the",
         "same decode + search call the server makes for a request, in this benchmark's own process. Over HTTP each",
         "client sends every query through its own connection; with 8 clients all 8 run at once on these 2 cores.",
-        f"Medians of per-round figures [min–max] over {result['rounds']} rounds, in-process and server alternating.", "",
-        "| query | in-process p50 / p99 | API 1 client p50 / p99 | API 8 clients p50 / p99 | 8 clients, queries/s | API 1 client p50 / in-process p50 |",
+        f"Medians of per-round figures [min–max] over {result['rounds']} rounds, in-process and server alternating.",
+        "",
+        "| query | in-process p50 / p99 | API 1 client p50 / p99 | API 8 clients p50 / p99 | 8 clients, queries/s | "
+        "API 1 client p50 / in-process p50 |",
         "|---|---|---|---|---|---|",
     ]
     for kind in ("photo", "text"):
         one, eight = result["api_1"][kind], result["api_8"][kind]  # type: ignore[index]
         ratio = one["p50"]["median"] / base[kind]["p50"]["median"]  # type: ignore[index]
         lines.append(
-            f"| {kind} | {f(base[kind]['p50'], 1)} / {f(base[kind]['p99'], 1)} ms | {f(one['p50'], 1)} / {f(one['p99'], 1)} ms | "  # type: ignore[index]
-            f"{f(eight['p50'], 1)} / {f(eight['p99'], 1)} ms | {f(eight['per_second'], 1)} (1 client: {f(one['per_second'], 1)}) | {ratio:.2f} |"
+            f"| {kind} | {f(base[kind]['p50'], 1)} / {f(base[kind]['p99'], 1)} ms | {f(one['p50'], 1)} / "
+            f"{f(one['p99'], 1)} ms | "  # type: ignore[index]
+            f"{f(eight['p50'], 1)} / {f(eight['p99'], 1)} ms | {f(eight['per_second'], 1)} (1 client: "
+            f"{f(one['per_second'], 1)}) | {ratio:.2f} |"
         )
     server, local = result["cli_server"], result["cli_local"]
     lines += [

@@ -99,10 +99,13 @@ def random_background(size: tuple[int, int], rng: np.random.Generator) -> Image.
     pixels = c1 + (c2 - c1) * t[..., None]
     grid = (max(2, height // 96), max(2, width // 96))
     shade = rng.normal(0, 22, size=(*grid, 1)) + rng.normal(0, 5, size=(*grid, 3))  # mostly light/dark
-    blotches = np.asarray(
-        Image.fromarray(np.clip(shade + 128, 0, 255).astype(np.uint8)).resize(size, Image.Resampling.BICUBIC),
-        dtype=np.float32,
-    ) - 128
+    blotches = (
+        np.asarray(
+            Image.fromarray(np.clip(shade + 128, 0, 255).astype(np.uint8)).resize(size, Image.Resampling.BICUBIC),
+            dtype=np.float32,
+        )
+        - 128
+    )
     pixels = pixels + blotches + rng.normal(0, 6, size=pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 

@@ -78,7 +78,7 @@ def saleor_set(static: Path) -> tuple[list[Image.Image], list[Image.Image], list
 def recall(catalog: np.ndarray, queries: np.ndarray, truth: list[int], k: int) -> float:
     scores = queries @ catalog.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.mean([t in row for t, row in zip(truth, order)]))
+    return float(np.mean([t in row for t, row in zip(truth, order, strict=False)]))
 
 
 def unit(matrix: np.ndarray) -> np.ndarray:
@@ -118,14 +118,16 @@ def main() -> None:
 
     def score(name: str, dim: int, vectors: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         numbers = []
-        for label, (catalog, queries, truth) in datasets.items():
+        for label, (_catalog, _queries, truth) in datasets.items():
             cat_v, query_v = vectors[label]
             numbers += [recall(cat_v, query_v, truth, 1), recall(cat_v, query_v, truth, 5)]
         rows.append((name, dim, numbers))
 
-    score("colour histogram 8x8x8 (baseline)", 512, {
-        label: (colour_histogram(c), colour_histogram(q)) for label, (c, q, _) in datasets.items()
-    })
+    score(
+        "colour histogram 8x8x8 (baseline)",
+        512,
+        {label: (colour_histogram(c), colour_histogram(q)) for label, (c, q, _) in datasets.items()},
+    )
     for framing in FRAMINGS:
         embedder = OfflineEmbedder(device="cpu", variant=f"{framing}-avg")
         maps = {

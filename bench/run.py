@@ -30,10 +30,10 @@ from PIL import Image
 
 from bench import vectors as vector_bench
 from bench.augment import augmented_queries
+from cli.samples import sample_catalog
 from ingest.evaluate import Query, evaluate
 from ingest.pipeline import ingestor_for
 from ingest.readers import read_catalog
-from cli.samples import sample_catalog
 from services.context import ShopLens
 from services.embedders.registry import clear_cache
 from services.images import decode_for_model
@@ -95,7 +95,9 @@ def bulk_catalog(sample: Path, copies: int) -> Path:
         for copy in range(copies):
             for row in rows:
                 image = str((sample.parent / row["image"]).resolve()) if row["image"] else ""
-                writer.writerow({**row, "sku": f"{row['sku']}-{copy}", "title": f"{row['title']} ({copy})", "image": image})
+                writer.writerow(
+                    {**row, "sku": f"{row['sku']}-{copy}", "title": f"{row['title']} ({copy})", "image": image}
+                )
     return out
 
 
@@ -132,11 +134,17 @@ def bench_embedder(name: str, catalog_path: Path, cache: Path) -> dict[str, obje
         rerun_s = time.perf_counter() - t
         assert first.counts.images_embedded == len(photos) and again.counts.images_embedded == 0
         n = len(photos)
-        runs.append({
-            "pipeline": n / ingest_s, "model_images": n / images_s, "model_all": n / (images_s + texts_s),
-            "ratio_all": (images_s + texts_s) / ingest_s, "ratio_images": images_s / ingest_s,
-            "ingest_s": ingest_s, "rerun_s": rerun_s,
-        })
+        runs.append(
+            {
+                "pipeline": n / ingest_s,
+                "model_images": n / images_s,
+                "model_all": n / (images_s + texts_s),
+                "ratio_all": (images_s + texts_s) / ingest_s,
+                "ratio_images": images_s / ingest_s,
+                "ingest_s": ingest_s,
+                "rerun_s": rerun_s,
+            }
+        )
         fresh.close()
         close_embedded_clients()
     out: dict[str, object] = {"embedder": embedder.identity.describe(), "images": len(photos), "batch": batch}
@@ -179,7 +187,12 @@ def bench_queries(app: ShopLens, queries: list[tuple[bytes, str]]) -> dict[str, 
             decode_ms = (time.perf_counter() - t) * 1000
             response = app.search.search(SearchRequest(image=image, top_k=10))
             totals.append(decode_ms + response.took_ms)
-            for key, value in (("decode", decode_ms), ("embed", response.embed_ms), ("vector", response.vector_ms), ("join", response.join_ms)):
+            for key, value in (
+                ("decode", decode_ms),
+                ("embed", response.embed_ms),
+                ("vector", response.vector_ms),
+                ("join", response.join_ms),
+            ):
                 parts[key].append(value)
         passes.append({"p50": float(np.percentile(totals, 50)), "p99": float(np.percentile(totals, 99))})
     return {
@@ -193,23 +206,47 @@ def bench_queries(app: ShopLens, queries: list[tuple[bytes, str]]) -> dict[str, 
 
 # -- report ------------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    ram = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) / 2**20
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    ram = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        / 2**20
+    )
     versions = []
     for package in ("torch", "open_clip_torch", "qdrant-edge-py", "qdrant-client", "numpy", "pillow", "sqlalchemy"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "ram_gb": f"{ram:.0f}", "os": platform.platform(),
-            "python": platform.python_version(), "versions": ", ".join(versions)}
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "ram_gb": f"{ram:.0f}",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": ", ".join(versions),
+    }
 
 
 def fmt(s: dict[str, float], digits: int = 1, unit: str = "") -> str:
     return f"{s['median']:.{digits}f}{unit} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
 
 
-def write_markdown(m: dict[str, str], embedders: dict[str, dict], scales: dict[str, dict], out: Path, seconds: float) -> None:
+def write_markdown(
+    m: dict[str, str], embedders: dict[str, dict], scales: dict[str, dict], out: Path, seconds: float
+) -> None:
     lines = [
         "# ShopLens benchmarks",
         "",
@@ -220,19 +257,22 @@ def write_markdown(m: dict[str, str], embedders: dict[str, dict], scales: dict[s
         "",
         "## Ingestion: pipeline against the model alone, same run, same batch size",
         "",
-        f"Catalog: the Vendure demo shop's 54 products (photos of about 1600x1067 JPEG, a title and a description",
-        f"each) loaded {BULK_COPIES} times over under distinct SKUs: {BULK_COPIES * 54} products in one fresh bulk load. The pipeline",
+        "Catalog: the Vendure demo shop's 54 products (photos of about 1600x1067 JPEG, a title and a description",
+        f"each) loaded {BULK_COPIES} times over under distinct SKUs: {BULK_COPIES * 54} products in one fresh bulk "
+        "load. The pipeline",
         "reads, hashes, decodes and copies each photo, writes SQL, embeds the photo and the product's text, writes",
         "the vectors and builds the index. The model-alone baseline embeds the same decoded photos and the same",
         "texts in the same batches, alternating with the pipeline runs. Goal: pipeline / model ≥ 0.9. The",
         "unchanged re-run loads the same file again.",
         "",
-        "| embedder | batch | pipeline images/s | model alone, photos + texts | pipeline / model | model alone, photos only | unchanged re-run |",
+        "| embedder | batch | pipeline images/s | model alone, photos + texts | pipeline / model | model alone, "
+        "photos only | unchanged re-run |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in embedders.values():
         lines.append(
-            f"| {r['embedder']} | {r['batch']} | {fmt(r['pipeline'])} | {fmt(r['model_all'])} | {fmt(r['ratio_all'], 2)} | "
+            f"| {r['embedder']} | {r['batch']} | {fmt(r['pipeline'])} | {fmt(r['model_all'])} | "
+            f"{fmt(r['ratio_all'], 2)} | "
             f"{fmt(r['model_images'])} | {fmt(r['rerun_s'], 2, ' s')} (first run {fmt(r['ingest_s'], 1, ' s')}) |"
         )
     lines += [
@@ -247,15 +287,25 @@ def write_markdown(m: dict[str, str], embedders: dict[str, dict], scales: dict[s
     ]
     for r in embedders.values():
         q = r["query"]
-        part = " | ".join(f"{q['parts_p50'][k]:.1f} / {q['parts_p99'][k]:.1f} ms" for k in ("decode", "embed", "vector", "join"))
+        part = " | ".join(
+            f"{q['parts_p50'][k]:.1f} / {q['parts_p99'][k]:.1f} ms" for k in ("decode", "embed", "vector", "join")
+        )
         lines.append(f"| {r['embedder']} | {fmt(q['p50'], 0, ' ms')} | {fmt(q['p99'], 0, ' ms')} | {part} |")
     recall = [r for r in embedders.values() if "recall" in r]
     if recall:
-        lines += ["", "## Photo → product recall through `shoplens eval` (the storefront's search path)", "",
-                  "| embedder | queries | recall@1 | recall@5 | recall@10 | MRR |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Photo → product recall through `shoplens eval` (the storefront's search path)",
+            "",
+            "| embedder | queries | recall@1 | recall@5 | recall@10 | MRR |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in recall:
             e = r["recall"]
-            lines.append(f"| {r['embedder']} | {e['queries']} | {e['recall@1']:.3f} | {e['recall@5']:.3f} | {e['recall@10']:.3f} | {e['mrr']:.3f} |")
+            lines.append(
+                f"| {r['embedder']} | {e['queries']} | {e['recall@1']:.3f} | {e['recall@5']:.3f} | "
+                f"{e['recall@10']:.3f} | {e['mrr']:.3f} |"
+            )
     lines += [
         "",
         "Notes:",
@@ -288,10 +338,14 @@ def _kept_sections(out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--embedders", default="offline,vit-b-32", help="comma-separated; empty for none")
-    parser.add_argument("--scales", default="10000x3,100000x3,1000000x1", help="products x photos, comma-separated; empty for none")
+    parser.add_argument(
+        "--scales", default="10000x3,100000x3,1000000x1", help="products x photos, comma-separated; empty for none"
+    )
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoplens-bench")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--api-rounds", type=int, default=3, help="rounds of the server benchmark (bench.api); 0 to skip it")
+    parser.add_argument(
+        "--api-rounds", type=int, default=3, help="rounds of the server benchmark (bench.api); 0 to skip it"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -305,7 +359,12 @@ def main() -> None:
         products, photos = (int(x) for x in scale.split("x"))
         backends = ["numpy", "edge"] + (["qdrant-local"] if products <= 10_000 else [])
         queries = 200 if products <= 100_000 else 100  # the numpy baseline costs ~0.2 s a query at 1M
-        scales[scale] = {"products": products, "photos": photos, "queries": queries, "results": vector_bench.run_scale(products, photos, backends, queries)}
+        scales[scale] = {
+            "products": products,
+            "photos": photos,
+            "queries": queries,
+            "results": vector_bench.run_scale(products, photos, backends, queries),
+        }
         print(json.dumps({scale: scales[scale]}, indent=1), flush=True)
     write_markdown(machine(), embedders, scales, args.out, time.perf_counter() - started)
     if args.api_rounds:

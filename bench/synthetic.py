@@ -35,8 +35,12 @@ class Catalog:
     def payload(self, row: int) -> dict[str, object]:
         p = int(self.product[row])
         return {
-            "sku": f"SKU-{p:07d}", "kind": "image", "category": f"cat-{self.category[p]:03d}",
-            "brand": f"brand-{self.brand[p]:02d}", "price": float(self.price[p]), "in_stock": bool(self.in_stock[p]),
+            "sku": f"SKU-{p:07d}",
+            "kind": "image",
+            "category": f"cat-{self.category[p]:03d}",
+            "brand": f"brand-{self.brand[p]:02d}",
+            "price": float(self.price[p]),
+            "in_stock": bool(self.in_stock[p]),
             "image_sha": f"{row:x}",
         }
 
@@ -48,7 +52,15 @@ class Catalog:
             yield range(start, min(start + size, len(self.vectors)))
 
 
-def make_catalog(products: int, photos: int, dim: int = 512, categories: int = 200, brands: int = 20, queries: int = 200, seed: int = 0) -> Catalog:
+def make_catalog(
+    products: int,
+    photos: int,
+    dim: int = 512,
+    categories: int = 200,
+    brands: int = 20,
+    queries: int = 200,
+    seed: int = 0,
+) -> Catalog:
     rng = np.random.default_rng(seed)
     spectrum = (np.arange(1, dim + 1) ** -0.6).astype(np.float32)
     rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
@@ -61,14 +73,22 @@ def make_catalog(products: int, photos: int, dim: int = 512, categories: int = 2
         stop = min(start + step, products)
         c = centres[category[start:stop]] + 0.6 * rng.standard_normal((stop - start, dim)).astype(np.float32) * spectrum
         product_centres[start:stop] = c
-        rows = np.repeat(c, photos, axis=0) + 0.25 * rng.standard_normal(((stop - start) * photos, dim)).astype(np.float32) * spectrum
+        rows = (
+            np.repeat(c, photos, axis=0)
+            + 0.25 * rng.standard_normal(((stop - start) * photos, dim)).astype(np.float32) * spectrum
+        )
         vectors[start * photos : stop * photos] = _unit(rows @ rotation)
     picked = rng.integers(0, products, queries)
     q = product_centres[picked] + 0.25 * rng.standard_normal((queries, dim)).astype(np.float32) * spectrum
     return Catalog(
-        vectors=vectors, product=np.repeat(np.arange(products), photos), category=category,
-        brand=rng.integers(0, brands, products), price=np.round(rng.uniform(1, 500, products), 2),
-        in_stock=rng.random(products) < 0.7, photos=photos, queries=_unit(q @ rotation),
+        vectors=vectors,
+        product=np.repeat(np.arange(products), photos),
+        category=category,
+        brand=rng.integers(0, brands, products),
+        price=np.round(rng.uniform(1, 500, products), 2),
+        in_stock=rng.random(products) < 0.7,
+        photos=photos,
+        queries=_unit(q @ rotation),
     )
 
 

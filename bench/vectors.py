@@ -106,13 +106,26 @@ def load(args: argparse.Namespace) -> dict[str, object]:
         if build is not None:
             out["build_s"], out["build_pause_ms"] = build.seconds, build.pause_ms
         if during:
-            out["during_build"] = {"queries": len(during), "p50": float(np.percentile(during, 50)), "p99": float(np.percentile(during, 99)), "max": max(during)}
+            out["during_build"] = {
+                "queries": len(during),
+                "p50": float(np.percentile(during, 50)),
+                "p99": float(np.percentile(during, 99)),
+                "max": max(during),
+            }
         if args.backend == "qdrant-local":  # in memory only: query here
-            out["query"] = _time_queries(lambda q, f: [_sku_index(h.payload["sku"]) for h in backend.search_grouped(q, IMAGE, f, TOP_K)], cat, plan, truth, repeats=1)
+            out["query"] = _time_queries(
+                lambda q, f: [_sku_index(h.payload["sku"]) for h in backend.search_grouped(q, IMAGE, f, TOP_K)],
+                cat,
+                plan,
+                truth,
+                repeats=1,
+            )
         backend.close()
         close_shards()
     np.savez(Path(args.work) / "queries.npz", queries=cat.queries)
-    (Path(args.work) / "plan.json").write_text(json.dumps({"truth": truth, "filters": [{n: f.__dict__ for n, f in p.items()} for p in plan]}))
+    (Path(args.work) / "plan.json").write_text(
+        json.dumps({"truth": truth, "filters": [{n: f.__dict__ for n, f in p.items()} for p in plan]})
+    )
     return out
 
 
@@ -146,9 +159,28 @@ def query(args: argparse.Namespace) -> dict[str, object]:
     backend = EdgeBackend(Path(args.work), "bench", EdgeTuning())
     queries = np.load(Path(args.work) / "queries.npz")["queries"]
     plan_json = json.loads((Path(args.work) / "plan.json").read_text())
-    plan = [{n: PointFilter(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()}) for n, f in p.items()} for p in plan_json["filters"]]
-    fake = Catalog(vectors=np.empty((0, 0)), product=np.empty(0), category=np.empty(0), brand=np.empty(0), price=np.empty(0), in_stock=np.empty(0), photos=1, queries=queries)
-    out = {"query": _time_queries(lambda q, f: [_sku_index(h.payload["sku"]) for h in backend.search_grouped(q, IMAGE, f, TOP_K)], fake, plan, plan_json["truth"])}
+    plan = [
+        {n: PointFilter(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()}) for n, f in p.items()}
+        for p in plan_json["filters"]
+    ]
+    fake = Catalog(
+        vectors=np.empty((0, 0)),
+        product=np.empty(0),
+        category=np.empty(0),
+        brand=np.empty(0),
+        price=np.empty(0),
+        in_stock=np.empty(0),
+        photos=1,
+        queries=queries,
+    )
+    out = {
+        "query": _time_queries(
+            lambda q, f: [_sku_index(h.payload["sku"]) for h in backend.search_grouped(q, IMAGE, f, TOP_K)],
+            fake,
+            plan,
+            plan_json["truth"],
+        )
+    }
     after = _rss()
     out["rss_mb"] = after["VmRSS"] - before["VmRSS"]
     out["rss_anon_mb"] = after["RssAnon"] - before["RssAnon"]
@@ -157,7 +189,13 @@ def query(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def _time_queries(search: Callable[[np.ndarray, PointFilter], list[int]], cat: Catalog, plan: list[dict[str, PointFilter]], truth: dict[str, list[list[int]]], repeats: int = REPEATS) -> dict[str, dict[str, object]]:
+def _time_queries(
+    search: Callable[[np.ndarray, PointFilter], list[int]],
+    cat: Catalog,
+    plan: list[dict[str, PointFilter]],
+    truth: dict[str, list[list[int]]],
+    repeats: int = REPEATS,
+) -> dict[str, dict[str, object]]:
     """p50/p99 per filter in each of `repeats` passes over the queries, and recall@10 of products."""
     results: dict[str, dict[str, object]] = {}
     search(cat.queries[0], plan[0]["no filter"])  # warm-up
@@ -197,7 +235,18 @@ def run_scale(products: int, photos: int, backends: list[str], queries: int = 20
     for backend in backends:
         work = Path(tempfile.mkdtemp(prefix=f"bench-vectors-{backend}-"))
         try:
-            common = ["--products", str(products), "--photos", str(photos), "--backend", backend, "--work", str(work), "--queries", str(queries if backend != "qdrant-local" else min(queries, SLOW_BACKEND_QUERIES))]
+            common = [
+                "--products",
+                str(products),
+                "--photos",
+                str(photos),
+                "--backend",
+                backend,
+                "--work",
+                str(work),
+                "--queries",
+                str(queries if backend != "qdrant-local" else min(queries, SLOW_BACKEND_QUERIES)),
+            ]
             result = _child(["load", *common])
             if backend == "edge":
                 result.update(_child(["query", *common]))
@@ -208,7 +257,12 @@ def run_scale(products: int, photos: int, backends: list[str], queries: int = 20
 
 
 def _child(argv: list[str]) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", "bench.vectors", *argv], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.vectors", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"bench.vectors {' '.join(argv)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -222,10 +276,12 @@ def markdown(scales: dict[str, dict]) -> list[str]:
         "",
         "Synthetic catalogue vectors (512-d, power-law spectrum): 200 category clusters, products around them and",
         "each product's photos close around the product (near-duplicates). Queries are new photos of catalogue",
-        "products (200 per scale; 100 at 1M). Every search is the storefront's: top-10 products (best photo per product) under a filter.",
+        "products (200 per scale; 100 at 1M). Every search is the storefront's: top-10 products (best photo per "
+        "product) under a filter.",
         "Recall@10 is of products, against the exact answer of the numpy scan (a matrix product, boolean masks",
         "for filters, max over each product's photos). Latency is in-process, one query at a time; p50 and p99 are",
-        f"medians [min–max] over {REPEATS} passes. qdrant-client's embedded mode ran {SLOW_BACKEND_QUERIES} queries in one",
+        f"medians [min–max] over {REPEATS} passes. qdrant-client's embedded mode ran {SLOW_BACKEND_QUERIES} queries "
+        "in one",
         "pass, at 10k products only (it scans in Python). Goal: at 100k products, p99 ≤ 50 ms with filters and",
         "recall@10 ≥ 0.95.",
         "",
@@ -243,7 +299,9 @@ def markdown(scales: dict[str, dict]) -> list[str]:
         "",
         "Loading, index build, memory and disk (one load per scale and backend):",
         "",
-        "| products × photos | backend | upsert | vectors/s | index build (per 100k vectors) | searches during the build: p50 / p99 / max | searches paused by the swap | resident memory after the queries (per 1M vectors) | disk |",
+        "| products × photos | backend | upsert | vectors/s | index build (per 100k vectors) | searches during the "
+        "build: p50 / p99 / max | searches paused by the swap | resident memory after the queries (per 1M vectors) "
+        "| disk |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for scale in scales.values():
@@ -257,19 +315,25 @@ def markdown(scales: dict[str, dict]) -> list[str]:
             d = r.get("during_build")
             during = f"{d['p50']:.0f} / {d['p99']:.0f} / {d['max']:.0f} ms ({d['queries']:,} searches)" if d else "–"
             if "rss_mb" in r:
-                memory = f"{r['rss_mb']:,.0f} MB, of which {r['rss_anon_mb']:,.0f} MB anonymous ({r['rss_mb'] * 1e6 / vectors:,.0f} MB)"
+                memory = (
+                    f"{r['rss_mb']:,.0f} MB, of which {r['rss_anon_mb']:,.0f} MB anonymous "
+                    f"({r['rss_mb'] * 1e6 / vectors:,.0f} MB)"
+                )
             elif backend == "numpy":
                 memory = f"{r['memory_mb']:,.0f} MB matrix ({r['memory_mb'] * 1e6 / vectors:,.0f} MB)"
             else:
                 memory = "in RAM (not measured)"
             disk = f"{r['disk_mb']:,.0f} MB" if r.get("disk_mb") else "–"
-            lines.append(f"| {size} | {backend} | {upsert} | {rate} | {build} | {during} | {pause} | {memory} | {disk} |")
+            lines.append(
+                f"| {size} | {backend} | {upsert} | {rate} | {build} | {during} | {pause} | {memory} | {disk} |"
+            )
     lines += [
         "",
         "Notes:",
         "- The index is built while the loading process keeps searching in a loop (the latencies a shopper would see),",
         "  so the build's child process has one of the two cores; the build times are for that condition.",
-        "- Searches during the build scan the not-yet-indexed shard exactly. Their maximum is the time the engine holds",
+        "- Searches during the build scan the not-yet-indexed shard exactly. Their maximum is the time the engine "
+        "holds",
         "  Python's GIL to flush the shard before it is copied and to open the built version; switching the versions",
         "  pauses searches for the milliseconds in the next column.",
         "- Resident memory is mostly the memory-mapped vector, graph and payload files in the page cache, which the",

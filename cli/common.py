@@ -31,8 +31,16 @@ def search_query(args: argparse.Namespace) -> schemas.SearchQuery:
     if args.image is None and not args.text:
         raise UserError("give --image PATH, --text TEXT, or both")
     return schemas.SearchQuery(
-        text=args.text, weight=args.weight, top_k=args.top_k, offset=args.offset, min_score=args.min_score,
-        category=args.category, brand=args.brand, min_price=args.min_price, max_price=args.max_price, in_stock=args.in_stock,
+        text=args.text,
+        weight=args.weight,
+        top_k=args.top_k,
+        offset=args.offset,
+        min_score=args.min_score,
+        category=args.category,
+        brand=args.brand,
+        min_price=args.min_price,
+        max_price=args.max_price,
+        in_stock=args.in_stock,
     )
 
 
@@ -84,4 +92,6 @@ def print_stats(stats: schemas.Stats, as_json: bool) -> None:
     print(f"embedder:   {stats.embedder}\ncollection: {stats.collection}")
     print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
     print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
-    print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)")
+    print(
+        "consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)"
+    )

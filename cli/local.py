@@ -26,7 +26,18 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
     report = args.report or app.settings.home / "reports" / f"run-{result.run_id}.csv"
     result.write_report(report)
     if args.json:
-        print(json.dumps({"run_id": result.run_id, "status": result.status, "seconds": round(result.seconds, 3), "report": str(report), "errors": len(result.errors), **result.counts.__dict__}))
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "status": result.status,
+                    "seconds": round(result.seconds, 3),
+                    "report": str(report),
+                    "errors": len(result.errors),
+                    **result.counts.__dict__,
+                }
+            )
+        )
     else:
         print(result.summary())
         for error in result.errors[:10]:
@@ -46,7 +57,10 @@ def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     announce_embedder(app)
     schedule = CatalogSchedule(app, args.catalog, args.prune, args.max_runs, echo=lambda line: print(line, flush=True))
-    print(f"scheduled {args.catalog} ({'every ' + args.every if args.every else 'cron ' + args.cron}); Ctrl-C to stop", flush=True)
+    print(
+        f"scheduled {args.catalog} ({'every ' + args.every if args.every else 'cron ' + args.cron}); Ctrl-C to stop",
+        flush=True,
+    )
     schedule.start(trigger)
     return 0
 
@@ -116,7 +130,9 @@ def cmd_eval(app: ShopLens, args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         recall = "  ".join(f"recall@{k} {v:.3f}" for k, v in result.recall.items())
-        print(f"{result.queries} queries: {recall}  MRR {result.mrr:.3f}; {len(result.misses)} not first (see {report})")
+        print(
+            f"{result.queries} queries: {recall}  MRR {result.mrr:.3f}; {len(result.misses)} not first (see {report})"
+        )
     return 0
 
 
@@ -174,11 +190,11 @@ def cmd_migrate(app: ShopLens, args: argparse.Namespace) -> int:
     return 0
 
 
-def stop_on_signals(event) -> None:  # noqa: ANN001
+def stop_on_signals(event) -> None:
     """SIGTERM/SIGINT: finish the current batch, record the run as interrupted; twice: stop now."""
     import signal
 
-    def handler(signum, _frame) -> None:  # noqa: ANN001
+    def handler(signum, _frame) -> None:
         if event.is_set():
             raise KeyboardInterrupt
         event.set()

@@ -23,7 +23,11 @@ __all__ = ["EXIT_USER_ERROR", "UserError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoplens", description="Photo-to-product search for online shops.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--server", metavar="URL", help="a running ShopLens server (default: SHOPLENS_SERVER_URL, else the one running for this home)")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="a running ShopLens server (default: SHOPLENS_SERVER_URL, else the one running for this home)",
+    )
     parser.add_argument("--local", action="store_true", help="open the stores in this process even if a server runs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -71,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="rebuild every vector from SQL and the media folder")
 
     p = sub.add_parser("eval", help="recall@1/5/10 and MRR of labelled queries (image or text → expected_sku)")
-    p.add_argument("queries", type=Path, help="CSV or JSONL with image (path relative to the file) or text, and expected_sku")
+    p.add_argument(
+        "queries", type=Path, help="CSV or JSONL with image (path relative to the file) or text, and expected_sku"
+    )
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--report", type=Path, help="write the misses to this CSV file")
     p.add_argument("--json", action="store_true")
@@ -80,15 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assets", type=Path, help="the folder holding products.csv and images/")
     p.add_argument("--out", type=Path, required=True)
 
-    p = sub.add_parser("demo", help="load the sample shop (downloaded once from the npm registry) and start the server and the storefront")
+    p = sub.add_parser(
+        "demo",
+        help="load the sample shop (downloaded once from the npm registry) and start the server and the storefront",
+    )
     _listen_args(p)
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--registry", help="npm registry URL (default: NPM_CONFIG_REGISTRY, else the public npm registry)")
 
-    p = sub.add_parser("serve", help="start the ShopLens server (HTTP API, job worker, schedule) and the storefront pages")
+    p = sub.add_parser(
+        "serve", help="start the ShopLens server (HTTP API, job worker, schedule) and the storefront pages"
+    )
     _listen_args(p)
     p.add_argument("--no-pages", action="store_true", help="the API alone, without the Streamlit pages")
-    p.add_argument("--schedule", metavar="CATALOG", help="re-ingest this catalog path or URL on a schedule (with --every or --cron)")
+    p.add_argument(
+        "--schedule",
+        metavar="CATALOG",
+        help="re-ingest this catalog path or URL on a schedule (with --every or --cron)",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--every", help="interval, e.g. 30m, 1h, 2h30m")
     when.add_argument("--cron", help='crontab expression, e.g. "0 * * * *" (UTC)')
@@ -102,12 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def _listen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="the storefront pages (default 8501)")
     p.add_argument("--api-port", type=int, help="the HTTP API (default 8000, or SHOPLENS_API_PORT)")
-    p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument(
+        "--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +176,7 @@ def _client_commands() -> frozenset[str]:
     return CLIENT_COMMANDS
 
 
-def _server(args: argparse.Namespace, settings) -> tuple[str, str | None, bool] | None:  # noqa: ANN001
+def _server(args: argparse.Namespace, settings) -> tuple[str, str | None, bool] | None:
     """(url, credential, on this machine) of the server to use, or None to work locally."""
     from server.client import find_server
 

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 from cli.common import UserError, exit_code, print_hits, print_runs, print_stats, read_photo, search_query
@@ -98,9 +99,9 @@ def cmd_schedule(client: ShopLensClient, args: argparse.Namespace, local: bool) 
     print(f"scheduled {args.catalog} ({when}) on the server {client.base_url}; Ctrl-C to stop", flush=True)
     first = None
     if isinstance(trigger, IntervalTrigger):
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        first = datetime.now(timezone.utc)
+        first = datetime.now(UTC)
     scheduler.add_job(tick, trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
     try:
         scheduler.start()
@@ -134,7 +135,18 @@ def _follow(client: ShopLensClient, job: schemas.Job, args: argparse.Namespace) 
         report.write_bytes(client.run_report(job.run_id))
     if args.json:
         seconds = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-        print(json.dumps({"job": job.id, "run_id": job.run_id, "status": job.status, "seconds": seconds, "errors": job.problem_count, **job.counts}))
+        print(
+            json.dumps(
+                {
+                    "job": job.id,
+                    "run_id": job.run_id,
+                    "status": job.status,
+                    "seconds": seconds,
+                    "errors": job.problem_count,
+                    **job.counts,
+                }
+            )
+        )
     else:
         print(job.message or f"job {job.id} {job.status}")
         for problem in job.problems[:10]:

@@ -23,8 +23,8 @@ from urllib.parse import quote
 import httpx
 
 from ingest.vendure import convert_vendure
-from services.fetch import FetchError, fetch_capped, write_atomic
 from services.errors import Unavailable
+from services.fetch import FetchError, fetch_capped, write_atomic
 
 REGISTRY_URL = "https://registry.npmjs.org"
 PACKAGE = "@vendure/create"
@@ -53,7 +53,9 @@ class PackageDist:
     integrity: str
 
 
-def sample_catalog(home: Path, registry: str | None = None, log: Log | None = None, client: httpx.Client | None = None) -> Path:
+def sample_catalog(
+    home: Path, registry: str | None = None, log: Log | None = None, client: httpx.Client | None = None
+) -> Path:
     """The Vendure sample as a ShopLens CSV (downloaded and converted on first use); its path."""
     log = log or (lambda _msg: None)
     root = Path(home).expanduser() / "samples"
@@ -81,7 +83,9 @@ def sample_catalog(home: Path, registry: str | None = None, log: Log | None = No
     return catalog
 
 
-def cached_tarball(root: Path, registry: str | None = None, log: Log | None = None, client: httpx.Client | None = None) -> Path:
+def cached_tarball(
+    root: Path, registry: str | None = None, log: Log | None = None, client: httpx.Client | None = None
+) -> Path:
     """`<root>/<name>-<version>.tgz`, downloaded and verified unless a verified copy is there."""
     log = log or (lambda _msg: None)
     name = PACKAGE.rsplit("/", 1)[-1]
@@ -115,14 +119,18 @@ def package_dist(client: httpx.Client, registry: str) -> PackageDist:
     try:
         response = client.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
-        raise SampleError(f"cannot reach the npm registry at {registry} ({exc.__class__.__name__}); the sample catalog needs it once") from None
+        raise SampleError(
+            f"cannot reach the npm registry at {registry} ({exc.__class__.__name__}); the sample catalog needs it once"
+        ) from None
     if response.status_code != 200:
         raise SampleError(f"the npm registry answered HTTP {response.status_code} for {PACKAGE}@{VERSION} ({url})")
     try:
         dist = response.json()["dist"]
         tarball, integrity = str(dist["tarball"]), str(dist["integrity"])
     except (ValueError, KeyError, TypeError):
-        raise SampleError(f"the npm registry's answer for {PACKAGE}@{VERSION} has no dist.tarball/dist.integrity") from None
+        raise SampleError(
+            f"the npm registry's answer for {PACKAGE}@{VERSION} has no dist.tarball/dist.integrity"
+        ) from None
     if not tarball.lower().startswith(("http://", "https://")):
         raise SampleError(f"the registry gave an unusable tarball address: {tarball!r}")
     return PackageDist(tarball, integrity)
@@ -182,7 +190,9 @@ def extract_assets(tarball: Path, target: Path) -> int:
                     size += len(chunk)
                     written += len(chunk)
                     if size > MAX_MEMBER_BYTES or written > MAX_EXTRACTED_BYTES:
-                        raise SampleError(f"{member.name} in {tarball.name} is larger than allowed; refusing the tarball")
+                        raise SampleError(
+                            f"{member.name} in {tarball.name} is larger than allowed; refusing the tarball"
+                        )
                     out.write(chunk)
             images += relative.parts[0] == "images"
         return images
@@ -205,7 +215,7 @@ def _wanted(member: tarfile.TarInfo) -> PurePosixPath | None:
         return None
     if text == CATALOG_MEMBER:
         return PurePosixPath("products.csv")
-    rest = text[len(IMAGES_PREFIX):]
+    rest = text[len(IMAGES_PREFIX) :]
     if "/" in rest or not rest or rest.startswith(".") or PurePosixPath(rest).suffix.lower() not in IMAGE_SUFFIXES:
         return None
     return PurePosixPath("images", rest)

@@ -64,11 +64,17 @@ class Listen:
 
     @property
     def pages_url(self) -> str | None:
-        return f"http://{'localhost' if _connect_host(self.address) == '127.0.0.1' else self.address}:{self.pages_port}/" if self.pages_port else None
+        return (
+            f"http://{'localhost' if _connect_host(self.address) == '127.0.0.1' else self.address}:{self.pages_port}/"
+            if self.pages_port
+            else None
+        )
 
     def check(self) -> None:
         if self.pages_port is not None and self.pages_port == self.api_port:
-            raise PortInUse(f"the pages and the API cannot share port {self.api_port}: choose another --port or --api-port")
+            raise PortInUse(
+                f"the pages and the API cannot share port {self.api_port}: choose another --port or --api-port"
+            )
         for port, option in ((self.api_port, "--api-port"), (self.pages_port, "--port")):
             if port is not None:
                 check_port(port, self.address, option)
@@ -82,9 +88,19 @@ def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str]
 
 def streamlit_command(port: int = DEFAULT_PORT, address: str | None = None) -> list[str]:
     command = [
-        sys.executable, "-m", "streamlit", "run", str(STOREFRONT),
-        "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "viewer",  # shoppers get no developer menu
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(STOREFRONT),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",  # shoppers get no developer menu
     ]
     if address:
         command += ["--server.address", address]
@@ -99,7 +115,9 @@ def check_port(port: int, address: str | None, option: str = "--port") -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} is already in use; stop the other server or choose another with {option}") from None
+                raise PortInUse(
+                    f"port {port} is already in use; stop the other server or choose another with {option}"
+                ) from None
             raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
@@ -125,22 +143,31 @@ def serve(app: ShopLens, listen: Listen, schedule: ServerSchedule | None = None,
     pages = None
     try:
         if listen.pages_port is not None:
-            pages = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            pages = subprocess.Popen(
                 streamlit_command(listen.pages_port, listen.address),
-                env={**os.environ, "SHOPLENS_SERVER_URL": listen.api_url}, stdin=subprocess.DEVNULL,
+                env={**os.environ, "SHOPLENS_SERVER_URL": listen.api_url},
+                stdin=subprocess.DEVNULL,
             )
             print(f"storefront: {listen.pages_url}  (admin page: {listen.pages_url}admin)", flush=True)
             if open_browser:
-                subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-c", _OPENER, str(listen.pages_url)], start_new_session=True,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                subprocess.Popen(
+                    [sys.executable, "-c", _OPENER, str(listen.pages_url)],
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
         print(f"API: {listen.api_url}/api/v1  (interactive docs: {listen.api_url}/docs); stop with Ctrl+C", flush=True)
         if schedule is not None:
             print(f"schedule: {schedule.describe()}", flush=True)
         config = uvicorn.Config(
-            create_app(state), host=listen.address, port=listen.api_port, log_level="warning",
-            access_log=False, timeout_graceful_shutdown=10, server_header=False,
+            create_app(state),
+            host=listen.address,
+            port=listen.api_port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            server_header=False,
         )
         previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

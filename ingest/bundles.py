@@ -19,9 +19,10 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
 from services.errors import ShopLensError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -43,7 +44,7 @@ class BundleLimits:
     max_total_bytes: int = 2 * 1024 * 1024 * 1024
 
     @classmethod
-    def from_settings(cls, settings) -> BundleLimits:  # noqa: ANN001 - services.settings.Settings
+    def from_settings(cls, settings) -> BundleLimits:
         return cls(max_file_bytes=settings.max_image_bytes)
 
 
@@ -74,7 +75,7 @@ class BundlePlan:
 def upload_folder(home: Path) -> Path:
     """A new, not yet existing `<home>/uploads/<UTC timestamp>` folder name."""
     root = Path(home) / "uploads"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     candidate, n = root / stamp, 1
     while candidate.exists():
         n += 1
@@ -102,7 +103,14 @@ def extract_zip(data: bytes | BinaryIO, target: Path, limits: BundleLimits | Non
             for entry in plan.entries:
                 info = by_name[entry.source]
                 with archive.open(info) as source:
-                    total = _copy_counted(source, staging / entry.path, entry.source, min(info.file_size, limits.max_file_bytes), total, limits)
+                    total = _copy_counted(
+                        source,
+                        staging / entry.path,
+                        entry.source,
+                        min(info.file_size, limits.max_file_bytes),
+                        total,
+                        limits,
+                    )
 
         _staged(target, write)
     return plan
@@ -141,7 +149,8 @@ def _plan_zip(archive: zipfile.ZipFile, limits: BundleLimits) -> BundlePlan:
             continue
         if info.file_size > limits.max_file_bytes:
             raise BundleError(
-                f"{info.filename!r} is {info.file_size:,} bytes uncompressed; the limit per image is {limits.max_file_bytes:,}"
+                f"{info.filename!r} is {info.file_size:,} bytes uncompressed; the limit per image is "
+                f"{limits.max_file_bytes:,}"
             )
         declared_total += info.file_size
         if declared_total > limits.max_total_bytes:
@@ -192,7 +201,14 @@ def save_files(files: Sequence[tuple[str, bytes]], target: Path, limits: BundleL
     def write(staging: Path) -> None:
         total = 0
         for entry in plan.entries:
-            total = _copy_counted(io.BytesIO(data_by_source[entry.source]), staging / entry.path, entry.source, limits.max_file_bytes, total, limits)
+            total = _copy_counted(
+                io.BytesIO(data_by_source[entry.source]),
+                staging / entry.path,
+                entry.source,
+                limits.max_file_bytes,
+                total,
+                limits,
+            )
 
     _staged(target, write)
     return plan
@@ -229,7 +245,7 @@ def best_prefix(paths: Iterable[str], references: Iterable[str]) -> str:
     candidates = [""]
     prefix = ""
     while True:  # descend through single-child top folders: top/, top/images/, …
-        below = [p[len(prefix):] for p in paths if p.startswith(prefix)]
+        below = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
         tops = {rest.split("/", 1)[0] for rest in below if "/" in rest}
         if len(tops) != 1 or any("/" not in rest for rest in below):
             break
@@ -252,7 +268,9 @@ def _check_file_dir_clash(plan: BundlePlan) -> None:
                 raise BundleError(f"the ZIP uses {'/'.join(parts[:i])!r} both as a file and as a folder")
 
 
-def _copy_counted(source: BinaryIO, destination: Path, name: str, file_limit: int, total: int, limits: BundleLimits) -> int:
+def _copy_counted(
+    source: BinaryIO, destination: Path, name: str, file_limit: int, total: int, limits: BundleLimits
+) -> int:
     """Copy, counting real bytes against the per-file and total limits; returns the new total."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     size = 0
@@ -267,14 +285,17 @@ def _copy_counted(source: BinaryIO, destination: Path, name: str, file_limit: in
             size += len(chunk)
             total += len(chunk)
             if size > file_limit:
-                raise BundleError(f"{name!r} unpacks to more than {file_limit:,} bytes (more than the ZIP declares or the limit allows)")
+                raise BundleError(
+                    f"{name!r} unpacks to more than {file_limit:,} bytes (more than the ZIP declares or the limit "
+                    "allows)"
+                )
             if total > limits.max_total_bytes:
                 raise BundleError(f"the images unpack to more than {limits.max_total_bytes:,} bytes in total")
             out.write(chunk)
     return total
 
 
-def _staged(target: Path, write) -> None:  # noqa: ANN001 - Callable[[Path], None]
+def _staged(target: Path, write) -> None:
     """Run `write(staging)` in a hidden folder beside `target`, then rename it; on error remove it."""
     target = Path(target)
     if target.exists():

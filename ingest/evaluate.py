@@ -34,7 +34,9 @@ class EvalResult:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f"recall@{k}": round(v, 4) for k, v in self.recall.items()}
-        out.update({"mrr": round(self.mrr, 4), "queries": self.queries, "misses": len(self.misses), "errors": len(self.errors)})
+        out.update(
+            {"mrr": round(self.mrr, 4), "queries": self.queries, "misses": len(self.misses), "errors": len(self.errors)}
+        )
         return out
 
 
@@ -78,7 +80,15 @@ def evaluate(app: ShopLens, queries: list[Query], base_dir: Path, top_k: int = 1
         if rank is not None and rank <= top_k:
             reciprocal += 1.0 / rank
         if rank != 1:
-            misses.append({"line": query.line, "query": query.image or query.text, "expected_sku": query.expected_sku, "rank": rank, "top_sku": skus[0] if skus else None})
+            misses.append(
+                {
+                    "line": query.line,
+                    "query": query.image or query.text,
+                    "expected_sku": query.expected_sku,
+                    "rank": rank,
+                    "top_sku": skus[0] if skus else None,
+                }
+            )
     n = max(evaluated, 1)
     return EvalResult(evaluated, {k: hits_at[k] / n for k in CUTOFFS}, reciprocal / n, misses, errors)
 

@@ -23,7 +23,6 @@ from services.images import (
 from services.media import MediaStore
 
 
-
 @dataclass
 class ImageInfo:
     source: str
@@ -92,4 +91,3 @@ def prepare_images(
                 note = " (kept the previously stored copy)"
             errors.append(RowError(record.row, "image", f"{exc}{note}", record.sku))
     return PreparedProduct(record, list(images.values()), errors)
-

@@ -35,7 +35,9 @@ def ingest_lock(catalog: CatalogStore, home: Path, wait: float | None = 0.0) -> 
     try:
         lock.acquire()
     except Timeout:
-        raise LockBusy(f"another ingest run is in progress on this store (lock file {path}); try again later or pass --wait") from None
+        raise LockBusy(
+            f"another ingest run is in progress on this store (lock file {path}); try again later or pass --wait"
+        ) from None
     try:
         path.with_suffix(".pid").write_text(str(os.getpid()))
         yield
@@ -55,7 +57,10 @@ def _advisory_lock(catalog: CatalogStore, wait: float | None) -> Iterator[None]:
                 break
             conn.commit()
             if deadline is not None and time.monotonic() >= deadline:
-                raise LockBusy("another ingest run is in progress on this database (PostgreSQL advisory lock); try again later or pass --wait")
+                raise LockBusy(
+                    "another ingest run is in progress on this database (PostgreSQL advisory lock); try again later "
+                    "or pass --wait"
+                )
             time.sleep(0.5)
         try:
             yield

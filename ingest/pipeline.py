@@ -93,7 +93,15 @@ class IngestResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [e.as_dict() for e in self.errors]
         if path.suffix.lower() == ".json":
-            body = {"run_id": self.run_id, "status": self.status, "counts": asdict(self.counts), "seconds": round(self.seconds, 3), "embedder": self.embedder, "message": self.message, "errors": rows}
+            body = {
+                "run_id": self.run_id,
+                "status": self.status,
+                "counts": asdict(self.counts),
+                "seconds": round(self.seconds, 3),
+                "embedder": self.embedder,
+                "message": self.message,
+                "errors": rows,
+            }
             path.write_text(json.dumps(body, indent=2, ensure_ascii=False))
             return
         with path.open("w", newline="", encoding="utf-8") as fh:
@@ -103,7 +111,18 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits, home: Path, batch_size: int = 64, workers: int = 4, retries: int = 3):
+    def __init__(
+        self,
+        catalog: CatalogStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        media: MediaStore,
+        limits: ImageLimits,
+        home: Path,
+        batch_size: int = 64,
+        workers: int = 4,
+        retries: int = 3,
+    ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
@@ -111,7 +130,14 @@ class Ingestor:
         self.current: IngestResult | None = None  # the run in progress (or last run), for progress reporters
 
     # -- public -------------------------------------------------------------------------
-    def ingest(self, catalog: Catalog, prune: bool = False, trigger: str = "cli", progress: ProgressFn | None = None, wait: float | None = 0.0) -> IngestResult:
+    def ingest(
+        self,
+        catalog: Catalog,
+        prune: bool = False,
+        trigger: str = "cli",
+        progress: ProgressFn | None = None,
+        wait: float | None = 0.0,
+    ) -> IngestResult:
         """One run under the store's ingest lock (`wait` seconds for it; None: as long as it takes)."""
 
         def body(result: IngestResult) -> None:
@@ -145,7 +171,9 @@ class Ingestor:
             self.catalog.abandon_running_runs()
             started = time.monotonic()
             describe = self.embedder.identity.describe()
-            result = IngestResult(self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe)
+            result = IngestResult(
+                self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe
+            )
             self.current = result
             try:
                 body(result)
@@ -157,7 +185,9 @@ class Ingestor:
                 raise
             finally:
                 if result.status == "running":
-                    result.status = "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
+                    result.status = (
+                        "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
+                    )
                 result.seconds = time.monotonic() - started
                 self._record(result.run_id, result)
             return result
@@ -170,7 +200,9 @@ class Ingestor:
 
     def _record(self, run_id: int, result: IngestResult) -> None:
         try:
-            self.catalog.finish_run(run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message)
+            self.catalog.finish_run(
+                run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message
+            )
         except (OperationalError, InterfaceError) as exc:  # the database itself is gone: say so, keep the first error
             log.error("could not record run %s as %s: %s", run_id, result.status, exc)
 
@@ -203,6 +235,7 @@ class Ingestor:
             ThreadPoolExecutor(1, thread_name_prefix="prepare") as reader,
             ThreadPoolExecutor(self.workers, thread_name_prefix="images") as pool,
         ):
+
             def submit(batch: Sequence[ProductRecord]) -> Future:
                 return reader.submit(self._prepare, batch, catalog.base_dir, pool, http)
 
@@ -221,7 +254,7 @@ class Ingestor:
                     break
         bar.close()
 
-    def _retrying(self, fn, *args):  # noqa: ANN001, ANN202
+    def _retrying(self, fn, *args):
         """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat."""
         for attempt in Retrying(
             retry=retry_if_exception_type(TRANSIENT),
@@ -233,7 +266,9 @@ class Ingestor:
             with attempt:
                 return fn(*args)
 
-    def _prepare(self, batch: Sequence[ProductRecord], base_dir: Path | None, pool: ThreadPoolExecutor, http: httpx.Client) -> list[Planned]:
+    def _prepare(
+        self, batch: Sequence[ProductRecord], base_dir: Path | None, pool: ThreadPoolExecutor, http: httpx.Client
+    ) -> list[Planned]:
         """Reader side: find what changed and read/decode the images of changed rows only."""
         previous = self.catalog.get_products(r.sku for r in batch)
         planned: list[Planned] = []
@@ -299,20 +334,24 @@ class Ingestor:
     def sync_pending(self, result: IngestResult, progress: ProgressFn | None = None) -> None:
         """Sync products left pending (by a killed run, a reindex, a failed embedding or reconcile)."""
         with self.catalog.session() as session:
-            pending = list(session.scalars(select(Product.sku).where(Product.synced_state.is_(None)).order_by(Product.id)))
+            pending = list(
+                session.scalars(select(Product.sku).where(Product.synced_state.is_(None)).order_by(Product.id))
+            )
         bar = _progress_bar(len(pending), "vectors")
         for start in range(0, len(pending), self.batch_size):
             if self.stop_event.is_set():
                 break
             chunk = pending[start : start + self.batch_size]
-            self._add(result, self._retrying(lambda c: self.sync.sync(list(self.catalog.get_products(c).values())), chunk))
+            self._add(
+                result, self._retrying(lambda c: self.sync.sync(list(self.catalog.get_products(c).values())), chunk)
+            )
             bar.update(len(chunk))
             if progress:
                 progress(min(start + len(chunk), len(pending)), len(pending))
         bar.close()
 
     @staticmethod
-    def _add(result: IngestResult, outcome) -> None:  # noqa: ANN001
+    def _add(result: IngestResult, outcome) -> None:
         result.counts.images_embedded += outcome.images_embedded
         result.counts.texts_embedded += outcome.texts_embedded
         result.errors.extend(outcome.errors)
@@ -328,4 +367,14 @@ def _progress_bar(total: int, desc: str) -> tqdm:
 
 def ingestor_for(app: ShopLens) -> Ingestor:
     s = app.settings
-    return Ingestor(app.catalog, app.vectors, app.embedder, app.media, app.limits, s.home, s.ingest_batch_size, s.ingest_workers, s.ingest_retries)
+    return Ingestor(
+        app.catalog,
+        app.vectors,
+        app.embedder,
+        app.media,
+        app.limits,
+        s.home,
+        s.ingest_batch_size,
+        s.ingest_workers,
+        s.ingest_retries,
+    )

@@ -141,9 +141,17 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | RowE
         if not any(v.strip() for v in values):
             continue  # blank line
         if len(values) > len(header):
-            extra = values[len(header):]
+            extra = values[len(header) :]
             if any(v.strip() for v in extra):
-                yield line, RowError(line, None, f"row has {len(values)} fields but the header has {len(header)}", _cell(values, header, "sku"))
+                yield (
+                    line,
+                    RowError(
+                        line,
+                        None,
+                        f"row has {len(values)} fields but the header has {len(header)}",
+                        _cell(values, header, "sku"),
+                    ),
+                )
                 continue
         row = {h: values[i] if i < len(values) else None for i, h in enumerate(header) if h}
         yield line, row

@@ -48,10 +48,15 @@ def collect_stats(app: ShopLens) -> dict[str, object]:
     """Counts in SQL and Qdrant and whether they agree: the cheap check; reconcile is the thorough one."""
     sql = app.catalog.counts()
     vectors = {"image_points": app.vectors.count(IMAGE), "text_points": app.vectors.count(TEXT)}
-    consistent = sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
+    consistent = (
+        sql["unsynced"] == 0 and vectors["image_points"] == sql["images"] and vectors["text_points"] == sql["products"]
+    )
     return {
-        "embedder": app.identity.describe(), "collection": app.vectors.collection,
-        "sql": sql, "qdrant": vectors, "consistent": consistent,
+        "embedder": app.identity.describe(),
+        "collection": app.vectors.collection,
+        "sql": sql,
+        "qdrant": vectors,
+        "consistent": consistent,
     }
 
 

@@ -15,8 +15,7 @@ from ingest.readers import (
     parse_catalog,
     read_catalog,
 )
-from services.fetch import FetchError, fetch_capped
-from services.fetch import is_url
+from services.fetch import FetchError, fetch_capped, is_url
 
 
 def load_catalog(source: str, timeout: float = 30.0, client: httpx.Client | None = None) -> Catalog:

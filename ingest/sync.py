@@ -56,7 +56,12 @@ def expected_points(product: Product) -> dict[str, dict[str, Any]]:
     """Point id → payload, for every point this product should have."""
     base = payload_of(product)
     points = {
-        image_point_id(product.sku, img.sha256): {**base, "kind": IMAGE, "image_sha": img.sha256, "position": img.position}
+        image_point_id(product.sku, img.sha256): {
+            **base,
+            "kind": IMAGE,
+            "image_sha": img.sha256,
+            "position": img.position,
+        }
         for img in product.images
     }
     points[text_point_id(product.sku, text_sha(product))] = {**base, "kind": TEXT}
@@ -77,7 +82,9 @@ class SyncResult:
 
 
 class VectorSync:
-    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits):
+    def __init__(
+        self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits
+    ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
 
     @property
@@ -87,7 +94,12 @@ class VectorSync:
     def needs_sync(self, product: Product) -> bool:
         return product.synced_state != desired_state(product, self.identity_key)
 
-    def sync(self, products: Sequence[Product], decoded: dict[str, Image.Image] | None = None, rows: dict[str, int] | None = None) -> SyncResult:
+    def sync(
+        self,
+        products: Sequence[Product],
+        decoded: dict[str, Image.Image] | None = None,
+        rows: dict[str, int] | None = None,
+    ) -> SyncResult:
         """Write the vectors of these products (SQL rows already committed)."""
         decoded = decoded or {}
         rows = rows or {}
@@ -122,7 +134,14 @@ class VectorSync:
                     picture, _ = decode_for_model(self.media.read(img.media_path), self.limits)
                 except (OSError, ImageError) as exc:
                     failed.add(product.sku)
-                    result.errors.append(RowError(rows.get(product.sku, 0), "image", f"stored copy {img.media_path} unusable: {exc}", product.sku))
+                    result.errors.append(
+                        RowError(
+                            rows.get(product.sku, 0),
+                            "image",
+                            f"stored copy {img.media_path} unusable: {exc}",
+                            product.sku,
+                        )
+                    )
                     continue
             pixels.append(picture)
             ready_jobs.append((product, pid))
@@ -131,7 +150,14 @@ class VectorSync:
             if not embedded.ok(index):
                 failed.add(product.sku)
                 source = next((i.source for i in product.images if image_point_id(product.sku, i.sha256) == pid), pid)
-                result.errors.append(RowError(rows.get(product.sku, 0), "image", f"{source}: embedding failed: {embedded.errors[index]}", product.sku))
+                result.errors.append(
+                    RowError(
+                        rows.get(product.sku, 0),
+                        "image",
+                        f"{source}: embedding failed: {embedded.errors[index]}",
+                        product.sku,
+                    )
+                )
                 continue
             new_points.append(PointData(pid, IMAGE, embedded.vectors[index], wanted[product.sku][pid]))
             result.images_embedded += 1
@@ -140,20 +166,28 @@ class VectorSync:
         for index, (product, tid) in enumerate(text_jobs):
             if not texts.ok(index):
                 failed.add(product.sku)
-                result.errors.append(RowError(rows.get(product.sku, 0), "title", f"text embedding failed: {texts.errors[index]}", product.sku))
+                result.errors.append(
+                    RowError(
+                        rows.get(product.sku, 0), "title", f"text embedding failed: {texts.errors[index]}", product.sku
+                    )
+                )
                 continue
             new_points.append(PointData(tid, TEXT, texts.vectors[index], wanted[product.sku][tid]))
             result.texts_embedded += 1
 
         self.vectors.upsert(new_points)
         checkpoint("after-upsert")
-        self.vectors.set_payloads({pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present})
+        self.vectors.set_payloads(
+            {pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present}
+        )
         done = [p for p in products if p.sku not in failed]
         self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in wanted[p.sku]])
         checkpoint("after-delete-stale")
         with self.catalog.session() as session:
             for product in done:
-                session.execute(update(Product).where(Product.id == product.id).values(synced_state=states[product.sku]))
+                session.execute(
+                    update(Product).where(Product.id == product.id).values(synced_state=states[product.sku])
+                )
                 product.synced_state = states[product.sku]
         checkpoint("after-synced")
         result.synced = len(done)

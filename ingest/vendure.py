@@ -8,7 +8,21 @@ from pathlib import Path
 
 from ingest.readers import CatalogError
 
-COLUMNS = ["sku", "title", "description", "category", "brand", "price", "currency", "in_stock", "image", "slug", "category_path", "color", "variants"]
+COLUMNS = [
+    "sku",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "currency",
+    "in_stock",
+    "image",
+    "slug",
+    "category_path",
+    "color",
+    "variants",
+]
 
 
 def convert_vendure(assets_dir: Path, out: Path, currency: str = "USD") -> int:
@@ -32,15 +46,28 @@ def convert_vendure(assets_dir: Path, out: Path, currency: str = "USD") -> int:
         categories = [v for k, v in facets if k == "category"]
         brands = [v for k, v in facets if k == "brand"]
         colors = [v for k, v in facets if k == "color"]
-        images = [os.path.relpath((images_dir / name).resolve(), out.parent.resolve()) for name in row.get("assets", "").split("|") if name]
-        products.append({
-            "sku": row["sku"], "title": row["name"], "description": row.get("description", ""),
-            "category": categories[-1] if categories else "", "brand": brands[0] if brands else "",
-            "price": row.get("price", ""), "currency": currency,
-            "in_stock": "yes" if int(row.get("stockOnHand") or 0) > 0 else "no",
-            "image": "|".join(images), "slug": row.get("slug", ""), "category_path": " > ".join(categories),
-            "color": ", ".join(colors), "variants": "1",
-        })
+        images = [
+            os.path.relpath((images_dir / name).resolve(), out.parent.resolve())
+            for name in row.get("assets", "").split("|")
+            if name
+        ]
+        products.append(
+            {
+                "sku": row["sku"],
+                "title": row["name"],
+                "description": row.get("description", ""),
+                "category": categories[-1] if categories else "",
+                "brand": brands[0] if brands else "",
+                "price": row.get("price", ""),
+                "currency": currency,
+                "in_stock": "yes" if int(row.get("stockOnHand") or 0) > 0 else "no",
+                "image": "|".join(images),
+                "slug": row.get("slug", ""),
+                "category_path": " > ".join(categories),
+                "color": ", ".join(colors),
+                "variants": "1",
+            }
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)

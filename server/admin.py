@@ -107,11 +107,21 @@ def plan_upload(
                 continue
             parts = ref.replace("\\", "/").split("/")
             if ref.startswith(("/", "\\", "~")) or ".." in parts or (len(ref) > 1 and ref[1] == ":"):
-                catalog.errors.append(RowError(record.row, "image", f"{ref!r} is outside the upload: name a file in the uploaded images or an http(s) URL; image ignored", record.sku))
+                catalog.errors.append(
+                    RowError(
+                        record.row,
+                        "image",
+                        f"{ref!r} is outside the upload: name a file in the uploaded images or an http(s) URL; "
+                        "image ignored",
+                        record.sku,
+                    )
+                )
                 continue
             keep.append(ref)
             if prefix + "/".join(p for p in parts if p not in ("", ".")) not in available:
-                plan.warnings.append(RowError(record.row, "image", f"{ref!r} is not among the uploaded images", record.sku))
+                plan.warnings.append(
+                    RowError(record.row, "image", f"{ref!r} is not among the uploaded images", record.sku)
+                )
         records.append(record if len(keep) == len(record.images) else record.model_copy(update={"images": tuple(keep)}))
     catalog.records = records
     return plan
@@ -136,7 +146,9 @@ def save_upload(app: ShopLens, plan: UploadPlan) -> Path:
     return folder
 
 
-def ingest_upload(app: ShopLens, plan: UploadPlan, prune: bool = False, progress: ProgressFn | None = None) -> tuple[IngestResult, Path]:
+def ingest_upload(
+    app: ShopLens, plan: UploadPlan, prune: bool = False, progress: ProgressFn | None = None
+) -> tuple[IngestResult, Path]:
     """Save the upload, ingest it in this process, write the report (the server runs it as a job)."""
     save_upload(app, plan)
     result = ingestor_for(app).ingest(plan.catalog, prune=prune, trigger="admin", progress=progress)
@@ -166,11 +178,22 @@ def run_rows(app: ShopLens, limit: int = 50) -> list[dict[str, Any]]:
     rows = []
     for run in app.catalog.list_runs(limit):
         seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
-        rows.append({
-            "run": run.id, "started": run.started_at, "trigger": run.trigger, "status": run.status,
-            "source": run.source, "rows": run.rows_total, "new": run.new, "changed": run.changed,
-            "unchanged": run.unchanged, "pruned": run.pruned, "failed": run.failed,
-            "problems": run.error_count, "seconds": None if seconds is None else round(seconds, 1),
-            "embedder": run.embedder,
-        })
+        rows.append(
+            {
+                "run": run.id,
+                "started": run.started_at,
+                "trigger": run.trigger,
+                "status": run.status,
+                "source": run.source,
+                "rows": run.rows_total,
+                "new": run.new,
+                "changed": run.changed,
+                "unchanged": run.unchanged,
+                "pruned": run.pruned,
+                "failed": run.failed,
+                "problems": run.error_count,
+                "seconds": None if seconds is None else round(seconds, 1),
+                "embedder": run.embedder,
+            }
+        )
     return rows

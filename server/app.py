@@ -23,8 +23,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import schemas
@@ -39,9 +39,15 @@ SHA256 = PathParam(pattern=r"^[0-9a-f]{64}$", description="the photo's SHA-256")
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorBody, "description": text}
-    for code, text in ((400, "bad request"), (401, "admin credential missing or wrong"), (404, "not found"),
-                       (413, "too large"), (422, "invalid input"), (429, "too many wrong credentials"),
-                       (503, "a store or the model is unavailable"))
+    for code, text in (
+        (400, "bad request"),
+        (401, "admin credential missing or wrong"),
+        (404, "not found"),
+        (413, "too large"),
+        (422, "invalid input"),
+        (429, "too many wrong credentials"),
+        (503, "a store or the model is unavailable"),
+    )
 }
 
 
@@ -82,7 +88,8 @@ def create_app(state: ServerState) -> FastAPI:
     settings = state.settings
 
     app = FastAPI(
-        title="ShopLens", version=state.version,
+        title="ShopLens",
+        version=state.version,
         description="Photo-to-product search for online shops. Read endpoints are public; write and admin "
         "endpoints need `Authorization: Bearer <admin credential>`.",
     )
@@ -98,7 +105,12 @@ def create_app(state: ServerState) -> FastAPI:
     app.add_middleware(BodyLimit, limit_for=limit_for)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     _handlers(app)
 
     def admin(request: Request) -> None:
@@ -117,11 +129,18 @@ def create_app(state: ServerState) -> FastAPI:
         return state.health()
 
     @public.post(
-        "/search", response_model=schemas.SearchResult, tags=["search"],
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/SearchQuery"}},
-            "multipart/form-data": {"schema": _multipart_schema()},
-        }}},
+        "/search",
+        response_model=schemas.SearchResult,
+        tags=["search"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/SearchQuery"}},
+                    "multipart/form-data": {"schema": _multipart_schema()},
+                },
+            }
+        },
     )
     async def search(request: Request) -> schemas.SearchResult:
         """Products like a photo, like some words, or both, best first (one hit per product).
@@ -133,12 +152,16 @@ def create_app(state: ServerState) -> FastAPI:
 
     @public.get("/products", response_model=schemas.ProductPage, tags=["products"])
     def products(
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 24,
-        category: Annotated[list[str], Query()] = [], brand: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=100)] = 24,
+        category: Annotated[list[str] | None, Query()] = None,
+        brand: Annotated[list[str] | None, Query()] = None,
         in_stock: bool = False,
     ) -> schemas.ProductPage:
         """The catalog, a page at a time, in catalog order."""
-        return state.products(offset, limit, schemas.Filters(category=category, brand=brand, in_stock=in_stock))
+        return state.products(
+            offset, limit, schemas.Filters(category=category or [], brand=brand or [], in_stock=in_stock)
+        )
 
     @public.get("/products/{sku}", response_model=schemas.Product, tags=["products"])
     def product(sku: str) -> schemas.Product:
@@ -146,21 +169,31 @@ def create_app(state: ServerState) -> FastAPI:
 
     @public.get("/products/{sku}/similar", response_model=schemas.SearchResult, tags=["search"])
     def similar(
-        sku: str, top_k: Annotated[int, Query(ge=1, le=schemas.MAX_TOP_K)] = 8,
-        category: Annotated[list[str], Query()] = [], brand: Annotated[list[str], Query()] = [],  # noqa: B006
+        sku: str,
+        top_k: Annotated[int, Query(ge=1, le=schemas.MAX_TOP_K)] = 8,
+        category: Annotated[list[str] | None, Query()] = None,
+        brand: Annotated[list[str] | None, Query()] = None,
         in_stock: bool = False,
     ) -> schemas.SearchResult:
         """Products whose photos look like this product's first photo."""
-        return state.similar(sku, top_k, schemas.Filters(category=category, brand=brand, in_stock=in_stock))
+        return state.similar(sku, top_k, schemas.Filters(category=category or [], brand=brand or [], in_stock=in_stock))
 
     @public.get("/facets", response_model=schemas.Facets, tags=["products"])
-    def facets(category: Annotated[list[str], Query()] = []) -> schemas.Facets:  # noqa: B006
+    def facets(category: Annotated[list[str] | None, Query()] = None) -> schemas.Facets:
         """Categories, brands (of the given categories, when any) and the price range, for filters."""
-        return state.facets(category)
+        return state.facets(category or [])
 
-    @public.get("/images/{sha256}", tags=["products"], response_class=Response,
-                responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
-    def image(request: Request, sha256: Annotated[str, SHA256], size: int | None = Query(None, description=f"a square thumbnail: one of {THUMB_SIZES}")) -> Response:
+    @public.get(
+        "/images/{sha256}",
+        tags=["products"],
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+    )
+    def image(
+        request: Request,
+        sha256: Annotated[str, SHA256],
+        size: int | None = Query(None, description=f"a square thumbnail: one of {THUMB_SIZES}"),
+    ) -> Response:
         """A product photo by its content hash; never changes, so it is cached for a year."""
         etag = f'"{sha256}-{size or 0}"'
         if request.headers.get("if-none-match") == etag:
@@ -179,11 +212,21 @@ def create_app(state: ServerState) -> FastAPI:
         state.delete(sku)
         return {"deleted": sku}
 
-    @private.post("/ingest", status_code=202, response_model=schemas.Job, tags=["admin"],
-                  openapi_extra={"requestBody": {"required": True, "content": {
-                      "application/json": {"schema": {"$ref": "#/components/schemas/IngestUrl"}},
-                      "multipart/form-data": {"schema": _upload_schema()},
-                  }}})
+    @private.post(
+        "/ingest",
+        status_code=202,
+        response_model=schemas.Job,
+        tags=["admin"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/IngestUrl"}},
+                    "multipart/form-data": {"schema": _upload_schema()},
+                },
+            }
+        },
+    )
     async def ingest(request: Request) -> schemas.Job:
         """Queue an ingest: a catalog URL or server path (JSON), or an uploaded catalog with an
         optional ZIP of its images (multipart). Answers at once with the job to follow."""
@@ -195,8 +238,14 @@ def create_app(state: ServerState) -> FastAPI:
         body = schemas.IngestUrl.model_validate_json(await request.body())
         return await run_in_threadpool(state.ingest_source, body, trigger)
 
-    @private.post("/ingest/preview", response_model=schemas.UploadPreview, tags=["admin"],
-                  openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _upload_schema()}}}})
+    @private.post(
+        "/ingest/preview",
+        response_model=schemas.UploadPreview,
+        tags=["admin"],
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _upload_schema()}}}
+        },
+    )
     async def preview(request: Request) -> schemas.UploadPreview:
         """Check an upload without writing anything: rows, problems, images found."""
         if not _is_multipart(request):
@@ -228,14 +277,20 @@ def create_app(state: ServerState) -> FastAPI:
         """Ingest history, newest first."""
         return state.runs(limit)
 
-    @private.get("/runs/{run_id}/report", tags=["admin"], response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+    @private.get(
+        "/runs/{run_id}/report", tags=["admin"], response_class=Response, responses={200: {"content": {"text/csv": {}}}}
+    )
     def report(run_id: int) -> Response:
         """The problems a run found, one CSV line each (row, sku, field, message)."""
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=["row", "sku", "field", "message"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(state.run_report(run_id))
-        return Response(out.getvalue(), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="run-{run_id}.csv"'})
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}.csv"'},
+        )
 
     app.include_router(public)
     app.include_router(private)
@@ -278,7 +333,9 @@ async def _form(request: Request, max_files: int) -> FormData:
 async def _search_body(request: Request) -> tuple[schemas.SearchQuery, bytes | None]:
     if _is_multipart(request):
         form = await _form(request, max_files=1)
-        fields: dict[str, Any] = {k: v for k, v in form.items() if not isinstance(v, UploadFile) and k not in ("category", "brand")}
+        fields: dict[str, Any] = {
+            k: v for k, v in form.items() if not isinstance(v, UploadFile) and k not in ("category", "brand")
+        }
         fields["category"] = [str(v) for v in form.getlist("category") if str(v)]
         fields["brand"] = [str(v) for v in form.getlist("brand") if str(v)]
         for flag in ("in_stock",):
@@ -318,18 +375,29 @@ async def _upload(request: Request, state: ServerState) -> tuple[Any, bool]:
 
 
 def _multipart_schema() -> dict[str, Any]:
-    fields = {name: {"type": "string"} for name in ("text", "weight", "top_k", "offset", "min_price", "max_price", "min_score", "in_stock")}
+    fields: dict[str, Any] = {
+        name: {"type": "string"}
+        for name in ("text", "weight", "top_k", "offset", "min_price", "max_price", "min_score", "in_stock")
+    }
     fields["category"] = fields["brand"] = {"type": "array", "items": {"type": "string"}}
     return {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}, **fields}}
 
 
 def _upload_schema() -> dict[str, Any]:
-    return {"type": "object", "required": ["catalog"], "properties": {
-        "catalog": {"type": "string", "format": "binary", "description": "CSV or JSON lines"},
-        "images": {"type": "string", "format": "binary", "description": "a ZIP of the catalog's images"},
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "or the image files themselves"},
-        "prune": {"type": "boolean", "description": "remove products that are not in this catalog"},
-    }}
+    return {
+        "type": "object",
+        "required": ["catalog"],
+        "properties": {
+            "catalog": {"type": "string", "format": "binary", "description": "CSV or JSON lines"},
+            "images": {"type": "string", "format": "binary", "description": "a ZIP of the catalog's images"},
+            "files": {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "description": "or the image files themselves",
+            },
+            "prune": {"type": "boolean", "description": "remove products that are not in this catalog"},
+        },
+    }
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -352,7 +420,9 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), getattr(exc, "headers", None))
+        return error(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def gone(_request: Request, _exc: ClientDisconnect) -> Response:
@@ -376,4 +446,3 @@ def _validation_message(errors: Any) -> str:
         where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
     return "; ".join(parts) or "invalid request"
-

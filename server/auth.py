@@ -40,7 +40,15 @@ class LoginThrottle:
 
     GLOBAL = "\x00process"
 
-    def __init__(self, max_failures: int = 5, base_delay: float = 1.0, lockout_seconds: float = 300.0, forget_after: float = 3600.0, process_max_delay: float = 5.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_failures: int = 5,
+        base_delay: float = 1.0,
+        lockout_seconds: float = 300.0,
+        forget_after: float = 3600.0,
+        process_max_delay: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.max_failures, self.base_delay, self.lockout_seconds = max_failures, base_delay, lockout_seconds
         self.forget_after, self.clock, self.process_max_delay = forget_after, clock, process_max_delay
         self._strikes: dict[str, _Strikes] = {}
@@ -57,7 +65,9 @@ class LoginThrottle:
         with self._lock:
             wait = self._wait(session, now)
             if wait > 0:
-                return LoginResult(False, f"Too many wrong passwords. Try again in {math.ceil(wait)} s.", wait, blocked=True)
+                return LoginResult(
+                    False, f"Too many wrong passwords. Try again in {math.ceil(wait)} s.", wait, blocked=True
+                )
         ok = hmac.compare_digest(guess.encode("utf-8"), secret.encode("utf-8"))
         with self._lock:
             if ok:
@@ -68,7 +78,9 @@ class LoginThrottle:
             self._prune(now)
         delay = max(delays)
         if delay >= self.lockout_seconds:
-            return LoginResult(False, f"Wrong password. Too many wrong passwords: locked for {math.ceil(delay / 60)} min.", delay)
+            return LoginResult(
+                False, f"Wrong password. Too many wrong passwords: locked for {math.ceil(delay / 60)} min.", delay
+            )
         return LoginResult(False, f"Wrong password. Wait {math.ceil(delay)} s before the next try.", delay)
 
     def reset(self) -> None:
@@ -96,6 +108,8 @@ class LoginThrottle:
 
     def _prune(self, now: float) -> None:
         if len(self._strikes) > 10_000:
-            stale = [k for k, s in self._strikes.items() if k != self.GLOBAL and now - s.last_failure > self.forget_after]
+            stale = [
+                k for k, s in self._strikes.items() if k != self.GLOBAL and now - s.last_failure > self.forget_after
+            ]
             for key in stale:
                 del self._strikes[key]

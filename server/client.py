@@ -62,7 +62,14 @@ def find_server(settings: Settings) -> tuple[str, str | None] | None:
 
 
 class ShopLensClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None, session: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        session: str | None = None,
+    ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ServerUnavailable(f"not an http(s) server URL: {base_url!r}")
@@ -96,7 +103,9 @@ class ShopLensClient:
                     raise
                 time.sleep(0.2)
 
-    def search(self, query: schemas.SearchQuery, photo: bytes | None = None, photo_name: str = "photo.jpg") -> schemas.SearchResult:
+    def search(
+        self, query: schemas.SearchQuery, photo: bytes | None = None, photo_name: str = "photo.jpg"
+    ) -> schemas.SearchResult:
         """A photo goes as a multipart file (no base64 inflation); words alone as JSON."""
         if photo is None:
             body = query.model_dump(exclude_none=True, exclude={"image_base64"})
@@ -120,7 +129,9 @@ class ShopLensClient:
 
     def similar(self, sku: str, top_k: int = 8, filters: schemas.Filters | None = None) -> schemas.SearchResult:
         params = self._filter_params(filters) + [("top_k", str(top_k))]
-        return schemas.SearchResult.model_validate(self._call("GET", f"/api/v1/products/{_quote(sku)}/similar", params=params))
+        return schemas.SearchResult.model_validate(
+            self._call("GET", f"/api/v1/products/{_quote(sku)}/similar", params=params)
+        )
 
     def facets(self, categories: Sequence[str] = ()) -> schemas.Facets:
         params = [("category", c) for c in categories]
@@ -135,16 +146,35 @@ class ShopLensClient:
     def stats(self) -> schemas.Stats:
         return schemas.Stats.model_validate(self._call("GET", "/api/v1/stats"))
 
-    def ingest_source(self, url: str | None = None, path: str | Path | None = None, prune: bool = False, trigger: str = "api") -> schemas.Job:
+    def ingest_source(
+        self, url: str | None = None, path: str | Path | None = None, prune: bool = False, trigger: str = "api"
+    ) -> schemas.Job:
         body = schemas.IngestUrl(url=url, path=str(path) if path is not None else None, prune=prune)
-        data = self._call("POST", "/api/v1/ingest", json=body.model_dump(exclude_none=True), headers={"X-ShopLens-Trigger": trigger})
+        data = self._call(
+            "POST", "/api/v1/ingest", json=body.model_dump(exclude_none=True), headers={"X-ShopLens-Trigger": trigger}
+        )
         return schemas.Job.model_validate(data)
 
-    def ingest_upload(self, catalog: tuple[str, bytes], images_zip: bytes | None = None, files: Sequence[tuple[str, bytes]] = (), prune: bool = False, trigger: str = "api") -> schemas.Job:
-        data = self._call("POST", "/api/v1/ingest", data={"prune": str(prune).lower()}, files=self._upload_files(catalog, images_zip, files), headers={"X-ShopLens-Trigger": trigger})
+    def ingest_upload(
+        self,
+        catalog: tuple[str, bytes],
+        images_zip: bytes | None = None,
+        files: Sequence[tuple[str, bytes]] = (),
+        prune: bool = False,
+        trigger: str = "api",
+    ) -> schemas.Job:
+        data = self._call(
+            "POST",
+            "/api/v1/ingest",
+            data={"prune": str(prune).lower()},
+            files=self._upload_files(catalog, images_zip, files),
+            headers={"X-ShopLens-Trigger": trigger},
+        )
         return schemas.Job.model_validate(data)
 
-    def preview_upload(self, catalog: tuple[str, bytes], images_zip: bytes | None = None, files: Sequence[tuple[str, bytes]] = ()) -> schemas.UploadPreview:
+    def preview_upload(
+        self, catalog: tuple[str, bytes], images_zip: bytes | None = None, files: Sequence[tuple[str, bytes]] = ()
+    ) -> schemas.UploadPreview:
         data = self._call("POST", "/api/v1/ingest/preview", files=self._upload_files(catalog, images_zip, files))
         return schemas.UploadPreview.model_validate(data)
 
@@ -209,7 +239,9 @@ class ShopLensClient:
         return params
 
     @staticmethod
-    def _upload_files(catalog: tuple[str, bytes], images_zip: bytes | None, files: Sequence[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes]]]:
+    def _upload_files(
+        catalog: tuple[str, bytes], images_zip: bytes | None, files: Sequence[tuple[str, bytes]]
+    ) -> list[tuple[str, tuple[str, bytes]]]:
         parts = [("catalog", catalog)]
         if images_zip is not None:
             parts.append(("images", ("images.zip", images_zip)))

@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from ingest.locking import LockBusy
-from ingest.pipeline import IngestResult, Ingestor, ingestor_for
+from ingest.pipeline import Ingestor, IngestResult, ingestor_for
 from ingest.readers import Catalog
 from ingest.sources import load_catalog
 from server import schemas
 from services.catalog.models import Job, utcnow
-from services.catalog.store import MAX_STORED_ERRORS
+from services.catalog.store import MAX_STORED_ERRORS, rowcount
 from services.context import ShopLens
 from services.errors import ShopLensError
 
@@ -63,7 +63,15 @@ class JobQueue:
         if catalog is not None:
             self._payloads[job_id] = catalog
         with self.app.catalog.session() as session:
-            job = Job(id=job_id, kind=request.kind, trigger=request.trigger, source=request.source[:2000], params=request.params, status="queued", server_id=self.server_id)
+            job = Job(
+                id=job_id,
+                kind=request.kind,
+                trigger=request.trigger,
+                source=request.source[:2000],
+                params=request.params,
+                status="queued",
+                server_id=self.server_id,
+            )
             session.add(job)
             session.flush()
             view = job_view(job)
@@ -87,12 +95,16 @@ class JobQueue:
     def active_for(self, source: str) -> schemas.Job | None:
         """A queued or running job of this source on any replica (a schedule skips its tick then)."""
         with self.app.catalog.session() as session:
-            job = session.scalar(select(Job).where(Job.source == source, Job.status.in_(ACTIVE)).order_by(Job.created_at))
+            job = session.scalar(
+                select(Job).where(Job.source == source, Job.status.in_(ACTIVE)).order_by(Job.created_at)
+            )
             return job_view(job) if job is not None else None
 
     def queued_since(self, source: str, trigger: str, since: datetime) -> bool:
         with self.app.catalog.session() as session:
-            found = session.scalar(select(Job.id).where(Job.source == source, Job.trigger == trigger, Job.created_at >= since).limit(1))
+            found = session.scalar(
+                select(Job.id).where(Job.source == source, Job.trigger == trigger, Job.created_at >= since).limit(1)
+            )
             return found is not None
 
     # -- the worker ---------------------------------------------------------------------------
@@ -109,8 +121,10 @@ class JobQueue:
             try:
                 with self.app.catalog.session() as session:
                     session.execute(
-                        update(Job).where(Job.server_id == self.server_id, Job.status.in_(ACTIVE))
-                        .values(updated_at=utcnow()).execution_options(synchronize_session=False)
+                        update(Job)
+                        .where(Job.server_id == self.server_id, Job.status.in_(ACTIVE))
+                        .values(updated_at=utcnow())
+                        .execution_options(synchronize_session=False)
                     )
                 self.recover_stale()
             except Exception:  # the database is away: the next beat tries again
@@ -133,10 +147,14 @@ class JobQueue:
             result = session.execute(
                 update(Job)
                 .where(Job.status.in_(ACTIVE), Job.server_id != self.server_id, Job.updated_at < cutoff)
-                .values(status="interrupted", finished_at=utcnow(), message="the server that accepted this job stopped before it finished; submit it again")
+                .values(
+                    status="interrupted",
+                    finished_at=utcnow(),
+                    message="the server that accepted this job stopped before it finished; submit it again",
+                )
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount or 0
+            return rowcount(result)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -150,7 +168,12 @@ class JobQueue:
     def _claim(self) -> str | None:
         try:
             with self.app.catalog.session() as session:
-                query = select(Job).where(Job.status == "queued", Job.server_id == self.server_id).order_by(Job.created_at).limit(1)
+                query = (
+                    select(Job)
+                    .where(Job.status == "queued", Job.server_id == self.server_id)
+                    .order_by(Job.created_at)
+                    .limit(1)
+                )
                 if self.app.catalog.dialect == "postgresql":
                     query = query.with_for_update(skip_locked=True)
                 job = session.scalar(query)
@@ -178,7 +201,11 @@ class JobQueue:
             else:
                 catalog = self._catalog(job_id, trigger, source, params)
                 prune = bool(params.get("prune"))
-                result = self._locked(job_id, ingestor, lambda wait: ingestor.ingest(catalog, prune=prune, trigger=trigger, progress=reporter, wait=wait))
+                result = self._locked(
+                    job_id,
+                    ingestor,
+                    lambda wait: ingestor.ingest(catalog, prune=prune, trigger=trigger, progress=reporter, wait=wait),
+                )
             self._finish(job_id, result)
         except ShopLensError as exc:
             self._fail(job_id, exc.message)
@@ -223,8 +250,14 @@ class JobQueue:
         if result.seconds > 0 and result.counts.images_embedded:
             counts["images_per_second"] = round(result.counts.images_embedded / result.seconds, 2)
         self._update(
-            job_id, status=result.status, run_id=result.run_id, counts=counts, problems=problems[:MAX_STORED_ERRORS],
-            problem_count=len(problems), message=result.message or result.summary(), finished_at=utcnow(),
+            job_id,
+            status=result.status,
+            run_id=result.run_id,
+            counts=counts,
+            problems=problems[:MAX_STORED_ERRORS],
+            problem_count=len(problems),
+            message=result.message or result.summary(),
+            finished_at=utcnow(),
             images_embedded=result.counts.images_embedded,
         )
 
@@ -270,16 +303,31 @@ class _Reporter:
         elif now > self._first[0]:
             rate = round((images - self._first[1]) / (now - self._first[0]), 2)
         counts = {"images_per_second": rate} if rate is not None else None
-        self.queue._update(self.job_id, done=done, total=total, images_embedded=images, run_id=run_id, message="", counts=counts)
+        self.queue._update(
+            self.job_id, done=done, total=total, images_embedded=images, run_id=run_id, message="", counts=counts
+        )
 
 
 def job_view(job: Job) -> schemas.Job:
     started, finished = job.started_at, job.finished_at
     rate = (job.counts or {}).get("images_per_second")  # measured while embedding, not while waiting
     return schemas.Job(
-        id=job.id, kind=job.kind, trigger=job.trigger, source=job.source, status=job.status,
-        finished=job.status in TERMINAL, done=job.done, total=job.total, images_embedded=job.images_embedded,
-        images_per_second=rate, counts=dict(job.counts or {}), problem_count=job.problem_count,
-        problems=list(job.problems or [])[:50], run_id=job.run_id, message=job.message or None,
-        created_at=job.created_at, started_at=started, finished_at=finished,
+        id=job.id,
+        kind=job.kind,
+        trigger=job.trigger,
+        source=job.source,
+        status=job.status,
+        finished=job.status in TERMINAL,
+        done=job.done,
+        total=job.total,
+        images_embedded=job.images_embedded,
+        images_per_second=rate,
+        counts=dict(job.counts or {}),
+        problem_count=job.problem_count,
+        problems=list(job.problems or [])[:50],
+        run_id=job.run_id,
+        message=job.message or None,
+        created_at=job.created_at,
+        started_at=started,
+        finished_at=finished,
     )

@@ -8,7 +8,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -52,12 +52,19 @@ def make_trigger(every: str | None, cron: str | None) -> IntervalTrigger | CronT
 
 
 class CatalogSchedule:
-    def __init__(self, app: ShopLens, source: str, prune: bool = False, max_runs: int | None = None, echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        app: ShopLens,
+        source: str,
+        prune: bool = False,
+        max_runs: int | None = None,
+        echo: Callable[[str], None] = print,
+    ):
         self.app, self.source, self.prune, self.max_runs, self.echo = app, source, prune, max_runs, echo
         self.ingestor = ingestor_for(app)
         self.runs = 0
         self.results: list[IngestResult | None] = []
-        self._scheduler = BlockingScheduler(timezone=timezone.utc)
+        self._scheduler = BlockingScheduler(timezone=UTC)
         self._stopping = threading.Event()
 
     def run_once(self) -> IngestResult | None:
@@ -81,7 +88,7 @@ class CatalogSchedule:
             self.stop()
         return result
 
-    def _load(self):  # noqa: ANN202
+    def _load(self):
         try:
             return load_catalog(self.source, timeout=self.app.settings.url_timeout)
         except CatalogError as exc:
@@ -92,8 +99,10 @@ class CatalogSchedule:
 
     def start(self, trigger: IntervalTrigger | CronTrigger) -> None:
         """Block until stopped (max runs, SIGTERM or SIGINT: the current batch finishes first)."""
-        first = datetime.now(timezone.utc) if isinstance(trigger, IntervalTrigger) else None
-        self._scheduler.add_job(self.run_once, trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+        first = datetime.now(UTC) if isinstance(trigger, IntervalTrigger) else None
+        self._scheduler.add_job(
+            self.run_once, trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         self._scheduler.start()
@@ -117,7 +126,7 @@ class ServerSchedule:
         self.source, self.prune = source, prune
         self.trigger = make_trigger(every, cron)
         self.label = f"{source} ({'every ' + every if every else 'cron ' + str(cron)})"
-        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
         self._jobs: JobQueue | None = None
 
     @classmethod
@@ -131,8 +140,10 @@ class ServerSchedule:
 
     def start(self, jobs: JobQueue) -> None:
         self._jobs = jobs
-        first = datetime.now(timezone.utc) if isinstance(self.trigger, IntervalTrigger) else None
-        self._scheduler.add_job(self.tick, self.trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+        first = datetime.now(UTC) if isinstance(self.trigger, IntervalTrigger) else None
+        self._scheduler.add_job(
+            self.tick, self.trigger, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None
+        )
         self._scheduler.start()
 
     def stop(self) -> None:
@@ -146,7 +157,7 @@ class ServerSchedule:
             if active is not None:
                 log.info("schedule: %s is still %s (job %s); tick skipped", self.source, active.status, active.id)
                 return None
-            if self._jobs.queued_since(self.source, "schedule", datetime.now(timezone.utc) - self._half_period()):
+            if self._jobs.queued_since(self.source, "schedule", datetime.now(UTC) - self._half_period()):
                 log.info("schedule: %s ran less than half a period ago (another replica); tick skipped", self.source)
                 return None
             params = {"url": self.source} if is_url(self.source) else {"path": self.source}
@@ -156,7 +167,7 @@ class ServerSchedule:
             return None
 
     def _half_period(self) -> timedelta:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         first = self.trigger.get_next_fire_time(None, now)
         second = self.trigger.get_next_fire_time(first, first) if first else None
         if first is None or second is None or second <= first:

@@ -23,8 +23,8 @@ from ingest.reconcile import collect_stats, reconcile_app
 from server import schemas, views
 from server.admin import UploadPlan, delete_product, plan_upload, save_upload
 from server.auth import LoginThrottle
-from server.jobs import JobQueue, JobRequest
 from server.discovery import ServerInfo
+from server.jobs import JobQueue, JobRequest
 from server.schedule import ServerSchedule
 from services.context import ShopLens
 from services.errors import NotFound, Throttled, TooLarge, Unauthorized, UsageError
@@ -115,7 +115,9 @@ class ServerState:
         """`client` names who guesses (address, plus the page session behind a shared address)."""
         scheme, _, credential = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise Unauthorized("this needs the admin credential: send the header 'Authorization: Bearer <SHOPLENS_ADMIN_PASSWORD>'")
+            raise Unauthorized(
+                "this needs the admin credential: send the header 'Authorization: Bearer <SHOPLENS_ADMIN_PASSWORD>'"
+            )
         credential = credential.strip()
         if secrets.compare_digest(credential.encode(), self.token.encode()):
             return
@@ -134,10 +136,18 @@ class ServerState:
         identity = self.app.identity
         loaded = self.model_loaded
         return schemas.Health(
-            status="ok" if loaded else "starting", ready=True, model_loaded=loaded, embedder=identity.describe(),
-            fallback_reason=self.app.embedder.fallback_reason if loaded else None, collection=self.app.vectors.collection,
-            counts=schemas.Counts(**counts), vectors=self.app.vectors.count(), jobs_waiting=self.jobs.waiting(),
-            schedule=self.schedule.describe() if self.schedule else None, version=self.version, server_id=self.server_id,
+            status="ok" if loaded else "starting",
+            ready=True,
+            model_loaded=loaded,
+            embedder=identity.describe(),
+            fallback_reason=self.app.embedder.fallback_reason if loaded else None,
+            collection=self.app.vectors.collection,
+            counts=schemas.Counts(**counts),
+            vectors=self.app.vectors.count(),
+            jobs_waiting=self.jobs.waiting(),
+            schedule=self.schedule.describe() if self.schedule else None,
+            version=self.version,
+            server_id=self.server_id,
         )
 
     def search(self, query: schemas.SearchQuery, photo: bytes | None) -> schemas.SearchResult:
@@ -156,7 +166,9 @@ class ServerState:
     def similar(self, sku: str, top_k: int, filters: schemas.Filters) -> schemas.SearchResult:
         if self.app.catalog.get_product(sku) is None:
             raise NotFound(f"no product with SKU {sku!r}")
-        wanted = SearchFilters(tuple(filters.category), tuple(filters.brand), filters.min_price, filters.max_price, filters.in_stock)
+        wanted = SearchFilters(
+            tuple(filters.category), tuple(filters.brand), filters.min_price, filters.max_price, filters.in_stock
+        )
         return views.search_result(self.app.search.more_like_this(sku, top_k, wanted))
 
     def facets(self, categories: list[str]) -> schemas.Facets:
@@ -185,19 +197,31 @@ class ServerState:
     def stats(self) -> schemas.Stats:
         return schemas.Stats.model_validate(collect_stats(self.app))
 
-    def plan(self, catalog_name: str, catalog: bytes, images_zip: bytes | None, files: list[tuple[str, bytes]]) -> UploadPlan:
+    def plan(
+        self, catalog_name: str, catalog: bytes, images_zip: bytes | None, files: list[tuple[str, bytes]]
+    ) -> UploadPlan:
         return plan_upload(catalog_name, catalog, zip_bytes=images_zip, files=files)
 
     def preview(self, plan: UploadPlan) -> schemas.UploadPreview:
         sample = [
-            {"sku": r.sku, "title": r.title, "category": r.category, "brand": r.brand,
-             "price": None if r.price is None else float(r.price), "images": len(r.images)}
+            {
+                "sku": r.sku,
+                "title": r.title,
+                "category": r.category,
+                "brand": r.brand,
+                "price": None if r.price is None else float(r.price),
+                "images": len(r.images),
+            }
             for r in plan.catalog.records[:20]
         ]
         return schemas.UploadPreview(
-            rows_total=plan.rows_total, rows_ok=plan.rows_ok, rows_with_errors=plan.rows_with_errors,
+            rows_total=plan.rows_total,
+            rows_ok=plan.rows_ok,
+            rows_with_errors=plan.rows_with_errors,
             images_in_upload=len(plan.bundle.entries) if plan.bundle else 0,
-            skipped_files=list(plan.bundle.skipped) if plan.bundle else [], problems=plan.problems()[:1000], sample=sample,
+            skipped_files=list(plan.bundle.skipped) if plan.bundle else [],
+            problems=plan.problems()[:1000],
+            sample=sample,
         )
 
     def ingest_upload(self, plan: UploadPlan, prune: bool, trigger: str) -> schemas.Job:

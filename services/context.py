@@ -53,11 +53,13 @@ class ShopLens:
         """Trust the built model: record its identity, and correct an identity known beforehand."""
         try:
             record_identity(self.settings, self.catalog, built)
-        except Exception as exc:  # noqa: BLE001 - a record is an optimisation; embedding must go on
+        except Exception as exc:
             log.warning("cannot record the embedder identity: %s", exc)
         known = self.__dict__.get("identity")
         if known is not None and known != built:
-            log.warning("embedder identity was %s, the model reports %s; switching to it", known.describe(), built.describe())
+            log.warning(
+                "embedder identity was %s, the model reports %s; switching to it", known.describe(), built.describe()
+            )
             self.__dict__["identity"] = built
             if "vectors" in self.__dict__:
                 self.vectors.retarget(self.settings, built)
@@ -73,7 +75,14 @@ class ShopLens:
 
     @cached_property
     def search(self) -> SearchService:
-        return SearchService(self.catalog, self.vectors, self.embedder, self.media, self.settings.text_vector_weight, self.settings.min_score)
+        return SearchService(
+            self.catalog,
+            self.vectors,
+            self.embedder,
+            self.media,
+            self.settings.text_vector_weight,
+            self.settings.min_score,
+        )
 
     def close(self) -> None:
         """Release the database pool and the embedded Qdrant folder lock (CLI exit, tests)."""

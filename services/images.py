@@ -13,11 +13,19 @@ import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from services.fetch import FetchError, fetch_capped, is_url
 from services.errors import ShopLensError
+from services.fetch import FetchError, fetch_capped, is_url
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
-EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+EXTENSIONS = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
 # Pillow's own bomb check is a second line of defence; ours runs first with a clear message.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -101,9 +109,7 @@ def probe_format(data: bytes, limits: ImageLimits, short_side: int | None = None
         raise ImageError("image has no pixels")
     scale = _jpeg_scale(min(width, height), short_side) if fmt in {"JPEG", "MPO"} else 1
     if math.ceil(width / scale) * math.ceil(height / scale) > limits.max_pixels:
-        raise ImageError(
-            f"image dimensions {width}x{height} exceed the limit of {limits.max_pixels:,} pixels"
-        )
+        raise ImageError(f"image dimensions {width}x{height} exceed the limit of {limits.max_pixels:,} pixels")
     return fmt, width, height
 
 
@@ -128,7 +134,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return decode_scaled(data, limits)[0]
 
 
-def decode_scaled(data: bytes, limits: ImageLimits, short_side: int | None = None, max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def decode_scaled(
+    data: bytes, limits: ImageLimits, short_side: int | None = None, max_side: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
     """The image (RGB, upright) with at least `short_side` pixels on its short side where the
     picture has them and at most `max_side` on its long side, and the full picture's upright size.
 
@@ -140,7 +148,7 @@ def decode_scaled(data: bytes, limits: ImageLimits, short_side: int | None = Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             width, height = img.size
             if short_side is not None and min(width, height) > short_side:
                 scale = short_side / min(width, height)
@@ -189,7 +197,7 @@ def square_thumbnail(data: bytes, size: int, limits: ImageLimits, quality: int =
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             img.draft("RGB", (size, size))
             img = to_rgb(ImageOps.exif_transpose(img) or img)
             square = ImageOps.pad(img, (size, size), color=(255, 255, 255))

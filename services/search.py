@@ -20,9 +20,9 @@ from PIL import Image
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, QueryKind
+from services.errors import ShopLensError
 from services.media import MediaStore
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
-from services.errors import ShopLensError
 
 
 class QueryError(ShopLensError):
@@ -82,7 +82,15 @@ class _Component:
 
 
 class SearchService:
-    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, text_vector_weight: float = 0.5, min_score: float = 0.0):
+    def __init__(
+        self,
+        catalog: CatalogStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        media: MediaStore,
+        text_vector_weight: float = 0.5,
+        min_score: float = 0.0,
+    ):
         self.catalog, self.vectors, self.embedder, self.media = catalog, vectors, embedder, media
         self.text_vector_weight, self.min_score = text_vector_weight, min_score
 
@@ -96,7 +104,12 @@ class SearchService:
         components, kinds, notes = self._components(request.image, text, request.text_weight)
         embed_ms = (time.perf_counter() - started) * 1000
         response = self._run(components, request)
-        response.took_ms, response.embed_ms, response.kinds, response.notes = (time.perf_counter() - started) * 1000, embed_ms, kinds, notes
+        response.took_ms, response.embed_ms, response.kinds, response.notes = (
+            (time.perf_counter() - started) * 1000,
+            embed_ms,
+            kinds,
+            notes,
+        )
         return response
 
     def more_like_this(self, sku: str, top_k: int = 8, filters: SearchFilters | None = None) -> SearchResponse:
@@ -117,7 +130,9 @@ class SearchService:
         return response
 
     # -- internals ------------------------------------------------------------------------
-    def _components(self, image: Image.Image | None, text: str, text_weight: float) -> tuple[list[_Component], list[str], list[str]]:
+    def _components(
+        self, image: Image.Image | None, text: str, text_weight: float
+    ) -> tuple[list[_Component], list[str], list[str]]:
         supported = self.embedder.supported_queries
         components: list[_Component] = []
         kinds: list[str] = []
@@ -156,9 +171,13 @@ class SearchService:
         searched = time.perf_counter()
         hits = self._join(scored)
         joined = time.perf_counter()
-        return SearchResponse(hits, 0.0, 0.0, [], vector_ms=(searched - started) * 1000, join_ms=(joined - searched) * 1000)
+        return SearchResponse(
+            hits, 0.0, 0.0, [], vector_ms=(searched - started) * 1000, join_ms=(joined - searched) * 1000
+        )
 
-    def _rescore(self, components: list[_Component], filters: SearchFilters, limit: int) -> list[tuple[str, float, str | None]]:
+    def _rescore(
+        self, components: list[_Component], filters: SearchFilters, limit: int
+    ) -> list[tuple[str, float, str | None]]:
         candidates: dict[str, None] = {}
         for c in components:
             for hit in self.vectors.search_grouped(c.vector, c.using, filters.for_kind(c.using), limit):
@@ -171,6 +190,8 @@ class SearchService:
         text_part: dict[str, float] = {}
         for _, payload, vectors in self.vectors.points_for_skus(list(candidates)):
             sku = payload.get("sku")
+            if sku is None:
+                continue
             if payload.get("kind") == IMAGE and IMAGE in vectors and image_q:
                 value = sum(c.weight * float(c.vector @ vectors[IMAGE]) for c in image_q)
                 if sku not in best or value > best[sku][0]:
@@ -194,11 +215,20 @@ class SearchService:
         return hits
 
     def _hit(self, product: Product, score: float, image_sha: str | None) -> SearchHit:
-        image = next((i for i in product.images if i.sha256 == image_sha), product.images[0] if product.images else None)
+        image = next(
+            (i for i in product.images if i.sha256 == image_sha), product.images[0] if product.images else None
+        )
         return SearchHit(
-            sku=product.sku, title=product.title, score=score,
-            price=None if product.price is None else float(product.price), currency=product.currency,
-            category=product.category, brand=product.brand, in_stock=product.in_stock,
-            description=product.description, image=self.media.path(image.media_path) if image else None,
-            image_source=image.source if image else None, attributes=dict(product.attributes or {}),
+            sku=product.sku,
+            title=product.title,
+            score=score,
+            price=None if product.price is None else float(product.price),
+            currency=product.currency,
+            category=product.category,
+            brand=product.brand,
+            in_stock=product.in_stock,
+            description=product.description,
+            image=self.media.path(image.media_path) if image else None,
+            image_source=image.source if image else None,
+            attributes=dict(product.attributes or {}),
         )

@@ -13,7 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SHOPLENS_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_prefix="SHOPLENS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
         populate_by_name=True,
     )
 
@@ -33,7 +36,9 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=4)
     hnsw_ef_construct: int = Field(default=100, ge=8)
     hnsw_ef: int = Field(default=128, ge=8, description="search breadth of the embedded engine")
-    edge_indexing_threshold_kb: int = Field(default=10_000, ge=1, description="unindexed vector data that gets an HNSW graph")
+    edge_indexing_threshold_kb: int = Field(
+        default=10_000, ge=1, description="unindexed vector data that gets an HNSW graph"
+    )
     edge_full_scan_threshold_kb: int = Field(default=10_000, ge=1, description="below this an exact scan is used")
 
     embedder: Literal["auto", "openclip", "offline", "dashscope"] = "auto"
@@ -49,7 +54,9 @@ class Settings(BaseSettings):
     )
     dashscope_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
     dashscope_model: str = "multimodal-embedding-v1"
-    dashscope_dimension: int = Field(default=1024, ge=1, description="vector size of dashscope_model (part of the identity)")
+    dashscope_dimension: int = Field(
+        default=1024, ge=1, description="vector size of dashscope_model (part of the identity)"
+    )
     dashscope_images_per_call: int = Field(default=1, ge=1, le=8)
     dashscope_requests_per_minute: int = Field(default=120, ge=1)
     dashscope_timeout: float = Field(default=30.0, gt=0)
@@ -58,11 +65,17 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     url_timeout: float = Field(default=15.0, gt=0)
-    ingest_batch_size: int = Field(default=32, ge=1, description="rows per SQL+vector write; small enough that reading the next batch overlaps embedding this one")
+    ingest_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="rows per SQL+vector write; small enough that reading the next batch overlaps embedding this one",
+    )
     ingest_workers: int = Field(default=4, ge=1)
 
     text_vector_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="share of product-text similarity in a text query's score (cross-modal embedders)",
     )
     min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
@@ -72,8 +85,12 @@ class Settings(BaseSettings):
     server_url: str | None = Field(default=None, description="a running ShopLens server: the pages and the CLI use it")
     api_port: int = Field(default=8000, ge=1, le=65535, description="the server's HTTP API port")
     cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a browser")
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="largest catalog upload (catalog plus images) the API takes")
-    schedule_catalog: str | None = Field(default=None, description="the server re-ingests this catalog path or URL on a schedule")
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1, description="largest catalog upload (catalog plus images) the API takes"
+    )
+    schedule_catalog: str | None = Field(
+        default=None, description="the server re-ingests this catalog path or URL on a schedule"
+    )
     schedule_every: str | None = Field(default=None, description="schedule interval, e.g. 30m")
     schedule_cron: str | None = Field(default=None, description="schedule as a crontab expression (UTC)")
     schedule_prune: bool = False

@@ -60,6 +60,7 @@ P2P_PORT = 6335
 
 # -- reading the files ----------------------------------------------------------------------
 
+
 def load_compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
@@ -175,7 +176,8 @@ def healthcheck_test(service: dict[str, Any]) -> str | None:
 def is_server(service: dict[str, Any]) -> bool:
     image = str(service.get("image", ""))
     return bool(
-        service.get("ports") or service.get("expose")
+        service.get("ports")
+        or service.get("expose")
         or re.match(r"^(docker\.io/)?(qdrant/qdrant|(library/)?postgres)(:|@|$)", image)
         or command(service, sample_env())[1:2] in (["serve"], ["pages"])
     )
@@ -229,10 +231,17 @@ def published(entry: Any, env: dict[str, str]) -> tuple[str, list[int], int]:
 
 # -- the checks -----------------------------------------------------------------------------
 
+
 def check_services_present(compose: dict[str, Any]) -> list[str]:
     services = services_of(compose)
-    problems = [f"service {name} is missing" for name in sorted(DEFAULT_SERVICES | set(CLUSTER_NODES) | CLUSTER_APPS) if name not in services]
-    problems += [f"service {name} should be gone: the api server runs the schedule" for name in sorted(GONE & services.keys())]
+    problems = [
+        f"service {name} is missing"
+        for name in sorted(DEFAULT_SERVICES | set(CLUSTER_NODES) | CLUSTER_APPS)
+        if name not in services
+    ]
+    problems += [
+        f"service {name} should be gone: the api server runs the schedule" for name in sorted(GONE & services.keys())
+    ]
     for name in sorted(DEFAULT_SERVICES & services.keys()):
         if services[name].get("profiles"):
             problems.append(f"{name} must start by default (no profiles), has {services[name]['profiles']}")
@@ -246,7 +255,9 @@ def check_services_present(compose: dict[str, Any]) -> list[str]:
 
 
 def image_is_pinned(image: str) -> bool:
-    m = re.match(r"^(?P<name>[^@]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*))?(?P<digest>@sha256:[0-9a-f]{64})?$", image)
+    m = re.match(
+        r"^(?P<name>[^@]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*))?(?P<digest>@sha256:[0-9a-f]{64})?$", image
+    )
     if not m or ("/" in (m.group("tag") or "")):
         return False
     tag = m.group("tag")
@@ -293,14 +304,21 @@ def check_healthchecks(compose: dict[str, Any], env: dict[str, str]) -> list[str
         }.get(getattr(args, "command", ""))
         check = (service.get("healthcheck") or {}).get("test")
         if re.search(r"\b(curl|wget)\b", test) or not isinstance(check, list) or check[:3] != ["CMD", "python", "-c"]:
-            problems.append(f"{name}: the app image has no curl or wget; check with [CMD, python, -c, <urllib code>], not {test}")
+            problems.append(
+                f"{name}: the app image has no curl or wget; check with [CMD, python, -c, <urllib code>], not {test}"
+            )
         elif wanted and (wanted not in test or "urllib.request" not in test):
-            problems.append(f"{name}: the healthcheck should ask {wanted} (the command's port) with urllib, it runs {test}")
+            problems.append(
+                f"{name}: the healthcheck should ask {wanted} (the command's port) with urllib, it runs {test}"
+            )
         if getattr(args, "command", "") == "serve":
             keys = set(re.findall(r"""\[\s*['"](\w+)['"]\s*\]|\.get\(\s*['"](\w+)['"]""", test))
             fields = {k for pair in keys for k in pair if k}
             if not fields or not fields <= set(schemas.Health.model_fields):
-                problems.append(f"{name}: the healthcheck reads {sorted(fields)}, not fields of the /health answer ({sorted(schemas.Health.model_fields)})")
+                problems.append(
+                    f"{name}: the healthcheck reads {sorted(fields)}, not fields of the /health answer "
+                    f"({sorted(schemas.Health.model_fields)})"
+                )
     return problems
 
 
@@ -335,7 +353,7 @@ def check_settings_values(compose: dict[str, Any], env: dict[str, str], monkeypa
     return problems
 
 
-def schedule_of(service: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def schedule_of(service: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
     """The schedule the server builds from its settings (`shoplens serve` without --schedule):
     a ServerSchedule, None, or ValueError as the server would refuse to start."""
     from server.schedule import ServerSchedule
@@ -353,7 +371,10 @@ def check_schedule(compose: dict[str, Any], env: dict[str, str], monkeypatch: py
             continue
         args = parsed(command(service, env))
         if args.schedule or args.every or args.cron or args.prune:
-            problems.append(f"{name}: the schedule belongs in SHOPLENS_SCHEDULE_* (from CATALOG_URL, CATALOG_REFRESH_EVERY), not in the command")
+            problems.append(
+                f"{name}: the schedule belongs in SHOPLENS_SCHEDULE_* (from CATALOG_URL, CATALOG_REFRESH_EVERY), "
+                "not in the command"
+            )
         try:
             schedule = schedule_of(service, env, monkeypatch)
         except ValueError as exc:
@@ -441,9 +462,7 @@ def check_depends_on(compose: dict[str, Any]) -> list[str]:
             dep_profiles = set(services[dep].get("profiles") or [])
             if dep_profiles and not (own_profiles and own_profiles <= dep_profiles):
                 problems.append(f"{name} depends on {dep}, which only runs in profiles {sorted(dep_profiles)}")
-        if is_app(service) and not any(
-            (spec or {}).get("condition") == "service_healthy" for spec in deps.values()
-        ):
+        if is_app(service) and not any((spec or {}).get("condition") == "service_healthy" for spec in deps.values()):
             problems.append(f"{name} does not wait for a healthy service it needs")
     return problems
 
@@ -471,34 +490,53 @@ def check_app_wiring(compose: dict[str, Any], env: dict[str, str]) -> list[str]:
             problems.append(f"{name}: runs {command(service, env)!r}, neither `shoplens serve` nor `shoplens pages`")
         elif kind == "serve":
             if not args.no_pages:
-                problems.append(f"{name}: the server runs without its pages (--no-pages): the storefront service serves them")
+                problems.append(
+                    f"{name}: the server runs without its pages (--no-pages): the storefront service serves them"
+                )
             if args.address != "0.0.0.0":
                 problems.append(f"{name}: listens on {args.address}, not 0.0.0.0: other containers cannot reach it")
             qdrant = re.match(r"^http://([^:/]+):6333/?$", values.get("SHOPLENS_QDRANT_URL", ""))
             if not qdrant or qdrant.group(1) not in services:
-                problems.append(f"{name}: SHOPLENS_QDRANT_URL {values.get('SHOPLENS_QDRANT_URL')!r} is not a Qdrant service of this file")
+                problems.append(
+                    f"{name}: SHOPLENS_QDRANT_URL {values.get('SHOPLENS_QDRANT_URL')!r} is not a Qdrant service of "
+                    "this file"
+                )
             elif not _waits_for(service, qdrant.group(1)):
                 problems.append(f"{name}: uses {qdrant.group(1)} but does not wait for it to be healthy")
-            database = re.match(r"^postgresql(\+psycopg)?://[^@/]+@([^:/]+):5432/\w+$", values.get("SHOPLENS_DATABASE_URL", ""))
+            database = re.match(
+                r"^postgresql(\+psycopg)?://[^@/]+@([^:/]+):5432/\w+$", values.get("SHOPLENS_DATABASE_URL", "")
+            )
             if not database or database.group(2) not in services:
-                problems.append(f"{name}: SHOPLENS_DATABASE_URL {values.get('SHOPLENS_DATABASE_URL')!r} is not a PostgreSQL service of this file")
+                problems.append(
+                    f"{name}: SHOPLENS_DATABASE_URL {values.get('SHOPLENS_DATABASE_URL')!r} is not a PostgreSQL "
+                    "service of this file"
+                )
             elif not _waits_for(service, database.group(2)):
                 problems.append(f"{name}: uses {database.group(2)} but does not wait for it to be healthy")
             if values.get("SHOPLENS_HOME") != "/data" or not _data_volumes(service):
                 problems.append(f"{name}: SHOPLENS_HOME must be /data on a named volume (media, reports, model cache)")
         else:
             if args.address != "0.0.0.0":
-                problems.append(f"{name}: listens on {args.address}, not 0.0.0.0: the published port would not reach it")
+                problems.append(
+                    f"{name}: listens on {args.address}, not 0.0.0.0: the published port would not reach it"
+                )
             server = re.match(r"^http://([^:/]+):(\d+)/?$", values.get("SHOPLENS_SERVER_URL", ""))
             target = services.get(server.group(1)) if server else None
             if target is None or role(target, env) != "serve":
-                problems.append(f"{name}: SHOPLENS_SERVER_URL {values.get('SHOPLENS_SERVER_URL')!r} is not the api service of this file (`shoplens pages` needs it)")
+                problems.append(
+                    f"{name}: SHOPLENS_SERVER_URL {values.get('SHOPLENS_SERVER_URL')!r} is not the api service of "
+                    "this file (`shoplens pages` needs it)"
+                )
             else:
                 if int(server.group(2)) != parsed(command(target, env)).api_port:
-                    problems.append(f"{name}: SHOPLENS_SERVER_URL port {server.group(2)} is not the --api-port of {server.group(1)}")
+                    problems.append(
+                        f"{name}: SHOPLENS_SERVER_URL port {server.group(2)} is not the --api-port of {server.group(1)}"
+                    )
                 if not _waits_for(service, server.group(1)):
                     problems.append(f"{name}: uses {server.group(1)} but does not wait for it to be healthy")
-            extra = sorted(k for k in values if k.upper().startswith("SHOPLENS_") and k.upper() != "SHOPLENS_SERVER_URL")
+            extra = sorted(
+                k for k in values if k.upper().startswith("SHOPLENS_") and k.upper() != "SHOPLENS_SERVER_URL"
+            )
             if extra:
                 problems.append(f"{name}: the pages are a client of the API and need no {extra}")
             if service.get("volumes"):
@@ -528,7 +566,9 @@ def check_ports(compose: dict[str, Any], env: dict[str, str]) -> list[str]:
     owners: dict[int, str] = {}
     for name, service in services_of(compose).items():
         args = parsed(command(service, env)) if is_app(service) else None
-        listens = {"serve": getattr(args, "api_port", None), "pages": getattr(args, "port", None)}.get(getattr(args, "command", ""))
+        listens = {"serve": getattr(args, "api_port", None), "pages": getattr(args, "port", None)}.get(
+            getattr(args, "command", "")
+        )
         if role(service, env) and not service.get("ports"):
             problems.append(f"{name}: publishes no port")
         for entry in service.get("ports") or []:
@@ -559,7 +599,7 @@ def check_cluster(compose: dict[str, Any], env: dict[str, str]) -> list[str]:
         if str(environment(service).get("QDRANT__CLUSTER__ENABLED", "")).lower() != "true":
             problems.append(f"{node}: QDRANT__CLUSTER__ENABLED is not true")
         argv = command(service, env)
-        flags = dict(zip(argv[1::2], argv[2::2])) if argv[:1] == ["./qdrant"] else {}
+        flags = dict(zip(argv[1::2], argv[2::2], strict=False)) if argv[:1] == ["./qdrant"] else {}
         if not flags:
             problems.append(f"{node}: command {argv!r} does not start ./qdrant with flags")
         if flags.get("--uri") != f"http://{node}:{P2P_PORT}":
@@ -568,10 +608,18 @@ def check_cluster(compose: dict[str, Any], env: dict[str, str]) -> list[str]:
             problems.append(f"{node}: the first peer must not bootstrap")
         if node != first:
             if flags.get("--bootstrap") != f"http://{first}:{P2P_PORT}":
-                problems.append(f"{node}: --bootstrap should be http://{first}:{P2P_PORT}, is {flags.get('--bootstrap')!r}")
+                problems.append(
+                    f"{node}: --bootstrap should be http://{first}:{P2P_PORT}, is {flags.get('--bootstrap')!r}"
+                )
             if not _waits_for(service, first):
                 problems.append(f"{node}: should wait for a healthy {first}")
-        volumes.append(tuple(sorted(str(v).split(":", 1)[0] for v in service.get("volumes") or [] if str(v).endswith(":/qdrant/storage"))))
+        volumes.append(
+            tuple(
+                sorted(
+                    str(v).split(":", 1)[0] for v in service.get("volumes") or [] if str(v).endswith(":/qdrant/storage")
+                )
+            )
+        )
     if any(not v for v in volumes) or len(set(volumes)) != len(volumes):
         problems.append(f"each cluster node needs its own storage volume, have {volumes}")
     for name in sorted(CLUSTER_APPS & services.keys()):
@@ -608,11 +656,13 @@ def check_cluster(compose: dict[str, Any], env: dict[str, str]) -> list[str]:
 
 def check_required_variables_documented(text: str, example: dict[str, str]) -> list[str]:
     """${VAR} and ${VAR:?...} have no default: .env.example must give them a value."""
-    return sorted({
-        f"${{{name}}} has no default and is not set in .env.example"
-        for name, op, _ in variables(text)
-        if op not in (":-", "-", ":+", "+") and not example.get(name)
-    })
+    return sorted(
+        {
+            f"${{{name}}} has no default and is not set in .env.example"
+            for name, op, _ in variables(text)
+            if op not in (":-", "-", ":+", "+") and not example.get(name)
+        }
+    )
 
 
 def install_pins() -> dict[str, str]:
@@ -638,7 +688,9 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", joined, re.MULTILINE)]
+    return [
+        (m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", joined, re.MULTILINE)
+    ]
 
 
 def check_dockerfile(text: str, pins: dict[str, str], project: dict[str, Any], dockerignore: str = "") -> list[str]:
@@ -670,7 +722,11 @@ def check_dockerfile(text: str, pins: dict[str, str], project: dict[str, Any], d
         if instruction in ("COPY", "ADD"):
             words = [w for w in shlex.split(arguments) if not w.startswith("--")]
             copied.update(re.sub(r"^\./|/$", "", w) or "." for w in words[:-1])
-    ignored = [p.strip().lstrip("/").rstrip("/") for p in dockerignore.splitlines() if p.strip() and not p.lstrip().startswith(("#", "!"))]
+    ignored = [
+        p.strip().lstrip("/").rstrip("/")
+        for p in dockerignore.splitlines()
+        if p.strip() and not p.lstrip().startswith(("#", "!"))
+    ]
     packages = top_level_packages(project)
     if not packages:
         problems.append("pyproject.toml lists no packages under [tool.setuptools.packages.find] include")
@@ -694,9 +750,15 @@ def check_dockerfile(text: str, pins: dict[str, str], project: dict[str, Any], d
         argv_problems = _check_argv("Dockerfile CMD", argv, set(_subparsers().choices))
         args = parsed(argv)
         if not argv_problems and not (
-            args.command == "serve" and args.no_pages and args.api_port == API_PORT and args.address == "0.0.0.0" and not args.schedule
+            args.command == "serve"
+            and args.no_pages
+            and args.api_port == API_PORT
+            and args.address == "0.0.0.0"
+            and not args.schedule
         ):
-            argv_problems.append(f"the default CMD should be the server alone, `{shlex.join(SERVER_ARGV)}`, is `{shlex.join(argv)}`")
+            argv_problems.append(
+                f"the default CMD should be the server alone, `{shlex.join(SERVER_ARGV)}`, is `{shlex.join(argv)}`"
+            )
         problems += argv_problems
     return problems
 
@@ -715,10 +777,10 @@ def image_requirements(text: str, project: dict[str, Any]) -> list[tuple[Require
             words = shlex.split(part)
             if words[:2] != ["pip", "install"] and words[:4] != ["python", "-m", "pip", "install"]:
                 continue
-            words = words[words.index("install") + 1:]
+            words = words[words.index("install") + 1 :]
             no_deps = "--no-deps" in words
             skip = False
-            for i, word in enumerate(words):
+            for _i, word in enumerate(words):
                 if skip:
                     skip = False
                     continue
@@ -792,11 +854,15 @@ def check_image_dependencies(text: str, project: dict[str, Any]) -> list[str]:
     for module, where in sorted(code_imports(top_level_packages(project)).items()):
         candidates = {_normal(d) for d in owners.get(module, [module])}
         if not candidates & installed:
-            problems.append(f"{where} imports {module} ({', '.join(sorted(candidates))}), which the image does not install: add it to pyproject.toml's dependencies")
+            problems.append(
+                f"{where} imports {module} ({', '.join(sorted(candidates))}), which the image does not install: add "
+                "it to pyproject.toml's dependencies"
+            )
     return problems
 
 
 # -- running the healthchecks -----------------------------------------------------------------
+
 
 class FakeServer:
     """A local HTTP server answering one path with a fixed status and body."""
@@ -805,7 +871,7 @@ class FakeServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 code, data = (outer.status, outer.body) if self.path == outer.path else (404, b"")
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(data)))
@@ -850,6 +916,7 @@ def free_port() -> int:
 
 # -- the tests ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return load_compose()
@@ -878,9 +945,13 @@ def test_api_healthcheck_asks_the_health_endpoint(compose) -> None:
         service = compose["services"][name]
         answer = {"status": "starting", "ready": True, "model_loaded": False}
         with FakeServer("/api/v1/health", 200, json.dumps(answer).encode()) as server:
-            assert run_healthcheck(service, API_PORT, server.port) == 0, f"{name}: a ready server (model still loading) is healthy"
+            assert run_healthcheck(service, API_PORT, server.port) == 0, (
+                f"{name}: a ready server (model still loading) is healthy"
+            )
         with FakeServer("/api/v1/health", 200, json.dumps({**answer, "ready": False}).encode()) as server:
-            assert run_healthcheck(service, API_PORT, server.port) != 0, f"{name}: a server that is not ready is unhealthy"
+            assert run_healthcheck(service, API_PORT, server.port) != 0, (
+                f"{name}: a server that is not ready is unhealthy"
+            )
         with FakeServer("/api/v1/health", 503, b'{"ready": true}') as server:
             assert run_healthcheck(service, API_PORT, server.port) != 0, f"{name}: an error status is unhealthy"
         assert run_healthcheck(service, API_PORT, free_port()) != 0, f"{name}: no server is unhealthy"
@@ -925,7 +996,10 @@ def test_the_server_runs_the_schedule_from_settings(compose, env, monkeypatch) -
     assert schedule.trigger.interval.total_seconds() == 30 * 60
     assert not schedule.prune
     # Not in .env: every 30 minutes; an empty CATALOG_URL: no schedule, the server still starts.
-    assert schedule_of(api, {"CATALOG_URL": "https://x.example/c.csv"}, monkeypatch).trigger.interval.total_seconds() == 30 * 60
+    assert (
+        schedule_of(api, {"CATALOG_URL": "https://x.example/c.csv"}, monkeypatch).trigger.interval.total_seconds()
+        == 30 * 60
+    )
     assert check_schedule(compose, required_only(env), monkeypatch) == []
     assert schedule_of(api, {**env, "CATALOG_URL": ""}, monkeypatch) is None
     # A crontab instead of the interval, and pruning.
@@ -990,7 +1064,9 @@ def test_env_example_documents_the_new_variables() -> None:
 
 
 def test_dockerfile_mirrors_install_script() -> None:
-    problems = check_dockerfile(DOCKERFILE.read_text(encoding="utf-8"), install_pins(), pyproject(), DOCKERIGNORE.read_text(encoding="utf-8"))
+    problems = check_dockerfile(
+        DOCKERFILE.read_text(encoding="utf-8"), install_pins(), pyproject(), DOCKERIGNORE.read_text(encoding="utf-8")
+    )
     assert problems == []
 
 
@@ -1012,10 +1088,16 @@ def test_image_installs_what_the_code_imports() -> None:
 def test_env_file_is_ignored_and_example_exists() -> None:
     assert ENV_EXAMPLE.is_file()
     assert ".env" not in {name for name, _, _ in env_example_lines()}
-    assert ".env" in {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}, ".env is not in .dockerignore"
+    assert ".env" in {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}, (
+        ".env is not in .dockerignore"
+    )
     if shutil.which("git") and (ROOT / ".git").exists():
-        assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False).returncode == 0, ".env is not git-ignored"
-        tracked = subprocess.run(["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+        assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False).returncode == 0, (
+            ".env is not git-ignored"
+        )
+        tracked = subprocess.run(
+            ["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout
         assert tracked.strip() == "", ".env is committed"
     else:
         lines = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
@@ -1023,6 +1105,7 @@ def test_env_file_is_ignored_and_example_exists() -> None:
 
 
 # -- the checks fail on broken files --------------------------------------------------------
+
 
 def _broken(compose: dict[str, Any], edit) -> dict[str, Any]:
     copied = copy.deepcopy(compose)
@@ -1048,7 +1131,13 @@ def test_checks_catch_broken_compose_files(compose, env, monkeypatch) -> None:
         (check_volumes, _broken(compose, lambda s: s["api"].update(volumes=["undeclared:/data"]))),
         (check_depends_on, _broken(compose, lambda s: s["postgres"].pop("healthcheck"))),
         (check_depends_on, _broken(compose, lambda s: s["api"].pop("healthcheck"))),
-        (check_depends_on, _broken(compose, lambda s: s["storefront"]["depends_on"].update({"qdrant-node1": {"condition": "service_healthy"}}))),
+        (
+            check_depends_on,
+            _broken(
+                compose,
+                lambda s: s["storefront"]["depends_on"].update({"qdrant-node1": {"condition": "service_healthy"}}),
+            ),
+        ),
         (check_depends_on, _broken(compose, lambda s: s["storefront"].update(depends_on=["api"]))),
     ]
     for check, broken in cases:
@@ -1060,36 +1149,71 @@ def test_checks_catch_broken_compose_files(compose, env, monkeypatch) -> None:
         lambda s: s["qdrant"].update(healthcheck={"test": ["CMD", "curl", "-f", "http://localhost:6333/readyz"]}),
         lambda s: s["api"].update(healthcheck={"test": ["CMD", "curl", "-f", api_url]}),
         healthcheck("api", f"import urllib.request; urllib.request.urlopen('{api_url.replace('8000', '8501')}')"),
-        healthcheck("api", f"import json, sys, urllib.request; sys.exit(not json.load(urllib.request.urlopen('{api_url}'))['healthy'])"),
+        healthcheck(
+            "api",
+            "import json, sys, urllib.request; sys.exit(not "
+            f"json.load(urllib.request.urlopen('{api_url}'))['healthy'])",
+        ),
         healthcheck("storefront", f"import urllib.request; urllib.request.urlopen('{api_url}')"),
     ]:
         assert check_healthchecks(_broken(compose, edit), env), "check_healthchecks missed a broken file"
 
     bad_var = _broken(compose, lambda s: s["api"]["environment"].update(SHOPLENS_CATALOG_URL="x"))
-    assert check_settings_variables(bad_var, []) == ["api: SHOPLENS_CATALOG_URL is not a setting of services.settings.Settings"]
+    assert check_settings_variables(bad_var, []) == [
+        "api: SHOPLENS_CATALOG_URL is not a setting of services.settings.Settings"
+    ]
     assert check_settings_variables(compose, [("SHOPLENS_SCHEDULE_EVERY", "30m", True)]) == []  # a real setting
     assert check_settings_variables(compose, [("SHOPLENS_SCHEDULE_INTERVAL", "30m", True)])
     bad_value = _broken(compose, lambda s: s["api-cluster"]["environment"].update(SHOPLENS_QDRANT_SHARDS="zero"))
     assert check_settings_values(bad_value, env, monkeypatch)
     assert check_settings_values(compose, {**env, "CATALOG_PRUNE": "sometimes"}, monkeypatch)
 
-    assert check_commands(_broken(compose, lambda s: s["api"].update(command=["shoplens", "serve", "--host", "0.0.0.0"])), env)
-    assert check_commands(_broken(compose, lambda s: s["storefront"].update(command=["shoplens", "pages", "--api-port", "8000"])), env)
+    assert check_commands(
+        _broken(compose, lambda s: s["api"].update(command=["shoplens", "serve", "--host", "0.0.0.0"])), env
+    )
+    assert check_commands(
+        _broken(compose, lambda s: s["storefront"].update(command=["shoplens", "pages", "--api-port", "8000"])), env
+    )
     assert check_commands(_broken(compose, lambda s: s["storefront"].update(command=["shoplens", "storefront"])), env)
-    assert check_commands(_broken(compose, lambda s: s["api"].update(command="shoplens serve --schedule ${CATALOG_URL:?needed} --every 1h")), {})
+    assert check_commands(
+        _broken(
+            compose, lambda s: s["api"].update(command="shoplens serve --schedule ${CATALOG_URL:?needed} --every 1h")
+        ),
+        {},
+    )
 
-    in_command = ["shoplens", "serve", "--no-pages", "--api-port", "8000", "--address", "0.0.0.0", "--schedule", "x.csv", "--every", "1h"]
+    in_command = [
+        "shoplens",
+        "serve",
+        "--no-pages",
+        "--api-port",
+        "8000",
+        "--address",
+        "0.0.0.0",
+        "--schedule",
+        "x.csv",
+        "--every",
+        "1h",
+    ]
     assert check_schedule(_broken(compose, lambda s: s["api"].update(command=in_command)), env, monkeypatch)
-    assert check_schedule(_broken(compose, lambda s: s["api"]["environment"].pop("SHOPLENS_SCHEDULE_CATALOG")), env, monkeypatch)
-    assert check_schedule(_broken(compose, lambda s: s["api"]["environment"].pop("SHOPLENS_SCHEDULE_EVERY")), env, monkeypatch)
+    assert check_schedule(
+        _broken(compose, lambda s: s["api"]["environment"].pop("SHOPLENS_SCHEDULE_CATALOG")), env, monkeypatch
+    )
+    assert check_schedule(
+        _broken(compose, lambda s: s["api"]["environment"].pop("SHOPLENS_SCHEDULE_EVERY")), env, monkeypatch
+    )
 
     for edit in [
         lambda s: s["api"]["environment"].update(SHOPLENS_QDRANT_URL="http://qdrant-node1:6333"),
         lambda s: s["api"]["environment"].update(SHOPLENS_DATABASE_URL="sqlite:////data/x.db"),
         lambda s: s["api"].update(volumes=[]),
-        lambda s: s["api"].update(command=["shoplens", "serve", "--api-port", "8000", "--address", "0.0.0.0"]),  # pages too
+        lambda s: s["api"].update(
+            command=["shoplens", "serve", "--api-port", "8000", "--address", "0.0.0.0"]
+        ),  # pages too
         lambda s: s["api"].update(command=["shoplens", "serve", "--no-pages", "--api-port", "8000"]),  # 127.0.0.1
-        lambda s: s["storefront"]["environment"].update(SHOPLENS_DATABASE_URL="postgresql://shoplens:x@postgres:5432/shoplens"),
+        lambda s: s["storefront"]["environment"].update(
+            SHOPLENS_DATABASE_URL="postgresql://shoplens:x@postgres:5432/shoplens"
+        ),
         lambda s: s["storefront"].update(volumes=["shoplens-data:/data"]),
         lambda s: s["storefront"]["environment"].update(SHOPLENS_SERVER_URL="http://api:8001"),
         lambda s: s["storefront"]["environment"].update(SHOPLENS_SERVER_URL="http://localhost:8000"),
@@ -1111,20 +1235,38 @@ def test_checks_catch_broken_compose_files(compose, env, monkeypatch) -> None:
     ]:
         assert check_ports(_broken(compose, edit), env), "check_ports missed a broken file"
 
-    assert check_cluster(_broken(compose, lambda s: s["qdrant-node3"].update(command=["./qdrant", "--uri", "http://qdrant-node3:6335"])), env)
-    assert check_cluster(_broken(compose, lambda s: s["qdrant-node2"].update(volumes=["qdrant-node1-data:/qdrant/storage"])), env)
-    assert check_cluster(_broken(compose, lambda s: s["qdrant-node1"]["environment"].pop("QDRANT__CLUSTER__ENABLED")), env)
-    assert check_cluster(_broken(compose, lambda s: s["api-cluster"]["environment"].pop("SHOPLENS_QDRANT_REPLICAS")), env)
+    assert check_cluster(
+        _broken(compose, lambda s: s["qdrant-node3"].update(command=["./qdrant", "--uri", "http://qdrant-node3:6335"])),
+        env,
+    )
+    assert check_cluster(
+        _broken(compose, lambda s: s["qdrant-node2"].update(volumes=["qdrant-node1-data:/qdrant/storage"])), env
+    )
+    assert check_cluster(
+        _broken(compose, lambda s: s["qdrant-node1"]["environment"].pop("QDRANT__CLUSTER__ENABLED")), env
+    )
+    assert check_cluster(
+        _broken(compose, lambda s: s["api-cluster"]["environment"].pop("SHOPLENS_QDRANT_REPLICAS")), env
+    )
     assert check_cluster(_broken(compose, lambda s: s["api-cluster"]["depends_on"].pop("qdrant-node3")), env)
     same_db = "postgresql://shoplens:${POSTGRES_PASSWORD}@postgres:5432/shoplens"
-    assert check_cluster(_broken(compose, lambda s: s["api-cluster"]["environment"].update(SHOPLENS_DATABASE_URL=same_db)), env)
+    assert check_cluster(
+        _broken(compose, lambda s: s["api-cluster"]["environment"].update(SHOPLENS_DATABASE_URL=same_db)), env
+    )
     assert check_cluster(_broken(compose, lambda s: s["api-cluster"].update(volumes=["shoplens-data:/data"])), env)
 
-    assert check_required_variables_documented("x: ${UNDOCUMENTED}\ny: ${DOC:-fine}", {}) == ["${UNDOCUMENTED} has no default and is not set in .env.example"]
+    assert check_required_variables_documented("x: ${UNDOCUMENTED}\ny: ${DOC:-fine}", {}) == [
+        "${UNDOCUMENTED} has no default and is not set in .env.example"
+    ]
 
 
 def test_dockerfile_check_catches_drift() -> None:
-    text, pins, project, ignore = DOCKERFILE.read_text(encoding="utf-8"), install_pins(), pyproject(), DOCKERIGNORE.read_text(encoding="utf-8")
+    text, pins, project, ignore = (
+        DOCKERFILE.read_text(encoding="utf-8"),
+        install_pins(),
+        pyproject(),
+        DOCKERIGNORE.read_text(encoding="utf-8"),
+    )
     assert check_dockerfile(text.replace("torch==2.13.0", "torch==2.14.1"), pins, project, ignore)
     assert check_dockerfile(text, {**pins, "open_clip_torch": "9.9.9"}, project, ignore)
     assert check_dockerfile(text.replace("--index-url https://download.pytorch.org/whl/cpu", ""), pins, project, ignore)
@@ -1134,7 +1276,14 @@ def test_dockerfile_check_catches_drift() -> None:
     # The default command is the server alone, on the API port.
     assert check_dockerfile(text.replace('"--no-pages", ', ""), pins, project, ignore)
     assert check_dockerfile(text.replace('"--api-port", "8000"', '"--api-port", "8080"'), pins, project, ignore)
-    assert check_dockerfile(re.sub(r"^CMD .*$", 'CMD ["shoplens", "pages", "--port", "8501", "--address", "0.0.0.0"]', text, flags=re.MULTILINE), pins, project, ignore)
+    assert check_dockerfile(
+        re.sub(
+            r"^CMD .*$", 'CMD ["shoplens", "pages", "--port", "8501", "--address", "0.0.0.0"]', text, flags=re.MULTILINE
+        ),
+        pins,
+        project,
+        ignore,
+    )
     # Every package pyproject installs is copied, and not ignored.
     for package in top_level_packages(project):
         without = re.sub(rf"^COPY {package} \./{package}\n", "", text, flags=re.MULTILINE)
@@ -1155,7 +1304,9 @@ def test_image_dependency_check_catches_a_missing_package() -> None:
     # Without the extras, streamlit (imported by ui/) is not in the image.
     assert any(" streamlit " in p for p in check_image_dependencies(re.sub(r'"\.\[[^\]]*\]"', '"."', text), project))
     trimmed = copy.deepcopy(project)
-    trimmed["project"]["dependencies"] = [d for d in trimmed["project"]["dependencies"] if not d.startswith("apscheduler")]
+    trimmed["project"]["dependencies"] = [
+        d for d in trimmed["project"]["dependencies"] if not d.startswith("apscheduler")
+    ]
     assert any(" apscheduler " in p for p in check_image_dependencies(text, trimmed))
     # The schema migrations: every start imports alembic, which nothing else brings.
     trimmed["project"]["dependencies"] = [d for d in project["project"]["dependencies"] if not d.startswith("alembic")]

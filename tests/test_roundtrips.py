@@ -27,13 +27,18 @@ def test_dashscope_round_trip_through_the_cli(tmp_path: Path, fake_dashscope) ->
     shop = tmp_path / "shop"
     catalog = write_catalog(shop, 5)
     env = {
-        **os.environ, "SHOPLENS_HOME": str(tmp_path / "home"), "SHOPLENS_EMBEDDER": "dashscope",
-        "SHOPLENS_DASHSCOPE_BASE_URL": fake_dashscope.base_url, "SHOPLENS_DASHSCOPE_API_KEY": fake_dashscope.api_key,
+        **os.environ,
+        "SHOPLENS_HOME": str(tmp_path / "home"),
+        "SHOPLENS_EMBEDDER": "dashscope",
+        "SHOPLENS_DASHSCOPE_BASE_URL": fake_dashscope.base_url,
+        "SHOPLENS_DASHSCOPE_API_KEY": fake_dashscope.api_key,
         "SHOPLENS_DASHSCOPE_REQUESTS_PER_MINUTE": "100000",
     }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
         return proc
 
@@ -80,9 +85,15 @@ def test_sqlite_and_postgres_give_the_same_results(settings_factory, postgres_ur
                 SearchRequest(image=_photo(shop, 2), top_k=5),
                 SearchRequest(text="Product 6", top_k=5, filters=SearchFilters(in_stock_only=True)),
                 SearchRequest(image=_photo(shop, 7), text="lamp", text_weight=0.4, top_k=4, offset=1),
-                SearchRequest(image=_photo(shop, 0), top_k=8, filters=SearchFilters(min_price=15, max_price=40, brands=("Acme", "Initech"))),
+                SearchRequest(
+                    image=_photo(shop, 0),
+                    top_k=8,
+                    filters=SearchFilters(min_price=15, max_price=40, brands=("Acme", "Initech")),
+                ),
             ):
-                runs.append([(h.sku, round(h.score, 5), h.price, h.image_source) for h in app.search.search(request).hits])
+                runs.append(
+                    [(h.sku, round(h.score, 5), h.price, h.image_source) for h in app.search.search(request).hits]
+                )
             runs.append(sorted(app.catalog.facets().categories))
             answers.append(runs)
         finally:

@@ -16,11 +16,11 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # `streamlit run ui/storefront.py` puts only ui/ on the path
     sys.path.insert(0, str(_ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from server import schemas  # noqa: E402
-from server.client import ShopLensClient  # noqa: E402
-from ui import state  # noqa: E402
+from server import schemas
+from server.client import ShopLensClient
+from ui import state
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
 PAGE_SIZE = 12
@@ -74,13 +74,23 @@ def sidebar_filters(client: ShopLensClient) -> tuple[schemas.Filters, float]:
     facets = client.facets()
     sb = st.sidebar
     sb.header("Filters")
-    categories = sb.multiselect("Category", facets.categories, key="f_categories", placeholder="All categories", on_change=_reset_paging)
+    categories = sb.multiselect(
+        "Category", facets.categories, key="f_categories", placeholder="All categories", on_change=_reset_paging
+    )
     brands_offered = client.facets(categories).brands if categories else facets.brands
     brands = sb.multiselect("Brand", brands_offered, key="f_brands", placeholder="All brands", on_change=_reset_paging)
     min_price = max_price = None
     if facets.min_price is not None and facets.max_price is not None and facets.max_price > facets.min_price:
         low, high = float(math.floor(facets.min_price)), float(math.ceil(facets.max_price))
-        chosen = sb.slider("Price", low, high, (low, high), step=1.0 if high - low >= 10 else 0.5, key="f_price", on_change=_reset_paging)
+        chosen = sb.slider(
+            "Price",
+            low,
+            high,
+            (low, high),
+            step=1.0 if high - low >= 10 else 0.5,
+            key="f_price",
+            on_change=_reset_paging,
+        )
         if chosen[0] > low:
             min_price = chosen[0]
         if chosen[1] < high:
@@ -88,10 +98,17 @@ def sidebar_filters(client: ShopLensClient) -> tuple[schemas.Filters, float]:
     in_stock = sb.checkbox("In stock only", key="f_in_stock", on_change=_reset_paging)
     with sb.expander("Match threshold"):
         min_score = st.slider(
-            "Minimum match score", 0.0, 1.0, float(min(max(state.current_settings().min_score, 0.0), 1.0)), 0.01,
-            key="f_min_score", help="Results scoring below this are hidden. Raise it to see only close matches.",
+            "Minimum match score",
+            0.0,
+            1.0,
+            float(min(max(state.current_settings().min_score, 0.0), 1.0)),
+            0.01,
+            key="f_min_score",
+            help="Results scoring below this are hidden. Raise it to see only close matches.",
         )
-    filters = schemas.Filters(category=categories, brand=brands, min_price=min_price, max_price=max_price, in_stock=in_stock)
+    filters = schemas.Filters(
+        category=categories, brand=brands, min_price=min_price, max_price=max_price, in_stock=in_stock
+    )
     return filters, min_score
 
 
@@ -101,7 +118,9 @@ def photo_too_large(data: bytes) -> bool:
     limit = state.current_settings().max_image_bytes
     if len(data) <= limit:
         return False
-    st.error(f"This photo is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. Please use a smaller photo.")
+    st.error(
+        f"This photo is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. Please use a smaller photo."
+    )
     return True
 
 
@@ -118,10 +137,12 @@ def product_card(client: ShopLensClient, item: schemas.Hit | schemas.Product, ke
         st.button("View product", key=key, on_click=_open_product, args=(item.sku,), width="stretch")
 
 
-def product_grid(client: ShopLensClient, items: list[schemas.Hit] | list[schemas.Product], key_prefix: str, score: bool = True) -> None:
+def product_grid(
+    client: ShopLensClient, items: list[schemas.Hit] | list[schemas.Product], key_prefix: str, score: bool = True
+) -> None:
     for start in range(0, len(items), GRID_COLUMNS):
         columns = st.columns(GRID_COLUMNS, gap="medium")
-        for column, item in zip(columns, items[start : start + GRID_COLUMNS]):
+        for column, item in zip(columns, items[start : start + GRID_COLUMNS], strict=False):
             with column:
                 product_card(client, item, f"{key_prefix}-{item.sku}", score)
 
@@ -135,16 +156,23 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         generation = st.session_state.get("photo_generation", 0)
         with photo_col:
             if st.toggle("Use my camera", key="use_camera", on_change=_reset_paging):
-                st.camera_input("Take a photo", key=f"camera-{generation}", on_change=_photo_changed, args=(f"camera-{generation}",))
+                st.camera_input(
+                    "Take a photo", key=f"camera-{generation}", on_change=_photo_changed, args=(f"camera-{generation}",)
+                )
             else:
                 st.file_uploader(
-                    "Upload a photo (JPEG, PNG or WebP)", type=PHOTO_TYPES, key=f"photo-{generation}",
-                    on_change=_photo_changed, args=(f"photo-{generation}",),
+                    "Upload a photo (JPEG, PNG or WebP)",
+                    type=PHOTO_TYPES,
+                    key=f"photo-{generation}",
+                    on_change=_photo_changed,
+                    args=(f"photo-{generation}",),
                     max_upload_size=max(1, math.ceil(settings.max_image_bytes / 2**20)),
                 )
         with text_col:
             text = st.text_input(
-                "Describe it (optional)", key="query_text", on_change=_reset_paging,
+                "Describe it (optional)",
+                key="query_text",
+                on_change=_reset_paging,
                 placeholder="e.g. red running shoes, or with a photo: in blue",
             ).strip()
         photo: tuple[str, bytes] | None = st.session_state.get("query_photo")
@@ -154,7 +182,11 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         if photo is not None and text:
             with text_col:
                 weight = st.slider(
-                    "Like this photo, but …", 0.0, 1.0, step=0.05, key="text_weight",
+                    "Like this photo, but …",
+                    0.0,
+                    1.0,
+                    step=0.05,
+                    key="text_weight",
                     help="Left: only the photo counts. Right: only your words count.",
                 )
                 st.caption("← more like the photo · more like the words →")
@@ -164,7 +196,9 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         showcase(client)
         return
     top_k = min(st.session_state.get("top_k", PAGE_SIZE), schemas.MAX_TOP_K)
-    query = schemas.SearchQuery(**filters.model_dump(), text=text or None, weight=weight, top_k=top_k, min_score=min_score)
+    query = schemas.SearchQuery(
+        **filters.model_dump(), text=text or None, weight=weight, top_k=top_k, min_score=min_score
+    )
     try:
         with st.spinner("Searching…"):
             result = client.search(query, photo[1] if photo else None, photo[0] if photo else "photo.jpg")
@@ -185,15 +219,24 @@ def _search_error(exc: BaseException) -> str:
     return message
 
 
-def show_results(client: ShopLensClient, result: schemas.SearchResult, filters: schemas.Filters, min_score: float, top_k: int) -> None:
+def show_results(
+    client: ShopLensClient, result: schemas.SearchResult, filters: schemas.Filters, min_score: float, top_k: int
+) -> None:
     with st.container(key="results"):
         for note in result.notes:
             st.caption(f"Note: {note}")
         if not result.hits:
-            narrowed = filters.category or filters.brand or filters.min_price is not None or filters.max_price is not None or filters.in_stock
+            narrowed = (
+                filters.category
+                or filters.brand
+                or filters.min_price is not None
+                or filters.max_price is not None
+                or filters.in_stock
+            )
             hint = "remove some filters, " if narrowed else ""
             st.warning(
-                f"**No good match.** Nothing in the shop scores above the match threshold ({min_score:.2f}) for this search. "
+                f"**No good match.** Nothing in the shop scores above the match threshold ({min_score:.2f}) for "
+                "this search. "
                 f"Try another photo, {hint}or lower the threshold in the sidebar."
             )
             return
@@ -231,7 +274,7 @@ def product_page(client: ShopLensClient, sku: str) -> None:
     with left:
         state.show_product_image(client, images[0] if images else None, 720)
         if len(images) > 1:
-            for column, url in zip(st.columns(min(len(images) - 1, 4)), images[1:5]):
+            for column, url in zip(st.columns(min(len(images) - 1, 4)), images[1:5], strict=False):
                 with column:
                     state.show_product_image(client, url, 240)
             for url in images[5:]:
@@ -240,7 +283,14 @@ def product_page(client: ShopLensClient, sku: str) -> None:
         st.title(product.title)
         st.subheader(state.format_price(product.price, product.currency))
         st.markdown(":green[In stock]" if product.in_stock else ":red[Out of stock]")
-        facts = [f for f in (product.category and f"Category: **{state.escape(product.category)}**", product.brand and f"Brand: **{state.escape(product.brand)}**") if f]
+        facts = [
+            f
+            for f in (
+                product.category and f"Category: **{state.escape(product.category)}**",
+                product.brand and f"Brand: **{state.escape(product.brand)}**",
+            )
+            if f
+        ]
         if facts:
             st.markdown(" · ".join(facts))
         if product.description:
@@ -248,7 +298,10 @@ def product_page(client: ShopLensClient, sku: str) -> None:
         attributes = {k: v for k, v in product.attributes.items() if str(v).strip()}
         st.caption(f"SKU {product.sku}")
         if attributes:
-            lines = [f"- {state.escape(k.replace('_', ' ').capitalize())}: **{state.escape(str(v))}**" for k, v in attributes.items()]
+            lines = [
+                f"- {state.escape(k.replace('_', ' ').capitalize())}: **{state.escape(str(v))}**"
+                for k, v in attributes.items()
+            ]
             st.markdown("**Details**\n\n" + "\n".join(lines))
     st.subheader("More like this")
     try:
@@ -272,7 +325,10 @@ def footer(health: schemas.Health) -> None:
         how = " (a fallback)"
     why = f"Preferred models could not be loaded: {health.fallback_reason}" if health.fallback_reason else None
     counts = health.counts
-    st.caption(f"Search model: {health.embedder}{how} · Catalog: {counts.products:,} products, {counts.images:,} photos", help=why)
+    st.caption(
+        f"Search model: {health.embedder}{how} · Catalog: {counts.products:,} products, {counts.images:,} photos",
+        help=why,
+    )
 
 
 def shop_page() -> None:
@@ -290,7 +346,8 @@ def shop_page() -> None:
         if health.vectors == 0:
             st.warning(
                 f"The search index holds nothing for the current search model ({health.embedder}), so searches find "
-                "nothing. The model was probably changed after the catalog was loaded: an admin should run `shoplens reindex`."
+                "nothing. The model was probably changed after the catalog was loaded: an admin should run "
+                "`shoplens reindex`."
             )
         filters, min_score = sidebar_filters(client)
         sku = st.query_params.get("sku")

@@ -32,9 +32,10 @@ def set_meta(catalog: CatalogStore, key: str, value: dict[str, Any]) -> None:
         if insert is None:  # another dialect: read-modify-write is the portable fallback
             session.merge(StoreMeta(key=key, value=value, updated_at=utcnow()))
             return
-        statement = insert(StoreMeta).values(key=key, value=value, updated_at=utcnow())
+        statement: Any = insert(StoreMeta).values(key=key, value=value, updated_at=utcnow())  # dialect insert
         session.execute(
             statement.on_conflict_do_update(
-                index_elements=[StoreMeta.key], set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at}
+                index_elements=[StoreMeta.key],
+                set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
             )
         )

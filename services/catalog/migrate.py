@@ -133,7 +133,10 @@ def describe_revision(engine: Engine) -> str:
         return f"schema revision {head} (up to date)"
     unknown = [rev for rev in found if rev not in _known()]
     if unknown:
-        return f"schema revision {', '.join(unknown)}: newer than this ShopLens (it knows up to {head}); upgrade ShopLens to use it"
+        return (
+            f"schema revision {', '.join(unknown)}: newer than this ShopLens (it knows up to {head}); "
+            "upgrade ShopLens to use it"
+        )
     if found:
         state = f"schema revision {','.join(found)}"
     elif created_by:
@@ -141,7 +144,10 @@ def describe_revision(engine: Engine) -> str:
     else:
         state = "empty database"
     pending = _pending(found or ((created_by,) if created_by else ()))
-    return f"{state}; {len(pending)} migration(s) pending: {', '.join(pending)} (applied at the next start or by `shoplens migrate`)"
+    return (
+        f"{state}; {len(pending)} migration(s) pending: {', '.join(pending)} "
+        "(applied at the next start or by `shoplens migrate`)"
+    )
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -171,7 +177,9 @@ def _known() -> frozenset[str]:
 
 def _pending(current: tuple[str, ...]) -> list[str]:
     lower = current[0] if len(current) == 1 else "base"
-    return [s.revision for s in reversed(list(_script().iterate_revisions("heads", lower))) if s.revision not in current]
+    return [
+        s.revision for s in reversed(list(_script().iterate_revisions("heads", lower))) if s.revision not in current
+    ]
 
 
 def _schema(conn: Connection) -> str | None:
@@ -186,7 +194,9 @@ def _schema(conn: Connection) -> str | None:
     schema = conn.execute(text("SELECT current_schema()")).scalar()
     if schema is None:
         path = conn.execute(text("SHOW search_path")).scalar()
-        raise CatalogUnavailable(f"no schema of the PostgreSQL search_path ({path}) exists; create it or fix the database URL")
+        raise CatalogUnavailable(
+            f"no schema of the PostgreSQL search_path ({path}) exists; create it or fix the database URL"
+        )
     return schema
 
 
@@ -199,7 +209,8 @@ def _refuse_newer(found: tuple[str, ...]) -> None:
     unknown = [rev for rev in found if rev not in _known()]
     if unknown:
         raise CatalogUnavailable(
-            f"this database was upgraded by a newer ShopLens (schema revision {', '.join(unknown)}); upgrade ShopLens to use it"
+            f"this database was upgraded by a newer ShopLens (schema revision {', '.join(unknown)}); upgrade "
+            "ShopLens to use it"
         )
 
 
@@ -259,7 +270,10 @@ def _advisory_lock(conn: Connection, timeout: float) -> None:
 
 
 def _busy(timeout: float, what: str) -> str:
-    return f"another ShopLens process has been upgrading the database schema for over {timeout:.0f} s ({what}); try again later"
+    return (
+        f"another ShopLens process has been upgrading the database schema for over {timeout:.0f} s ({what}); "
+        "try again later"
+    )
 
 
 def _sqlite_migration_engine(engine: Engine) -> Engine:
@@ -291,4 +305,6 @@ def _check_foreign_keys(conn: Connection) -> None:
     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if broken:
         tables = ", ".join(sorted({row[0] for row in broken}))
-        raise CatalogUnavailable(f"the schema upgrade would leave rows in {tables} pointing at missing rows; nothing was changed")
+        raise CatalogUnavailable(
+            f"the schema upgrade would leave rows in {tables} pointing at missing rows; nothing was changed"
+        )

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, Result, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,7 +43,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _pragmas(dbapi_conn, _record) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
@@ -130,7 +130,7 @@ class CatalogStore:
                 ids = list(session.scalars(select(Product.id).where(Product.sku.in_(skus[start : start + 500]))))
                 if ids:
                     session.execute(delete(ProductImage).where(ProductImage.product_id.in_(ids)))
-                    deleted += session.execute(delete(Product).where(Product.id.in_(ids))).rowcount or 0
+                    deleted += rowcount(session.execute(delete(Product).where(Product.id.in_(ids))))
             return deleted
 
     def referenced_media(self) -> set[str]:
@@ -159,9 +159,21 @@ class CatalogStore:
             if categories:
                 brands = brands.where(Product.category.in_(categories))
             low, high = session.execute(select(func.min(Product.price), func.max(Product.price))).one()
-            return Facets(list(all_categories), list(session.scalars(brands.distinct().order_by(Product.brand))), _float(low), _float(high))
+            return Facets(
+                [c for c in all_categories if c is not None],
+                [b for b in session.scalars(brands.distinct().order_by(Product.brand)) if b is not None],
+                _float(low),
+                _float(high),
+            )
 
-    def list_products(self, offset: int = 0, limit: int = 24, categories: Iterable[str] = (), brands: Iterable[str] = (), in_stock_only: bool = False) -> tuple[list[Product], int]:
+    def list_products(
+        self,
+        offset: int = 0,
+        limit: int = 24,
+        categories: Iterable[str] = (),
+        brands: Iterable[str] = (),
+        in_stock_only: bool = False,
+    ) -> tuple[list[Product], int]:
         """A page of products in catalog order, and how many match in all."""
         query = select(Product)
         categories, brands = list(categories), list(brands)
@@ -193,7 +205,9 @@ class CatalogStore:
             session.flush()
             return run.id
 
-    def finish_run(self, run_id: int, status: str, counts: dict[str, int], errors: list[dict[str, Any]], message: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, counts: dict[str, int], errors: list[dict[str, Any]], message: str | None = None
+    ) -> None:
         with self.session() as session:
             run = session.get(IngestRun, run_id)
             if run is None:
@@ -210,15 +224,24 @@ class CatalogStore:
         """Runs still marked running when the ingest lock is free were killed: say so."""
         with self.session() as session:
             result = session.execute(
-                IngestRun.__table__.update()
+                update(IngestRun)
                 .where(IngestRun.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), message="the process stopped before finishing (killed or crashed); the next run completed its work")
+                .values(
+                    status="interrupted",
+                    finished_at=utcnow(),
+                    message="the process stopped before finishing (killed or crashed); the next run completed its work",
+                )
             )
-            return result.rowcount or 0
+            return rowcount(result)
 
     def list_runs(self, limit: int = 20) -> list[IngestRun]:
         with self.session() as session:
             return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (a DML result is a CursorResult, which says so)."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _float(value: Decimal | None) -> float | None:

@@ -2,10 +2,10 @@
 
 from services.embedders.base import (
     Embedded,
-    EmbedError,
     Embedder,
     EmbedderIdentity,
     EmbedderUnavailable,
+    EmbedError,
     QueryKind,
 )
 from services.embedders.registry import get_embedder

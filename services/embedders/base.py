@@ -13,11 +13,12 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
 from services.errors import ShopLensError, Unavailable
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class QueryKind(str, Enum):
+class QueryKind(StrEnum):
     IMAGE_TO_IMAGE = "image->image"
     TEXT_TO_IMAGE = "text->image"
     TEXT_TO_TEXT = "text->text"
@@ -101,6 +102,11 @@ class Embedder(ABC):
     text_batch_size: int = 64
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        """Build the backend the settings describe; raise EmbedderUnavailable when it cannot run here."""
+        raise NotImplementedError
+
+    @classmethod
     def identity_for(cls, settings: Settings) -> EmbedderIdentity | None:
         """The identity `from_settings(settings)` would report, from settings and small files alone.
 
@@ -147,7 +153,7 @@ class Embedder(ABC):
             raise EmbedError(result.errors[0])
         return result.vectors[0]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most embedders hold nothing to release
         """Release network clients or memory; the default holds nothing to release."""
 
     def _run(self, items: list, fn, dim: int, batch_size: int) -> Embedded:

@@ -190,8 +190,12 @@ def load_sdk() -> SimpleNamespace:
 class RateLimiter:
     """Thread-safe minimum interval between requests: at most `per_minute` calls a minute."""
 
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.interval = 60.0 / per_minute
         self._clock, self._sleep = clock, sleep
         self._next = 0.0
@@ -209,12 +213,19 @@ class RateLimiter:
 class DashScopeError(EmbedError):
     """A failed call; `retryable` says whether another attempt may succeed."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 code: str | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
-        self.code = code
+        self.service_code = code  # the service's own error code (`code` is ShopLens' stable one)
         self.retry_after = retry_after
 
 
@@ -248,8 +259,7 @@ def _one_line(text: object, limit: int = 300) -> str:
 
 
 def dashscope_identity(model: str, dimension: int = DEFAULT_DIMENSION) -> EmbedderIdentity:
-    return EmbedderIdentity(backend="dashscope", model=model, image_dim=dimension, text_dim=dimension,
-                            cross_modal=True)
+    return EmbedderIdentity(backend="dashscope", model=model, image_dim=dimension, text_dim=dimension, cross_modal=True)
 
 
 class DashScopeEmbedder(Embedder):
@@ -301,8 +311,9 @@ class DashScopeEmbedder(Embedder):
         try:
             # api_key="" keeps the SDK from resolving a key from the environment or its key files
             # into its config; the real key goes with each call (`_post`).
-            self._client = sdk.Client(api_key="", base_url=self.base_url, timeout=timeout, max_retries=0,
-                                      http_client=self._http)
+            self._client = sdk.Client(
+                api_key="", base_url=self.base_url, timeout=timeout, max_retries=0, http_client=self._http
+            )
         except Exception as exc:  # e.g. an unreadable ~/.dashscope/config.toml or DASHSCOPE_* variable
             self._http.close()
             raise EmbedderUnavailable(self._scrub(f"cannot configure the DashScope SDK: {exc}")) from None
@@ -386,8 +397,10 @@ class DashScopeEmbedder(Embedder):
         except errors.APIConnectionError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             raise DashScopeError(
-                self._scrub(f"cannot reach DashScope at {_redact_url(self.base_url)}: "
-                            f"{cause.__class__.__name__}: {_one_line(cause)}"),
+                self._scrub(
+                    f"cannot reach DashScope at {_redact_url(self.base_url)}: "
+                    f"{cause.__class__.__name__}: {_one_line(cause)}"
+                ),
                 retryable=True,
             ) from None
         except errors.DashScopeError as exc:
@@ -396,8 +409,10 @@ class DashScopeEmbedder(Embedder):
             # a 200 whose body is not the documented JSON (not JSON, not an object, wrong shapes):
             # the SDK's parsing gave up on it
             raise DashScopeError(
-                self._scrub(f"DashScope returned a malformed response ({exc.__class__.__name__}: "
-                            f"{_one_line(exc, 200)}; request_id=?)"),
+                self._scrub(
+                    f"DashScope returned a malformed response ({exc.__class__.__name__}: "
+                    f"{_one_line(exc, 200)}; request_id=?)"
+                ),
                 retryable=True,
             ) from None
         except Exception as exc:  # anything else the SDK raises: not worth another attempt
@@ -416,15 +431,19 @@ class DashScopeEmbedder(Embedder):
             matrix = np.asarray([item.embedding for item in rows], dtype=np.float32)
         except (ValueError, TypeError, AttributeError) as exc:
             raise DashScopeError(
-                self._scrub(f"DashScope returned a malformed response ({exc.__class__.__name__}: "
-                            f"{_one_line(exc, 200)}; request_id={request_id})"),
+                self._scrub(
+                    f"DashScope returned a malformed response ({exc.__class__.__name__}: "
+                    f"{_one_line(exc, 200)}; request_id={request_id})"
+                ),
                 retryable=True,
             ) from None
         if matrix.shape != (expected, self.dimension):
             hint = ""
             if matrix.ndim == 2 and matrix.shape[0] == expected:
-                hint = (f"; model {self.model!r} returns {matrix.shape[1]}-d vectors: "
-                        f"set SHOPLENS_DASHSCOPE_DIMENSION={matrix.shape[1]}")
+                hint = (
+                    f"; model {self.model!r} returns {matrix.shape[1]}-d vectors: "
+                    f"set SHOPLENS_DASHSCOPE_DIMENSION={matrix.shape[1]}"
+                )
             raise DashScopeError(
                 f"DashScope returned vectors of shape {matrix.shape}, expected {(expected, self.dimension)}"
                 f"{hint} (request_id={request_id})",
@@ -448,8 +467,12 @@ class DashScopeEmbedder(Embedder):
                 phrase = ""
             detail = f"HTTP {status} {code or phrase}: {message} (request_id={request_id})"
         else:  # HTTP 200 carrying an error code, or a failure on the SDK's side
-            transient = (errors.RateLimitError, errors.InternalServerError, errors.ServiceUnavailableError,
-                         errors.GatewayTimeoutError)
+            transient = (
+                errors.RateLimitError,
+                errors.InternalServerError,
+                errors.ServiceUnavailableError,
+                errors.GatewayTimeoutError,
+            )
             retryable = isinstance(exc, transient)
             detail = f"error {code or exc.__class__.__name__}: {message} (request_id={request_id})"
         if status == 401 or isinstance(exc, errors.AuthenticationError):
@@ -462,7 +485,10 @@ class DashScopeEmbedder(Embedder):
             text = f"DashScope request failed: {detail}"
         headers = exc.headers or {}
         return DashScopeError(
-            self._scrub(text), retryable=retryable, status=status, code=code or None,
+            self._scrub(text),
+            retryable=retryable,
+            status=status,
+            code=code or None,
             retry_after=_retry_after(headers.get("retry-after")) if retryable else None,
         )
 
@@ -481,7 +507,10 @@ class DashScopeEmbedder(Embedder):
         delay = state.next_action.sleep if state.next_action else 0.0
         log.warning(
             "DashScope call failed (%s); retry %d/%d in %.2fs",
-            exc, state.attempt_number, self.max_retries, delay,
+            exc,
+            state.attempt_number,
+            self.max_retries,
+            delay,
         )
 
     def _scrub(self, text: str) -> str:

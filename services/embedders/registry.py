@@ -124,7 +124,7 @@ def resolve_identity(settings: Settings, catalog: CatalogStore) -> EmbedderIdent
     predicted = predicted_identity(settings)
     try:
         record = get_meta(catalog, identity_meta_key(settings))
-    except Exception as exc:  # noqa: BLE001 - the record is an optimisation; never fail on it
+    except Exception as exc:
         log.warning("cannot read the recorded embedder identity: %s", exc)
         record = None
     if record is not None:
@@ -140,8 +140,11 @@ def record_identity(settings: Settings, catalog: CatalogStore, built: EmbedderId
 
     predicted = predicted_identity(settings)
     if predicted is not None and predicted != built:
-        log.warning("embedder identity predicted as %s but the model reports %s; using the model's",
-                    predicted.describe(), built.describe())
+        log.warning(
+            "embedder identity predicted as %s but the model reports %s; using the model's",
+            predicted.describe(),
+            built.describe(),
+        )
     value = {"identity": asdict(built), "predicted": asdict(predicted) if predicted else None}
     key = identity_meta_key(settings)
     if get_meta(catalog, key) != value:

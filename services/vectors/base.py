@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from services.errors import Unavailable
 
 IMAGE, TEXT = "image", "text"
@@ -92,7 +93,11 @@ class PointFilter(ProductFilter):
     def clauses(self) -> tuple[list[Clause], list[Clause]]:
         """(must, must not)."""
         must = [Clause("kind", equals=self.kind)] if self.kind is not None else []
-        must += [Clause(key, any_of=values) for key, values in (("sku", self.skus), ("category", self.categories), ("brand", self.brands)) if values]
+        must += [
+            Clause(key, any_of=values)
+            for key, values in (("sku", self.skus), ("category", self.categories), ("brand", self.brands))
+            if values
+        ]
         if self.min_price is not None or self.max_price is not None:
             must.append(Clause("price", within=(self.min_price, self.max_price)))
         if self.in_stock_only:

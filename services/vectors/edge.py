@@ -43,9 +43,9 @@ from services.vectors.base import (
     PointFilter,
     Record,
     VectorBackend,
+    VectorStoreUnavailable,
     record,
     translate,
-    VectorStoreUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ _SHADOW = "_kw_"
 
 
 def _stored(payload: dict[str, Any]) -> dict[str, Any]:
-    shadow = {f"{_SHADOW}{k}": ("true" if payload[k] else "false") for k in BOOL_FIELDS if isinstance(payload.get(k), bool)}
+    shadow = {
+        f"{_SHADOW}{k}": ("true" if payload[k] else "false") for k in BOOL_FIELDS if isinstance(payload.get(k), bool)
+    }
     return {**payload, **shadow} if shadow else payload
 
 
@@ -136,6 +138,8 @@ class _Shard:
             if live is not None:
                 self.engine = qe.EdgeShard.load(str(live))
             else:
+                if config is None:
+                    raise ValueError("a new shard needs its configuration")
                 folder = self.next_version()
                 self.engine = qe.EdgeShard.create(str(folder), config)
                 self.set_live(folder)
@@ -208,7 +212,9 @@ class EdgeBackend(VectorBackend):
                 TEXT: qe.EdgeVectorParams(text_dim, qe.Distance.Cosine),
             },
             hnsw_config=qe.HnswIndexConfig(
-                m=t.m, ef_construct=t.ef_construct, full_scan_threshold=t.full_scan_threshold_kb,
+                m=t.m,
+                ef_construct=t.ef_construct,
+                full_scan_threshold=t.full_scan_threshold_kb,
                 max_indexing_threads=os.cpu_count() or 1,  # the build runs apart from searches: use every core
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=t.indexing_threshold_kb),
@@ -246,19 +252,26 @@ class EdgeBackend(VectorBackend):
 
     def upsert(self, points: Sequence[PointData]) -> None:
         ops = [
-            qe.UpdateOperation.upsert_points([
-                qe.Point(p.id, {p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, _stored(p.payload))
-                for p in points[start : start + _BATCH]
-            ])
+            qe.UpdateOperation.upsert_points(
+                [
+                    qe.Point(p.id, {p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, _stored(p.payload))
+                    for p in points[start : start + _BATCH]
+                ]
+            )
             for start in range(0, len(points), _BATCH)
         ]
         self._update(ops)
 
     def overwrite_payloads(self, payloads: dict[str, dict[str, Any]]) -> None:
-        self._update([qe.UpdateOperation.overwrite_payload([pid], _stored(payload)) for pid, payload in payloads.items()])
+        self._update(
+            [qe.UpdateOperation.overwrite_payload([pid], _stored(payload)) for pid, payload in payloads.items()]
+        )
 
     def delete_where(self, flt: PointFilter, keep_ids: Collection[str] = ()) -> None:
-        self._update([qe.UpdateOperation.delete_points_by_filter(to_filter(flt, keep_ids))])
+        where = to_filter(flt, keep_ids)
+        if where is None:
+            raise ValueError("refusing to delete without a filter")
+        self._update([qe.UpdateOperation.delete_points_by_filter(where)])
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         self._update([qe.UpdateOperation.delete_points(list(ids))])
@@ -277,7 +290,9 @@ class EdgeBackend(VectorBackend):
             with_payload=True,
             # ACORN: under a filter the graph search also walks neighbours' neighbours, so a
             # filter that passes few points (a price range, in stock) cannot cut the graph apart.
-            params=qe.SearchParams(hnsw_ef=max(self.tuning.ef_search, limit), acorn=qe.AcornSearchParams(enable=True, max_selectivity=0.4)),
+            params=qe.SearchParams(
+                hnsw_ef=max(self.tuning.ef_search, limit), acorn=qe.AcornSearchParams(enable=True, max_selectivity=0.4)
+            ),
         )
         with self.shard.lock:
             points = self._engine().query(request)
@@ -286,7 +301,9 @@ class EdgeBackend(VectorBackend):
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         offset = None
         while True:
-            request = qe.ScrollRequest(offset=offset, limit=512, filter=to_filter(flt), with_payload=True, with_vector=with_vectors)
+            request = qe.ScrollRequest(
+                offset=offset, limit=512, filter=to_filter(flt), with_payload=True, with_vector=with_vectors
+            )
             with self.shard.lock:
                 records, offset = self._engine().scroll(request)
             if records:
@@ -326,7 +343,9 @@ class EdgeBackend(VectorBackend):
             shutil.copytree(source, target)  # searches only read: they go on meanwhile
             done = subprocess.run(
                 [sys.executable, "-m", "services.vectors.edge_build", str(target)],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode != 0:
                 shutil.rmtree(target, ignore_errors=True)
@@ -341,13 +360,20 @@ class EdgeBackend(VectorBackend):
                 previous.close()
             shutil.rmtree(source, ignore_errors=True)
         build = IndexBuild(vectors, time.perf_counter() - started, pause_ms)
-        log.info("vector index built: %d vectors in %.1f s (searches paused %.1f ms)", build.vectors, build.seconds, build.pause_ms)
+        log.info(
+            "vector index built: %d vectors in %.1f s (searches paused %.1f ms)",
+            build.vectors,
+            build.seconds,
+            build.pause_ms,
+        )
         return build
 
 
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> qe.Filter | None:
     return translate(
-        flt, keep_ids, _condition,
+        flt,
+        keep_ids,
+        _condition,
         lambda ids: qe.HasIdCondition(set(ids)),
         lambda must, must_not: qe.Filter(must=must, must_not=must_not) if must or must_not else None,
     )
@@ -360,6 +386,8 @@ def _condition(clause: Clause) -> qe.FieldCondition:
         return qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.any_of)))
     if isinstance(clause.equals, bool):
         return qe.FieldCondition(f"{_SHADOW}{clause.key}", match=qe.MatchValue("true" if clause.equals else "false"))
+    if clause.equals is None:
+        raise ValueError(f"clause on {clause.key} has no condition")
     return qe.FieldCondition(clause.key, match=qe.MatchValue(clause.equals))
 
 

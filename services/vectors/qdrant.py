@@ -25,9 +25,9 @@ from services.vectors.base import (
     PointFilter,
     Record,
     VectorBackend,
+    VectorStoreUnavailable,
     record,
     translate,
-    VectorStoreUnavailable,
 )
 
 _local_clients: dict[Path, QdrantClient] = {}
@@ -88,7 +88,9 @@ class _Guarded:
 
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> models.Filter | None:
     return translate(
-        flt, keep_ids, _condition,
+        flt,
+        keep_ids,
+        _condition,
         lambda ids: models.HasIdCondition(has_id=list(ids)),
         lambda must, must_not: models.Filter(must=must, must_not=must_not),
     )
@@ -99,6 +101,8 @@ def _condition(clause: Clause) -> models.FieldCondition:
         return models.FieldCondition(key=clause.key, range=models.Range(gte=clause.within[0], lte=clause.within[1]))
     if clause.any_of:
         return models.FieldCondition(key=clause.key, match=models.MatchAny(any=list(clause.any_of)))
+    if clause.equals is None:
+        raise ValueError(f"clause on {clause.key} has no condition")
     return models.FieldCondition(key=clause.key, match=models.MatchValue(value=clause.equals))
 
 
@@ -140,7 +144,9 @@ class QdrantBackend(VectorBackend):
 
     def upsert(self, points: Sequence[PointData]) -> None:
         structs = [
-            models.PointStruct(id=p.id, vector={p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, payload=p.payload)
+            models.PointStruct(
+                id=p.id, vector={p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, payload=p.payload
+            )
             for p in points
         ]
         for start in range(0, len(structs), _BATCH):
@@ -155,7 +161,10 @@ class QdrantBackend(VectorBackend):
             self.client.batch_update_points(self.collection, update_operations=ops[start : start + _BATCH], wait=True)
 
     def delete_where(self, flt: PointFilter, keep_ids: Collection[str] = ()) -> None:
-        selector = models.FilterSelector(filter=to_filter(flt, keep_ids))
+        where = to_filter(flt, keep_ids)
+        if where is None:
+            raise ValueError("refusing to delete without a filter")
+        selector = models.FilterSelector(filter=where)
         self.client.delete(self.collection, points_selector=selector, wait=True)
 
     def delete_ids(self, ids: Sequence[str]) -> None:
@@ -167,24 +176,40 @@ class QdrantBackend(VectorBackend):
 
     def search(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
         result = self.client.query_points(
-            self.collection, query=np.asarray(vector, dtype=np.float32).tolist(), using=using,
-            query_filter=to_filter(flt), limit=limit, with_payload=True,
+            self.collection,
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            using=using,
+            query_filter=to_filter(flt),
+            limit=limit,
+            with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), p.payload or {}) for p in result.points]
 
     def search_grouped(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
         result = self.client.query_points_groups(
-            self.collection, group_by="sku", query=np.asarray(vector, dtype=np.float32).tolist(), using=using,
-            query_filter=to_filter(flt), limit=limit, group_size=1, with_payload=True,
+            self.collection,
+            group_by="sku",
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            using=using,
+            query_filter=to_filter(flt),
+            limit=limit,
+            group_size=1,
+            with_payload=True,
         )
-        return [Hit(str(g.hits[0].id), float(g.hits[0].score), g.hits[0].payload or {}) for g in result.groups if g.hits]
+        return [
+            Hit(str(g.hits[0].id), float(g.hits[0].score), g.hits[0].payload or {}) for g in result.groups if g.hits
+        ]
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         offset = None
         while True:
             records, offset = self.client.scroll(
-                self.collection, scroll_filter=to_filter(flt), limit=512, offset=offset,
-                with_payload=True, with_vectors=with_vectors,
+                self.collection,
+                scroll_filter=to_filter(flt),
+                limit=512,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
             )
             if records:
                 yield [_record(r) for r in records]

@@ -36,7 +36,9 @@ def _edge(settings: Settings, collection: str) -> VectorBackend:
     from services.vectors.edge import EdgeBackend, EdgeTuning
 
     tuning = EdgeTuning(
-        m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct, ef_search=settings.hnsw_ef,
+        m=settings.hnsw_m,
+        ef_construct=settings.hnsw_ef_construct,
+        ef_search=settings.hnsw_ef,
         indexing_threshold_kb=settings.edge_indexing_threshold_kb,
         full_scan_threshold_kb=settings.edge_full_scan_threshold_kb,
     )
@@ -96,7 +98,12 @@ class VectorStore:
         if identity == self.identity:
             return
         fresh = VectorStore.from_settings(settings, identity)
-        self.backend, self.identity, self.collection, self._ready = fresh.backend, identity, fresh.collection, fresh._ready
+        self.backend, self.identity, self.collection, self._ready = (
+            fresh.backend,
+            identity,
+            fresh.collection,
+            fresh._ready,
+        )
 
     @property
     def sync_key(self) -> str:
@@ -158,7 +165,9 @@ class VectorStore:
         """Best point per product (grouped by sku), best first, cosine scores."""
         return self.backend.search_grouped(vector, using, flt, limit)
 
-    def points_for_skus(self, skus: Sequence[str], with_vectors: bool = True) -> list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]:
+    def points_for_skus(
+        self, skus: Sequence[str], with_vectors: bool = True
+    ) -> list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]:
         """Every point of these products: (id, payload, named vectors)."""
         flt = PointFilter(skus=tuple(skus)) if skus else None
         return [(r.id, r.payload, r.vectors) for batch in self.backend.scroll(flt, with_vectors) for r in batch]
@@ -173,4 +182,3 @@ class VectorStore:
 
     def close(self) -> None:
         self.backend.close()
-

@@ -20,7 +20,14 @@ def run(tmp_path: Path, openclip_env: dict[str, str]):
     env.pop("SHOPLENS_QDRANT_URL", None)
 
     def shoplens(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
@@ -80,8 +87,16 @@ def test_user_mistakes_are_one_clear_line(run, tmp_path: Path, args: list[str], 
 def test_wrong_embedder_name_is_a_user_error(run, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", "stats"],
-        env={**os.environ, "SHOPLENS_HOME": str(tmp_path), "SHOPLENS_EMBEDDER": "openclip", "SHOPLENS_OPENCLIP_MODEL": "ViT-B-32", "SHOPLENS_OPENCLIP_PRETRAINED": str(tmp_path / "missing.pt")},
-        capture_output=True, text=True, timeout=300,
+        env={
+            **os.environ,
+            "SHOPLENS_HOME": str(tmp_path),
+            "SHOPLENS_EMBEDDER": "openclip",
+            "SHOPLENS_OPENCLIP_MODEL": "ViT-B-32",
+            "SHOPLENS_OPENCLIP_PRETRAINED": str(tmp_path / "missing.pt"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2 and "open_clip checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -91,8 +106,10 @@ def test_import_vendure(run, tmp_path: Path) -> None:
     (assets / "images").mkdir(parents=True)
     product_photo(1).save(assets / "images" / "a.jpg")
     (assets / "products.csv").write_text(
-        "name ,slug ,description ,assets ,facets ,optionGroups,optionValues,sku ,price ,taxCategory,stockOnHand,trackInventory,variantAssets,variantFacets\n"
-        "Laptop ,laptop ,Fast. ,a.jpg ,category:Electronics|category:Computers|brand:Apple ,,,L1 ,1299.00,standard,100,,,\n"
+        "name ,slug ,description ,assets ,facets ,optionGroups,optionValues,sku ,price "
+        ",taxCategory,stockOnHand,trackInventory,variantAssets,variantFacets\n"
+        "Laptop ,laptop ,Fast. ,a.jpg ,category:Electronics|category:Computers|brand:Apple ,,,L1 "
+        ",1299.00,standard,100,,,\n"
         " , , , , ,,,L2 ,1399.00,standard,100,,,\n",
         encoding="utf-8",
     )
@@ -111,7 +128,10 @@ def test_eval_reports_recall_and_mrr(run, tmp_path: Path) -> None:
     (tmp_path / "queries").mkdir()
     for i in range(6):
         variant(product_photo(1000 * i), i).save(tmp_path / "queries" / f"q{i}.jpg")
-    rows = [f"q{i}.jpg,,SKU-{i:04d}" for i in range(6)] + [",Product 3 chair. A distinctive item number 3 with pattern 8.,SKU-0003", "q0.jpg,,SKU-0005"]
+    rows = [f"q{i}.jpg,,SKU-{i:04d}" for i in range(6)] + [
+        ",Product 3 chair. A distinctive item number 3 with pattern 8.,SKU-0003",
+        "q0.jpg,,SKU-0005",
+    ]
     queries.write_text("image,text,expected_sku\n" + "\n".join(rows) + "\n")
     out = json.loads(run("eval", str(queries), "--json", "--report", str(tmp_path / "misses.csv")).stdout)
     assert out["queries"] == 8
@@ -129,8 +149,15 @@ def test_unreachable_qdrant_server_is_one_clear_line(run, tmp_path: Path) -> Non
         port = probe.getsockname()[1]
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", "stats"],
-        env={**os.environ, "SHOPLENS_HOME": str(tmp_path), "SHOPLENS_EMBEDDER": "offline", "SHOPLENS_QDRANT_URL": f"http://127.0.0.1:{port}"},
-        capture_output=True, text=True, timeout=300,
+        env={
+            **os.environ,
+            "SHOPLENS_HOME": str(tmp_path),
+            "SHOPLENS_EMBEDDER": "offline",
+            "SHOPLENS_QDRANT_URL": f"http://127.0.0.1:{port}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     assert "shoplens: error: Qdrant is unreachable" in proc.stderr and "Traceback" not in proc.stderr

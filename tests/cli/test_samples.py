@@ -20,7 +20,22 @@ from cli import samples
 from cli.samples import SampleError, sample_catalog
 from tests.support.catalog import product_photo
 
-VENDURE_HEADER = ["name", "slug", "description", "assets", "facets", "optionGroups", "optionValues", "sku", "price", "taxCategory", "stockOnHand", "trackInventory", "variantAssets", "variantFacets"]
+VENDURE_HEADER = [
+    "name",
+    "slug",
+    "description",
+    "assets",
+    "facets",
+    "optionGroups",
+    "optionValues",
+    "sku",
+    "price",
+    "taxCategory",
+    "stockOnHand",
+    "trackInventory",
+    "variantAssets",
+    "variantFacets",
+]
 
 
 def jpeg(seed: int) -> bytes:
@@ -33,13 +48,49 @@ def vendure_csv() -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([f"{h}   " for h in VENDURE_HEADER])  # Vendure pads its header
-    writer.writerow(["Laptop", "laptop", "A laptop.", "laptop.jpg", "category:Electronics|category:Computers|brand:Apple", "", "", "L1", "1299.00", "standard", "100", "", "", ""])
+    writer.writerow(
+        [
+            "Laptop",
+            "laptop",
+            "A laptop.",
+            "laptop.jpg",
+            "category:Electronics|category:Computers|brand:Apple",
+            "",
+            "",
+            "L1",
+            "1299.00",
+            "standard",
+            "100",
+            "",
+            "",
+            "",
+        ]
+    )
     writer.writerow(["", "", "", "", "", "", "15 inch", "L2", "1399.00", "standard", "100", "", "", ""])
-    writer.writerow(["Chair", "chair", "A chair.", "chair.jpg", "category:Furniture|color:red", "", "", "C1", "99.00", "standard", "0", "", "", ""])
+    writer.writerow(
+        [
+            "Chair",
+            "chair",
+            "A chair.",
+            "chair.jpg",
+            "category:Furniture|color:red",
+            "",
+            "",
+            "C1",
+            "99.00",
+            "standard",
+            "0",
+            "",
+            "",
+            "",
+        ]
+    )
     return out.getvalue().encode()
 
 
-def make_tarball(extra: dict[str, bytes] | None = None, links: dict[str, str] | None = None, with_catalog: bool = True) -> bytes:
+def make_tarball(
+    extra: dict[str, bytes] | None = None, links: dict[str, str] | None = None, with_catalog: bool = True
+) -> bytes:
     files = {
         "package/package.json": b'{"name": "@vendure/create"}',
         "package/assets/index.hbs": b"{{template}}",
@@ -83,11 +134,19 @@ def registry() -> Iterator[FakeRegistry]:
     state = FakeRegistry(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             state.requests.append(self.path)
             if self.path in ("/@vendure%2fcreate/3.7.3", "/@vendure%2Fcreate/3.7.3"):
-                body = json.dumps({"name": "@vendure/create", "version": "3.7.3", "dist": {
-                    "tarball": f"{state.url}/@vendure/create/-/create-3.7.3.tgz", "integrity": state.integrity}}).encode()
+                body = json.dumps(
+                    {
+                        "name": "@vendure/create",
+                        "version": "3.7.3",
+                        "dist": {
+                            "tarball": f"{state.url}/@vendure/create/-/create-3.7.3.tgz",
+                            "integrity": state.integrity,
+                        },
+                    }
+                ).encode()
             elif self.path == "/@vendure/create/-/create-3.7.3.tgz":
                 body = state.tarball
             else:
@@ -119,11 +178,18 @@ def test_downloads_verifies_extracts_and_converts(registry: FakeRegistry, tmp_pa
     assert catalog == tmp_path / "home" / "samples" / "vendure-3.7.3" / "catalog.csv"
     rows = list(csv.DictReader(catalog.open()))
     assert [(r["sku"], r["title"], r["category"], r["brand"], r["in_stock"], r["variants"]) for r in rows] == [
-        ("L1", "Laptop", "Computers", "Apple", "yes", "2"), ("C1", "Chair", "Furniture", "", "no", "1"),
+        ("L1", "Laptop", "Computers", "Apple", "yes", "2"),
+        ("C1", "Chair", "Furniture", "", "no", "1"),
     ]
     assert (catalog.parent / rows[0]["image"]).read_bytes() == jpeg(1)
     extracted = sorted(p.relative_to(catalog.parent).as_posix() for p in catalog.parent.rglob("*") if p.is_file())
-    assert extracted == [".complete", "assets/images/chair.jpg", "assets/images/laptop.jpg", "assets/products.csv", "catalog.csv"]
+    assert extracted == [
+        ".complete",
+        "assets/images/chair.jpg",
+        "assets/images/laptop.jpg",
+        "assets/products.csv",
+        "catalog.csv",
+    ]
     assert (tmp_path / "home" / "samples" / "create-3.7.3.tgz").read_bytes() == registry.tarball
     assert len(registry.requests) == 2
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cli import main as cli, serve as demo
+from cli import main as cli
+from cli import serve as demo
 from services.settings import get_settings
-from tests.cli.test_samples import FakeRegistry, make_tarball, registry  # noqa: F401 - the fixture
+from tests.cli.test_samples import FakeRegistry, make_tarball
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """What `serve` was asked to run, with the stores' state at that moment."""
     calls: list[tuple] = []
 
-    def serve(app, listen, schedule=None, open_browser=False):  # noqa: ANN001, ANN202
+    def serve(app, listen, schedule=None, open_browser=False):
         calls.append((listen, schedule, open_browser, app.catalog.counts()["products"]))
 
     monkeypatch.setattr(demo, "serve", serve)
@@ -43,7 +44,10 @@ def free_port() -> int:
 
 
 def test_demo_fetches_ingests_releases_and_starts_the_storefront(
-    env: Path, registry: FakeRegistry, execs: list[tuple], capsys: pytest.CaptureFixture[str]  # noqa: F811
+    env: Path,
+    registry: FakeRegistry,
+    execs: list[tuple],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     registry.serve(make_tarball())
     port = free_port()
@@ -74,27 +78,54 @@ def test_demo_fetches_ingests_releases_and_starts_the_storefront(
     assert len(registry.requests) == requests and len(execs) == 2
 
 
-def test_demo_refuses_a_busy_port_before_downloading(env: Path, registry: FakeRegistry, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_demo_refuses_a_busy_port_before_downloading(
+    env: Path, registry: FakeRegistry, execs: list[tuple], capsys: pytest.CaptureFixture[str]
+) -> None:
     registry.serve(make_tarball())
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert cli.main(["demo", "--no-browser", "--port", str(port), "--registry", registry.url]) == cli.EXIT_USER_ERROR
+        assert (
+            cli.main(["demo", "--no-browser", "--port", str(port), "--registry", registry.url]) == cli.EXIT_USER_ERROR
+        )
     assert "already in use" in capsys.readouterr().err
     assert registry.requests == [] and execs == []
 
 
-def test_demo_explains_an_unreachable_registry(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--no-browser", "--port", str(free_port()), "--registry", "http://127.0.0.1:9"]) == cli.EXIT_USER_ERROR
+def test_demo_explains_an_unreachable_registry(
+    env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(["demo", "--no-browser", "--port", str(free_port()), "--registry", "http://127.0.0.1:9"])
+        == cli.EXIT_USER_ERROR
+    )
     assert "cannot reach the npm registry" in capsys.readouterr().err
     assert execs == []
 
 
-def test_serve_takes_ports_address_and_schedule(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_takes_ports_address_and_schedule(
+    env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]
+) -> None:
     port, api = free_port(), free_port()
     assert cli.main(["serve", "--port", str(port), "--api-port", str(api)]) == 0
-    assert cli.main(["serve", "--no-pages", "--api-port", str(api), "--address", "0.0.0.0", "--schedule", "c.csv", "--cron", "0 * * * *"]) == 0
+    assert (
+        cli.main(
+            [
+                "serve",
+                "--no-pages",
+                "--api-port",
+                str(api),
+                "--address",
+                "0.0.0.0",
+                "--schedule",
+                "c.csv",
+                "--cron",
+                "0 * * * *",
+            ]
+        )
+        == 0
+    )
     (first, _, _, _), (second, schedule, _, _) = execs
     assert first == demo.Listen("127.0.0.1", api, port) and first.api_url == f"http://127.0.0.1:{api}"
     assert second.pages_port is None and second.address == "0.0.0.0" and second.api_url == f"http://127.0.0.1:{api}"
@@ -104,7 +135,9 @@ def test_serve_takes_ports_address_and_schedule(env: Path, execs: list[tuple], c
     assert "cannot read the interval" in capsys.readouterr().err
 
 
-def test_the_pages_and_the_api_need_two_free_ports(env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_pages_and_the_api_need_two_free_ports(
+    env: Path, execs: list[tuple], capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_port()
     assert cli.main(["serve", "--port", str(port), "--api-port", str(port)]) == cli.EXIT_USER_ERROR
     assert "cannot share port" in capsys.readouterr().err and execs == []

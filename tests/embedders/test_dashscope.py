@@ -25,8 +25,8 @@ from services.embedders.dashscope import (
     MAX_IMAGE_BYTES,
     DashScopeEmbedder,
     _retry_after,
-    dashscope_identity,
     _token_cost,
+    dashscope_identity,
     encode_image,
     prepare_text,
     truncate_text,
@@ -56,8 +56,12 @@ def make(server: FakeDashScope):
 
     def build(**overrides) -> DashScopeEmbedder:
         options = dict(
-            base_url=server.base_url, requests_per_minute=100_000, timeout=2.0,
-            max_retries=2, backoff_base=0.01, backoff_max=0.05,
+            base_url=server.base_url,
+            requests_per_minute=100_000,
+            timeout=2.0,
+            max_retries=2,
+            backoff_base=0.01,
+            backoff_max=0.05,
         )
         options.update(overrides)
         key = options.pop("api_key", server.api_key)
@@ -102,7 +106,7 @@ def test_image_is_sent_as_jpeg_data_uri(server: FakeDashScope, make) -> None:
         assert set(content) == {"image"}
         prefix = "data:image/jpeg;base64,"
         assert content["image"].startswith(prefix)
-        with Image.open(io.BytesIO(base64.b64decode(content["image"][len(prefix):]))) as decoded:
+        with Image.open(io.BytesIO(base64.b64decode(content["image"][len(prefix) :]))) as decoded:
             assert decoded.format == "JPEG" and decoded.mode == "RGB"
 
 
@@ -135,8 +139,12 @@ def test_results_ordered_by_index_and_contents_per_call(server: FakeDashScope, m
 
 def test_one_content_per_call_by_default(server: FakeDashScope, make) -> None:
     embedder = DashScopeEmbedder.from_settings(
-        Settings(_env_file=None, dashscope_api_key=server.api_key, dashscope_base_url=server.base_url,
-                 dashscope_requests_per_minute=100_000)
+        Settings(
+            _env_file=None,
+            dashscope_api_key=server.api_key,
+            dashscope_base_url=server.base_url,
+            dashscope_requests_per_minute=100_000,
+        )
     )
     try:
         assert embedder.image_batch_size == embedder.text_batch_size == 1
@@ -150,7 +158,11 @@ def test_one_content_per_call_by_default(server: FakeDashScope, make) -> None:
 def test_identity(make) -> None:
     ident = make().identity
     assert (ident.backend, ident.model, ident.image_dim, ident.text_dim, ident.cross_modal) == (
-        "dashscope", "multimodal-embedding-v1", 1024, 1024, True
+        "dashscope",
+        "multimodal-embedding-v1",
+        1024,
+        1024,
+        True,
     )
 
 
@@ -168,7 +180,7 @@ def test_chinese_and_english_text(server: FakeDashScope, make) -> None:
 def test_long_text_is_truncated_conservatively(server: FakeDashScope, make) -> None:
     chinese = "舒适的纯棉连帽衫带袋鼠口袋" * 200
     english = "comfortable cotton hoodie with a kangaroo pocket " * 200
-    mixed = ("红色 hoodie 2024 🙂 " * 300)
+    mixed = "红色 hoodie 2024 🙂 " * 300
     assert len(truncate_text(chinese)) == 512  # one token per CJK character
     cut = truncate_text(english)
     assert 1000 < len(cut) <= 1600 and english.startswith(cut) and not cut.endswith(" ")
@@ -204,8 +216,11 @@ def test_fake_rejects_over_3mb(server: FakeDashScope) -> None:
     big = Image.fromarray(rng.integers(0, 255, size=(1500, 2000, 3), dtype=np.uint8), "RGB")
     raw = io.BytesIO()
     big.save(raw, format="PNG")
-    body = {"model": "multimodal-embedding-v1", "parameters": {},
-            "input": {"contents": [{"image": "data:image/png;base64," + base64.b64encode(raw.getvalue()).decode()}]}}
+    body = {
+        "model": "multimodal-embedding-v1",
+        "parameters": {},
+        "input": {"contents": [{"image": "data:image/png;base64," + base64.b64encode(raw.getvalue()).decode()}]},
+    }
     response = httpx.post(server.url, json=body, headers={"Authorization": f"Bearer {server.api_key}"})
     assert response.status_code == 400 and "3MB" in response.json()["message"]
 
@@ -283,8 +298,11 @@ def test_stall_every_time_ends_in_timeout_error(server: FakeDashScope, make) -> 
 
 @pytest.mark.parametrize(
     ("fault", "status", "code"),
-    [("bad_request", 400, "InvalidParameter"), ("data_inspection", 400, "DataInspectionFailed"),
-     ("forbidden", 403, "AccessDenied")],
+    [
+        ("bad_request", 400, "InvalidParameter"),
+        ("data_inspection", 400, "DataInspectionFailed"),
+        ("forbidden", 403, "AccessDenied"),
+    ],
 )
 def test_client_errors_are_never_retried(server: FakeDashScope, make, fault: str, status: int, code: str) -> None:
     server.queue_fault(fault, times=5)
@@ -341,9 +359,16 @@ def test_retry_after_header_parsing() -> None:
 def test_key_never_leaks(server: FakeDashScope, make, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     embedder = make(max_retries=1)
-    texts = [repr(embedder), str(embedder), repr(embedder._client), repr(embedder._http),
-             repr(embedder._client.config), repr(vars(embedder._client.config)), repr(embedder._http.headers),
-             repr(embedder.__dict__.get("_api_key"))]
+    texts = [
+        repr(embedder),
+        str(embedder),
+        repr(embedder._client),
+        repr(embedder._http),
+        repr(embedder._client.config),
+        repr(vars(embedder._client.config)),
+        repr(embedder._http.headers),
+        repr(embedder.__dict__.get("_api_key")),
+    ]
     assert not embedder._client.config.api_key  # the SDK's config never holds the key...
     assert "authorization" not in embedder._http.headers  # ...nor does the httpx client
     server.queue_fault("server_error")
@@ -380,8 +405,9 @@ def test_no_key_means_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_sdk_means_unavailable(server: FakeDashScope, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("dashscope", "dashscope.v2", "dashscope.v2.transport"):
         monkeypatch.setitem(sys.modules, name, None)  # what `import dashscope` does when it is not installed
-    settings = Settings(_env_file=None, embedder="dashscope", dashscope_api_key=server.api_key,
-                        dashscope_base_url=server.base_url)
+    settings = Settings(
+        _env_file=None, embedder="dashscope", dashscope_api_key=server.api_key, dashscope_base_url=server.base_url
+    )
     with pytest.raises(EmbedderUnavailable, match=r"install shoplens\[dashscope\]") as info:
         DashScopeEmbedder.from_settings(settings)
     assert server.api_key not in str(info.value)
@@ -394,8 +420,13 @@ def test_missing_sdk_means_unavailable(server: FakeDashScope, monkeypatch: pytes
 
 def test_dimension_comes_from_settings_and_is_in_the_identity(server: FakeDashScope) -> None:
     default = Settings(_env_file=None, dashscope_api_key=server.api_key, dashscope_base_url=server.base_url)
-    other = Settings(_env_file=None, dashscope_api_key=server.api_key, dashscope_base_url=server.base_url,
-                     dashscope_model="multimodal-embedding-v1", dashscope_dimension=768)
+    other = Settings(
+        _env_file=None,
+        dashscope_api_key=server.api_key,
+        dashscope_base_url=server.base_url,
+        dashscope_model="multimodal-embedding-v1",
+        dashscope_dimension=768,
+    )
     assert default.dashscope_dimension == 1024
     assert DashScopeEmbedder.identity_for(default) == dashscope_identity("multimodal-embedding-v1", 1024)
     predicted = DashScopeEmbedder.identity_for(other)
@@ -437,7 +468,7 @@ def test_rate_limiter_spaces_requests(server: FakeDashScope, make) -> None:
     embedder.embed_text("one more")
     arrivals = sorted(r.time for r in server.requests)
     assert len(arrivals) == 5
-    assert all(b - a >= 0.08 for a, b in zip(arrivals, arrivals[1:])), np.diff(arrivals)
+    assert all(b - a >= 0.08 for a, b in zip(arrivals, arrivals[1:], strict=False)), np.diff(arrivals)
     assert time.monotonic() - started >= 0.38
 
 

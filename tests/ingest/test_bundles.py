@@ -38,16 +38,34 @@ def written(root: Path) -> list[str]:
 
 
 def test_a_good_zip_lands_whole_and_only_images(tmp_path: Path) -> None:
-    data = zip_of({
-        "shop/images/a.jpg": JPEG, "shop/images/b.PNG": b"png", "shop/images/sub/c.webp": b"webp",
-        "shop/readme.txt": b"hi", "shop/images/.DS_Store": b"", "__MACOSX/shop/images/._a.jpg": b"",
-        "shop/images/run.sh": b"rm -rf /",
-    })
+    data = zip_of(
+        {
+            "shop/images/a.jpg": JPEG,
+            "shop/images/b.PNG": b"png",
+            "shop/images/sub/c.webp": b"webp",
+            "shop/readme.txt": b"hi",
+            "shop/images/.DS_Store": b"",
+            "__MACOSX/shop/images/._a.jpg": b"",
+            "shop/images/run.sh": b"rm -rf /",
+        }
+    )
     target = tmp_path / "uploads" / "t1"
     plan = extract_zip(data, target)
     assert sorted(plan.paths) == ["shop/images/a.jpg", "shop/images/b.PNG", "shop/images/sub/c.webp"]
-    assert sorted(plan.skipped) == ["__MACOSX/shop/images/._a.jpg", "shop/images/.DS_Store", "shop/images/run.sh", "shop/readme.txt"]
-    assert written(target) == ["shop", "shop/images", "shop/images/a.jpg", "shop/images/b.PNG", "shop/images/sub", "shop/images/sub/c.webp"]
+    assert sorted(plan.skipped) == [
+        "__MACOSX/shop/images/._a.jpg",
+        "shop/images/.DS_Store",
+        "shop/images/run.sh",
+        "shop/readme.txt",
+    ]
+    assert written(target) == [
+        "shop",
+        "shop/images",
+        "shop/images/a.jpg",
+        "shop/images/b.PNG",
+        "shop/images/sub",
+        "shop/images/sub/c.webp",
+    ]
     assert (target / "shop/images/a.jpg").read_bytes() == JPEG
     assert written(tmp_path / "uploads") == ["t1", *[f"t1/{p}" for p in written(target)]]  # no staging left
 

@@ -29,14 +29,18 @@ def shop(tmp_path: Path, openclip_env: dict[str, str]):
 
     def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         extra = {"SHOPLENS_CRASH_AT": crash_at} if crash_at else {}
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args], env={**env, **extra}, capture_output=True, text=True, timeout=300
+        )
 
     catalog = write_catalog(tmp_path / "shop", 10)
     return run, catalog, env
 
 
 def check(env: dict[str, str], products: int, images: int) -> None:
-    settings = Settings(_env_file=None, home=env["SHOPLENS_HOME"], embedder="openclip", openclip_model=env["SHOPLENS_OPENCLIP_MODEL"])
+    settings = Settings(
+        _env_file=None, home=env["SHOPLENS_HOME"], embedder="openclip", openclip_model=env["SHOPLENS_OPENCLIP_MODEL"]
+    )
     app = ShopLens(settings)
     try:
         stats = collect_stats(app)
@@ -55,7 +59,9 @@ def killed(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("point", ["after-sql:1", "after-sql:3", "after-upsert:2", "after-delete-stale:3", "after-synced:1"])
+@pytest.mark.parametrize(
+    "point", ["after-sql:1", "after-sql:3", "after-upsert:2", "after-delete-stale:3", "after-synced:1"]
+)
 def test_first_ingest_killed_then_rerun(shop, point: str) -> None:
     run, catalog, env = shop
     assert killed(run("ingest", str(catalog), crash_at=point))
@@ -119,7 +125,13 @@ def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_pat
         product_photo(1000 * i).save(catalog.parent / "images" / f"p{i}-0.jpg")
         rows.append({**rows[0], "sku": f"SKU-{i:04d}", "title": f"Product {i}", "image": f"images/p{i}-0.jpg"})
     write_rows(catalog, rows)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", str(catalog)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "ingest", str(catalog)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     db = Path(env["SHOPLENS_HOME"]) / "shoplens.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -135,7 +147,9 @@ def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_pat
     assert proc.returncode == 130, err
     assert "finishing the current batch" in err and "Traceback" not in err
     assert "interrupted" in out
-    settings = Settings(_env_file=None, home=env["SHOPLENS_HOME"], embedder="openclip", openclip_model=env["SHOPLENS_OPENCLIP_MODEL"])
+    settings = Settings(
+        _env_file=None, home=env["SHOPLENS_HOME"], embedder="openclip", openclip_model=env["SHOPLENS_OPENCLIP_MODEL"]
+    )
     app = ShopLens(settings)
     try:
         stats = collect_stats(app)

@@ -12,8 +12,8 @@ from ingest.locking import LockBusy, ingest_lock
 from ingest.pipeline import ingestor_for
 from ingest.readers import CatalogError
 from ingest.reconcile import collect_stats, reconcile
-from server.schedule import CatalogSchedule, make_trigger, parse_every
 from ingest.sources import load_catalog
+from server.schedule import CatalogSchedule, make_trigger, parse_every
 from services.context import ShopLens
 from services.vectors import IMAGE, PointData
 from tests.support.catalog import read_rows, write_catalog, write_rows
@@ -83,18 +83,27 @@ def test_never_two_runs_at_once(app: ShopLens, tmp_path: Path) -> None:
 def test_catalog_urls(app: ShopLens, tmp_path: Path, route_server: RouteServer) -> None:
     shop_server = route_server.url
     catalog = write_catalog(tmp_path / "shop", 3)
-    images = {f"/images/{p.name}": (200, "image/jpeg", p.read_bytes(), 0.0) for p in (tmp_path / "shop" / "images").iterdir()}
-    route_server.routes.update({
-        "/export.csv": (200, "text/csv", catalog.read_bytes(), 0.0),
-        "/login.csv": (200, "text/html; charset=utf-8", b"<html><body>Please log in</body></html>", 0.0),
-        "/slow.csv": (200, "text/csv", catalog.read_bytes(), 3.0),
-        "/broken.csv": (503, "text/plain", b"maintenance", 0.0),
-        **images,
-    })
+    images = {
+        f"/images/{p.name}": (200, "image/jpeg", p.read_bytes(), 0.0) for p in (tmp_path / "shop" / "images").iterdir()
+    }
+    route_server.routes.update(
+        {
+            "/export.csv": (200, "text/csv", catalog.read_bytes(), 0.0),
+            "/login.csv": (200, "text/html; charset=utf-8", b"<html><body>Please log in</body></html>", 0.0),
+            "/slow.csv": (200, "text/csv", catalog.read_bytes(), 3.0),
+            "/broken.csv": (503, "text/plain", b"maintenance", 0.0),
+            **images,
+        }
+    )
     result = ingestor_for(app).ingest(load_catalog(f"{shop_server}/export.csv"))
     assert result.counts.new == 3 and not result.errors  # relative image paths resolve against the URL
     before = collect_stats(app)
-    for path, message in [("/login.csv", "HTML page"), ("/slow.csv", "timed out"), ("/broken.csv", "HTTP 503"), ("/missing.csv", "HTTP 404")]:
+    for path, message in [
+        ("/login.csv", "HTML page"),
+        ("/slow.csv", "timed out"),
+        ("/broken.csv", "HTTP 503"),
+        ("/missing.csv", "HTTP 404"),
+    ]:
         with pytest.raises(CatalogError, match=message):
             load_catalog(f"{shop_server}{path}", timeout=1.0)
     with pytest.raises(CatalogError, match="unreachable"):
@@ -111,7 +120,12 @@ def test_reconcile_finds_and_repairs_drift(app: ShopLens, tmp_path: Path) -> Non
     points = {pid: payload for pid, payload in app.vectors.all_points()}
     image_ids = [pid for pid, p in points.items() if p["kind"] == IMAGE]
     app.vectors.delete_ids(image_ids[:2])  # missing
-    orphan = PointData("00000000-0000-0000-0000-000000000001", IMAGE, app.embedder.embed_text("x") if app.embedder.identity.cross_modal else None, {"sku": "GONE", "kind": IMAGE})
+    orphan = PointData(
+        "00000000-0000-0000-0000-000000000001",
+        IMAGE,
+        app.embedder.embed_text("x") if app.embedder.identity.cross_modal else None,
+        {"sku": "GONE", "kind": IMAGE},
+    )
     app.vectors.upsert([orphan])  # orphan
     app.vectors.set_payloads({image_ids[3]: {**points[image_ids[3]], "price": 12345.0}})  # stale
     dry = reconcile(ingestor, dry_run=True)
@@ -124,12 +138,20 @@ def test_reconcile_finds_and_repairs_drift(app: ShopLens, tmp_path: Path) -> Non
     assert reconcile(ingestor, dry_run=True).clean and collect_stats(app)["consistent"]
 
 
-def test_database_going_away_fails_clearly_and_the_next_run_completes(settings_factory, postgres_url: str, tmp_path: Path) -> None:
+def test_database_going_away_fails_clearly_and_the_next_run_completes(
+    settings_factory, postgres_url: str, tmp_path: Path
+) -> None:
     from sqlalchemy.engine import make_url
 
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host, url.port)
-    app = ShopLens(settings_factory(database_url=url.set(port=proxy.port).render_as_string(hide_password=False), ingest_batch_size=2, ingest_retries=2))
+    app = ShopLens(
+        settings_factory(
+            database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
+            ingest_batch_size=2,
+            ingest_retries=2,
+        )
+    )
     try:
         catalog = load_catalog(str(write_catalog(tmp_path / "shop", 8)))
         ingestor = ingestor_for(app)
@@ -157,7 +179,9 @@ def test_database_going_away_fails_clearly_and_the_next_run_completes(settings_f
         proxy.close()
 
 
-def test_two_scheduler_processes_never_overlap(settings_factory, postgres_url: str, tmp_path: Path, openclip_env: dict[str, str]) -> None:
+def test_two_scheduler_processes_never_overlap(
+    settings_factory, postgres_url: str, tmp_path: Path, openclip_env: dict[str, str]
+) -> None:
     """Two real `shoplens schedule` processes on one PostgreSQL store: the advisory lock serialises them.
 
     The test holds the store's lock until both schedulers have found it busy at least once, then
@@ -178,9 +202,21 @@ def test_two_scheduler_processes_never_overlap(settings_factory, postgres_url: s
     try:
         with ingest_lock(holder.catalog, holder.settings.home, wait=0):
             for index, name in enumerate(("a", "b")):
-                env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / name), "SHOPLENS_DATABASE_URL": postgres_url, "SHOPLENS_INGEST_BATCH_SIZE": "2"}
+                env = {
+                    **os.environ,
+                    **openclip_env,
+                    "SHOPLENS_HOME": str(tmp_path / name),
+                    "SHOPLENS_DATABASE_URL": postgres_url,
+                    "SHOPLENS_INGEST_BATCH_SIZE": "2",
+                }
                 env.pop("SHOPLENS_QDRANT_URL", None)
-                proc = subprocess.Popen([sys.executable, "-m", "cli.main", "schedule", str(catalog), "--every", "1s", "--max-runs", "15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", "schedule", str(catalog), "--every", "1s", "--max-runs", "15"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
                 threading.Thread(target=lambda p=proc, out=outputs[index]: out.extend(p.stdout), daemon=True).start()
                 procs.append(proc)
             deadline = time.monotonic() + 180
@@ -196,8 +232,10 @@ def test_two_scheduler_processes_never_overlap(settings_factory, postgres_url: s
     assert all(p.returncode == 0 for p in procs), outputs
     engine = sa.create_engine(postgres_url)
     with engine.connect() as conn:
-        runs = conn.execute(sa.text("SELECT started_at, finished_at, status FROM ingest_runs ORDER BY started_at")).all()
+        runs = conn.execute(
+            sa.text("SELECT started_at, finished_at, status FROM ingest_runs ORDER BY started_at")
+        ).all()
     engine.dispose()
     assert len(runs) >= 2 and all(r.status == "succeeded" for r in runs), runs  # both ran once the lock was free
-    for earlier, later in zip(runs, runs[1:]):
+    for earlier, later in zip(runs, runs[1:], strict=False):
         assert later.started_at >= earlier.finished_at, runs  # never two at once

@@ -81,15 +81,23 @@ def test_text_search_and_photo_plus_text(app: ShopLens, tmp_path: Path) -> None:
 def test_filters_are_applied(app: ShopLens, tmp_path: Path) -> None:
     ingest(app, write_catalog(tmp_path / "shop", 12))
     photo = product_photo(0)
-    by_category = app.search.search(SearchRequest(image=photo, top_k=20, filters=SearchFilters(categories=("Bags",)))).hits
+    by_category = app.search.search(
+        SearchRequest(image=photo, top_k=20, filters=SearchFilters(categories=("Bags",)))
+    ).hits
     assert by_category and {h.category for h in by_category} == {"Bags"} and len(by_category) == 3
-    by_brand = app.search.search(SearchRequest(image=photo, top_k=20, filters=SearchFilters(brands=("Acme", "Globex")))).hits
+    by_brand = app.search.search(
+        SearchRequest(image=photo, top_k=20, filters=SearchFilters(brands=("Acme", "Globex")))
+    ).hits
     assert {h.brand for h in by_brand} == {"Acme", "Globex"} and len(by_brand) == 8
-    priced = app.search.search(SearchRequest(image=photo, top_k=20, filters=SearchFilters(min_price=20, max_price=40))).hits
+    priced = app.search.search(
+        SearchRequest(image=photo, top_k=20, filters=SearchFilters(min_price=20, max_price=40))
+    ).hits
     assert sorted(h.price for h in priced) == [20.0, 25.0, 30.0, 35.0, 40.0]
     in_stock = app.search.search(SearchRequest(image=photo, top_k=20, filters=SearchFilters(in_stock_only=True))).hits
     assert len(in_stock) == 8 and all(h.in_stock for h in in_stock)
-    text_filtered = app.search.search(SearchRequest(text="product", top_k=20, filters=SearchFilters(categories=("Lamps",)))).hits
+    text_filtered = app.search.search(
+        SearchRequest(text="product", top_k=20, filters=SearchFilters(categories=("Lamps",)))
+    ).hits
     assert {h.category for h in text_filtered} == {"Lamps"}
     paged = search(app, image=photo, top_k=4, offset=4)
     assert paged == search(app, image=photo, top_k=8)[4:8]
@@ -120,7 +128,9 @@ def test_reruns_are_incremental(app: ShopLens, tmp_path: Path) -> None:
     priced = ingest(app, catalog)
     assert (priced.counts.changed, priced.counts.unchanged) == (1, 7)
     assert (priced.counts.images_embedded, priced.counts.texts_embedded) == (0, 0)
-    expensive = app.search.search(SearchRequest(image=product_photo(0), top_k=5, filters=SearchFilters(min_price=500))).hits
+    expensive = app.search.search(
+        SearchRequest(image=product_photo(0), top_k=5, filters=SearchFilters(min_price=500))
+    ).hits
     assert [h.sku for h in expensive] == ["SKU-0001"] and expensive[0].price == 999.0
 
     rows[2]["title"] = "A renamed product"  # text change: only the text is re-embedded
@@ -152,7 +162,9 @@ def test_prune_removes_missing_products_everywhere(app: ShopLens, tmp_path: Path
     assert len(media_files) == 4  # their photos left the media folder too
 
 
-def test_embedder_change_needs_no_manual_step(app: ShopLens, settings_factory, database_url: str, tmp_path: Path, tiny_clip_dir: Path) -> None:
+def test_embedder_change_needs_no_manual_step(
+    app: ShopLens, settings_factory, database_url: str, tmp_path: Path, tiny_clip_dir: Path
+) -> None:
     """Vectors of another identity live in another collection; reindex rebuilds from SQL + media."""
     catalog = write_catalog(tmp_path / "shop", 4)
     ingest(app, catalog)
@@ -216,7 +228,9 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_rows_are_reported_and_the_rest_lands(app: ShopLens, tmp_path: Path) -> None:
@@ -261,7 +275,9 @@ def test_an_image_that_goes_away_keeps_its_stored_copy(app: ShopLens, tmp_path: 
     ingest(app, catalog)
     (tmp_path / "shop" / "images" / "p1-0.jpg").unlink()
     result = ingest(app, catalog)
-    assert [e.sku for e in result.errors] == ["SKU-0001"] and "kept the previously stored copy" in result.errors[0].message
+    assert [e.sku for e in result.errors] == ["SKU-0001"] and "kept the previously stored copy" in result.errors[
+        0
+    ].message
     assert_consistent(app, 3, 3)
     assert search(app, image=product_photo(1000), top_k=1) == ["SKU-0001"]
 

@@ -28,7 +28,9 @@ def test_prices(text: str, price: str) -> None:
 
 
 def test_row_errors_name_line_and_field() -> None:
-    cat = parse("sku,title,price,in_stock\nA,Chair,abc,yes\nB,,1,yes\n,Lamp,1,no\nC,Sofa,1,perhaps\nA,Dup,1,yes\nD,Ok,1,no\n")
+    cat = parse(
+        "sku,title,price,in_stock\nA,Chair,abc,yes\nB,,1,yes\n,Lamp,1,no\nC,Sofa,1,perhaps\nA,Dup,1,yes\nD,Ok,1,no\n"
+    )
     got = {(e.row, e.field) for e in cat.errors}
     assert got == {(2, "price"), (3, "title"), (4, "sku"), (5, "in_stock"), (6, "sku")}
     assert [r.sku for r in cat.records] == ["D"]
@@ -59,7 +61,11 @@ def test_whole_file_errors(data: bytes, message: str) -> None:
 
 
 def test_jsonl_rows() -> None:
-    cat = parse('{"sku": "A", "title": "Chair", "price": 3, "image": ["a.jpg"], "attributes": {"wood": "oak"}}\nnot json\n[1]\n{"sku": 5, "title": "Five"}\n', "jsonl")
+    cat = parse(
+        '{"sku": "A", "title": "Chair", "price": 3, "image": ["a.jpg"], "attributes": {"wood": "oak"}}\nnot '
+        'json\n[1]\n{"sku": 5, "title": "Five"}\n',
+        "jsonl",
+    )
     assert [r.sku for r in cat.records] == ["A", "5"]
     assert cat.records[0].attributes == {"wood": "oak"}
     assert {e.row for e in cat.errors} == {2, 3}

@@ -72,10 +72,16 @@ class Server:
 def server_env(openclip_env: dict[str, str], home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLENS_")}
     env.update(openclip_env)
-    env.update({
-        "SHOPLENS_HOME": str(home), "SHOPLENS_ADMIN_PASSWORD": PASSWORD, "SHOPLENS_TORCH_THREADS": "1",
-        "SHOPLENS_INGEST_BATCH_SIZE": "4", "HF_HUB_OFFLINE": "1", **extra,
-    })
+    env.update(
+        {
+            "SHOPLENS_HOME": str(home),
+            "SHOPLENS_ADMIN_PASSWORD": PASSWORD,
+            "SHOPLENS_TORCH_THREADS": "1",
+            "SHOPLENS_INGEST_BATCH_SIZE": "4",
+            "HF_HUB_OFFLINE": "1",
+            **extra,
+        }
+    )
     return env
 
 
@@ -85,7 +91,11 @@ def start_server(home: Path, catalog: Path, env: dict[str, str], *args: str) -> 
     log = home.parent / f"server-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", "--no-pages", "--api-port", str(port), *args],
-        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     server = Server(f"http://127.0.0.1:{port}", home, catalog, env, process, log, list(args))
     deadline = time.monotonic() + 90

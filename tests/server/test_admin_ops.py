@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from server.auth import LoginThrottle
-from server.admin import delete_product, ingest_upload, plan_upload
 from ingest.readers import CatalogError
+from server.admin import delete_product, ingest_upload, plan_upload
+from server.auth import LoginThrottle
 from tests.support.catalog import product_photo
 
 
@@ -79,17 +79,23 @@ def _jpeg(seed: int) -> bytes:
 
 def test_plan_refuses_image_paths_outside_the_upload() -> None:
     catalog = (
-        "sku,title,image\n"
-        "A,Alpha,a.jpg\n"
-        "B,Beta,/etc/passwd|b.jpg\n"
-        "C,Gamma,../../secret.jpg\n"
-        "D,Delta,https://example.com/d.jpg\n"
-        "E,Epsilon,missing.jpg\n"
-    ).encode()
+        b"sku,title,image\n"
+        b"A,Alpha,a.jpg\n"
+        b"B,Beta,/etc/passwd|b.jpg\n"
+        b"C,Gamma,../../secret.jpg\n"
+        b"D,Delta,https://example.com/d.jpg\n"
+        b"E,Epsilon,missing.jpg\n"
+    )
     plan = plan_upload("c.csv", catalog, zip_bytes=_zip({"pics/a.jpg": b"1", "pics/b.jpg": b"2"}))
     assert plan.prefix == "pics/"
     images = {r.sku: r.images for r in plan.catalog.records}
-    assert images == {"A": ("a.jpg",), "B": ("b.jpg",), "C": (), "D": ("https://example.com/d.jpg",), "E": ("missing.jpg",)}
+    assert images == {
+        "A": ("a.jpg",),
+        "B": ("b.jpg",),
+        "C": (),
+        "D": ("https://example.com/d.jpg",),
+        "E": ("missing.jpg",),
+    }
     problems = {(p["sku"], p["problem"]) for p in plan.problems()}
     assert problems == {("B", "row skipped"), ("C", "row skipped"), ("E", "image missing")}
     assert plan.rows_ok == 5
@@ -100,7 +106,7 @@ def test_plan_refuses_unknown_formats() -> None:
         plan_upload("catalog.xlsx", b"sku,title\nA,B\n")
 
 
-def test_ingest_upload_then_delete(settings_factory) -> None:  # noqa: ANN001
+def test_ingest_upload_then_delete(settings_factory) -> None:
     from services.context import ShopLens
 
     app = ShopLens(settings_factory())
@@ -120,6 +126,8 @@ def test_ingest_upload_then_delete(settings_factory) -> None:  # noqa: ANN001
         assert {p.get("sku") for _, p in app.vectors.all_points()} == {"B"}
         remaining = set(app.catalog.referenced_media())
         assert len(remaining) == 1 and remaining < media_before
-        assert sorted(p.relative_to(app.media.root).as_posix() for p in app.media.root.glob("??/*")) == sorted(remaining)
+        assert sorted(p.relative_to(app.media.root).as_posix() for p in app.media.root.glob("??/*")) == sorted(
+            remaining
+        )
     finally:
         app.close()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from server import schemas
 from server.client import ApiError
-from tests.server.conftest import server_file, PASSWORD, PRODUCTS, Server
+from tests.server.conftest import PASSWORD, PRODUCTS, Server, server_file
 from tests.support.catalog import product_photo, variant
 
 
@@ -55,10 +55,18 @@ def test_filters_are_pushed_down_and_validated(server: Server) -> None:
         query = schemas.SearchQuery(text="Product", category=["Bags"], in_stock=True, top_k=10)
         hits = client.search(query).hits
         assert hits and all(h.category == "Bags" and h.in_stock for h in hits)
-        photo_hits = client.search(schemas.SearchQuery(category=["Chairs", "Lamps"], max_price=40, top_k=10), server.photo(1)).hits
+        photo_hits = client.search(
+            schemas.SearchQuery(category=["Chairs", "Lamps"], max_price=40, top_k=10), server.photo(1)
+        ).hits
         assert photo_hits and all(h.category in ("Chairs", "Lamps") and h.price <= 40 for h in photo_hits)
-    for bad in ({"text": "x", "top_k": 0}, {"text": "x", "top_k": 101}, {"text": "x", "min_price": 9, "max_price": 1},
-                {"text": "x", "weight": 2}, {"text": "x", "surprise": 1}, {"text": "x", "category": "Bags"}):
+    for bad in (
+        {"text": "x", "top_k": 0},
+        {"text": "x", "top_k": 101},
+        {"text": "x", "min_price": 9, "max_price": 1},
+        {"text": "x", "weight": 2},
+        {"text": "x", "surprise": 1},
+        {"text": "x", "category": "Bags"},
+    ):
         response = httpx.post(f"{server.url}/api/v1/search", json=bad)
         assert response.status_code == 422 and error_of(response)["code"] == "invalid_request", bad
 
@@ -72,7 +80,11 @@ def test_filters_are_pushed_down_and_validated(server: Server) -> None:
         ({"files": {"image": ("x.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")}}, 422, "bad_image"),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "invalid_request"),
         ({"content": b"text=x", "headers": {"content-type": "text/plain"}}, 400, "bad_request"),
-        ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "bad_query"),
+        (
+            {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+            400,
+            "bad_query",
+        ),
     ],
 )
 def test_bad_search_requests_are_4xx_json(server: Server, kwargs: dict, status: int, code: str) -> None:
@@ -137,8 +149,13 @@ def test_unknown_routes_and_methods_answer_json(server: Server) -> None:
 
 
 ADMIN_CALLS = [
-    ("GET", "/api/v1/runs"), ("GET", "/api/v1/jobs"), ("GET", "/api/v1/stats"), ("POST", "/api/v1/reindex"),
-    ("DELETE", "/api/v1/products/SKU-0001"), ("POST", "/api/v1/ingest"), ("POST", "/api/v1/reconcile"),
+    ("GET", "/api/v1/runs"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/stats"),
+    ("POST", "/api/v1/reindex"),
+    ("DELETE", "/api/v1/products/SKU-0001"),
+    ("POST", "/api/v1/ingest"),
+    ("POST", "/api/v1/reconcile"),
 ]
 
 
@@ -156,7 +173,9 @@ def test_wrong_credentials_are_throttled_and_the_local_token_works(server: Serve
     second = httpx.get(f"{server.url}/api/v1/runs", headers=headers)
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
     # the server's own token (server.json, readable by its user only) is never throttled
-    assert httpx.get(f"{server.url}/api/v1/runs", headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
+    assert (
+        httpx.get(f"{server.url}/api/v1/runs", headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
+    )
     assert oct((server_file(server.home)).stat().st_mode & 0o777) == "0o600"
 
 

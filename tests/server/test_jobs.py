@@ -18,7 +18,7 @@ import pytest
 
 from server import schemas
 from server.client import ShopLensClient
-from tests.server.conftest import server_file, PASSWORD, PRODUCTS, ROOT, Server, server_env, start_server
+from tests.server.conftest import PASSWORD, PRODUCTS, ROOT, Server, server_env, server_file, start_server
 from tests.support.catalog import product_photo, product_row, write_catalog, write_rows
 
 
@@ -99,7 +99,7 @@ def test_bad_rows_are_reported_on_the_job_and_the_rest_lands(server: Server, tmp
             admin.ingest_source(path=tmp_path / "missing.csv")
 
 
-def _jpeg(img) -> bytes:  # noqa: ANN001
+def _jpeg(img) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -108,10 +108,13 @@ def _jpeg(img) -> bytes:  # noqa: ANN001
 def _cli(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     code = (
         "import sys, json; from cli.main import main; rc = main(sys.argv[1:]); "
-        "heavy = [m for m in ('torch', 'open_clip', 'qdrant_client', 'qdrant_edge', 'sqlalchemy') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'open_clip', 'qdrant_client', 'qdrant_edge', 'sqlalchemy') if m in "
+        "sys.modules]; "
         "print('MODULES ' + json.dumps(heavy), file=sys.stderr); sys.exit(rc)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -122,7 +125,11 @@ def test_the_cli_is_a_client_of_the_running_server(server: Server, tmp_path: Pat
     catalog = write_catalog(tmp_path / "shop", PRODUCTS + 2)  # two more products than the server's
     out = _cli(server, "ingest", str(catalog), "--json")
     summary = json.loads(out.stdout)
-    assert summary["status"] == "succeeded" and summary["new"] == 2 and summary["changed"] + summary["unchanged"] == PRODUCTS
+    assert (
+        summary["status"] == "succeeded"
+        and summary["new"] == 2
+        and summary["changed"] + summary["unchanged"] == PRODUCTS
+    )
 
     search = _cli(server, "search", "--image", str(tmp_path / "shop" / "images" / "p9-0.jpg"), "--json", "--top-k", "2")
     assert json.loads(search.stdout)[0]["sku"] == "SKU-0009"
@@ -139,7 +146,7 @@ def test_the_cli_is_a_client_of_the_running_server(server: Server, tmp_path: Pat
     assert nothing.returncode == 2 and "give --image PATH, --text TEXT, or both" in nothing.stderr
 
 
-def test_schedule_in_the_server_and_a_stop_mid_job(tmp_path: Path, openclip_env: dict[str, str], route_server) -> None:  # noqa: ANN001
+def test_schedule_in_the_server_and_a_stop_mid_job(tmp_path: Path, openclip_env: dict[str, str], route_server) -> None:
     """The schedule's first run starts with the server; SIGTERM lets its batch finish, records the
     job and the run as interrupted, and removes server.json; the next run completes the work."""
     rows = []
@@ -178,7 +185,11 @@ def test_schedule_in_the_server_and_a_stop_mid_job(tmp_path: Path, openclip_env:
 def test_a_second_server_on_the_same_home_is_refused(server: Server) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", "serve", "--no-pages", "--api-port", "0"],
-        env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2 and "in use" in proc.stderr and "Traceback" not in proc.stderr
     assert httpx.get(f"{server.url}/api/v1/health").status_code == 200

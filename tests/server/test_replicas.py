@@ -17,7 +17,7 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def replicas(settings_factory, postgres_url: str, tmp_path: Path):  # noqa: ANN001, ANN201
+def replicas(settings_factory, postgres_url: str, tmp_path: Path):
     """Two apps sharing the database, each with its own job queue (as two server processes would)."""
     apps = [ShopLens(settings_factory(database_url=postgres_url, home=tmp_path / f"replica-{n}")) for n in range(2)]
     queues = [JobQueue(app, f"replica-{n}") for n, app in enumerate(apps)]
@@ -28,11 +28,11 @@ def replicas(settings_factory, postgres_url: str, tmp_path: Path):  # noqa: ANN0
         app.close()
 
 
-def test_a_schedule_tick_is_taken_by_one_replica(replicas, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_schedule_tick_is_taken_by_one_replica(replicas, tmp_path: Path) -> None:
     _apps, queues = replicas
     catalog = write_catalog(tmp_path / "catalog", 3)
     schedules = [ServerSchedule(str(catalog), every="30m") for _ in queues]
-    for schedule, queue in zip(schedules, queues):
+    for schedule, queue in zip(schedules, queues, strict=False):
         schedule._jobs = queue  # started without a clock: the test ticks by hand
     barrier = threading.Barrier(2)
     taken: list[object] = [None, None]
@@ -55,20 +55,22 @@ def test_a_schedule_tick_is_taken_by_one_replica(replicas, tmp_path: Path) -> No
     assert schedules[1].tick() is None and schedules[0].tick() is None
 
 
-def test_runs_of_two_replicas_never_overlap(replicas, tmp_path: Path) -> None:  # noqa: ANN001
+def test_runs_of_two_replicas_never_overlap(replicas, tmp_path: Path) -> None:
     apps, queues = replicas
     catalogs = [write_catalog(tmp_path / f"shop-{n}", 6) for n in range(2)]
-    submitted = [q.submit(JobRequest("ingest", "api", str(c), {"path": str(c)})) for q, c in zip(queues, catalogs)]
+    submitted = [
+        q.submit(JobRequest("ingest", "api", str(c), {"path": str(c)})) for q, c in zip(queues, catalogs, strict=False)
+    ]
     for queue in queues:
         queue.start()
-    done = [_wait(queue, job.id) for queue, job in zip(queues, submitted)]
+    done = [_wait(queue, job.id) for queue, job in zip(queues, submitted, strict=False)]
     assert all(j.status in ("succeeded", "partial") for j in done), done
     runs = sorted(apps[0].catalog.list_runs(10), key=lambda r: r.started_at)
     assert len(runs) == 2
     assert runs[0].finished_at <= runs[1].started_at  # one after the other, never both at once
 
 
-def _wait(queue: JobQueue, job_id: str, timeout: float = 120.0):  # noqa: ANN202
+def _wait(queue: JobQueue, job_id: str, timeout: float = 120.0):
     import time
 
     deadline = time.monotonic() + timeout

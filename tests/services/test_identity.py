@@ -59,7 +59,9 @@ def test_offline_identity_for_equals_built(settings_factory) -> None:
 
 
 def test_dashscope_identity_for_equals_built(settings_factory) -> None:
-    settings = settings_factory(embedder="dashscope", dashscope_api_key="sk-test", dashscope_model="multimodal-embedding-v1")
+    settings = settings_factory(
+        embedder="dashscope", dashscope_api_key="sk-test", dashscope_model="multimodal-embedding-v1"
+    )
     built = backend_class("dashscope").from_settings(settings)
     try:
         assert backend_class("dashscope").identity_for(settings) == built.identity
@@ -77,7 +79,10 @@ def test_openclip_architecture_dim_comes_from_the_packaged_config(settings_facto
 
 
 def test_openclip_identity_unknowable_offline_is_none(settings_factory, tmp_path: Path) -> None:
-    assert backend_class("openclip").identity_for(settings_factory(openclip_model=f"local-dir:{tmp_path / 'missing'}")) is None
+    assert (
+        backend_class("openclip").identity_for(settings_factory(openclip_model=f"local-dir:{tmp_path / 'missing'}"))
+        is None
+    )
     assert backend_class("openclip").identity_for(settings_factory(openclip_model="No-Such-Arch")) is None
     missing_file = settings_factory(openclip_model="ViT-B-32", openclip_pretrained=str(tmp_path / "gone.pt"))
     assert backend_class("openclip").identity_for(missing_file) is None
@@ -107,7 +112,9 @@ def test_resolve_identity_uses_records(settings_factory, catalog: CatalogStore) 
     assert resolve_identity(auto, catalog) is None  # auto: nothing known before a build
     record_identity(auto, catalog, OTHER)
     assert resolve_identity(auto, catalog) == OTHER
-    assert resolve_identity(settings_factory(embedder="auto", openclip_model="ViT-B-16"), catalog) is None  # other settings
+    assert (
+        resolve_identity(settings_factory(embedder="auto", openclip_model="ViT-B-16"), catalog) is None
+    )  # other settings
 
     named = settings_factory()
     predicted = predicted_identity(named)
@@ -116,7 +123,9 @@ def test_resolve_identity_uses_records(settings_factory, catalog: CatalogStore) 
     record_identity(named, catalog, wrong)  # a build that disagreed with the prediction wins...
     assert resolve_identity(named, catalog) == wrong
     record = get_meta(catalog, identity_meta_key(named))
-    set_meta(catalog, identity_meta_key(named), {**record, "predicted": {**record["predicted"], "model": "old-weights"}})
+    set_meta(
+        catalog, identity_meta_key(named), {**record, "predicted": {**record["predicted"], "model": "old-weights"}}
+    )
     assert resolve_identity(named, catalog) == predicted  # ...until the prediction itself changes
 
 
@@ -124,7 +133,9 @@ def test_the_built_identity_wins_and_moves_the_vector_store(settings_factory) ->
     settings = settings_factory(embedder="auto")
     app = ShopLens(settings)
     try:
-        set_meta(app.catalog, identity_meta_key(settings), {"identity": OTHER.__dict__, "predicted": None})  # stale record
+        set_meta(
+            app.catalog, identity_meta_key(settings), {"identity": OTHER.__dict__, "predicted": None}
+        )  # stale record
         vectors = app.vectors
         assert app.identity == OTHER and "embedder" not in app.__dict__
         built = app.embedder.identity
@@ -155,7 +166,7 @@ def test_reconcile_dry_run_needs_no_model_and_repair_embeds(settings_factory, tm
 
 
 # -- nothing heavy is imported to count, list or check -----------------------------------------
-CHILD = """
+CHILD = f"""
 import json, sys
 from services.context import ShopLens
 from ingest.reconcile import collect_stats, reconcile_app
@@ -165,9 +176,9 @@ stats = collect_stats(app)
 dry = reconcile_app(app, dry_run=True)
 built = "embedder" in app.__dict__
 app.close()
-print(json.dumps({"identity": identity, "stats": stats, "clean": dry.clean, "built": built,
-                  "loaded": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY,)
+print(json.dumps({{"identity": identity, "stats": stats, "clean": dry.clean, "built": built,
+                  "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
 
 
 def run_child(code: str, env: dict[str, str], cwd: Path) -> dict:
@@ -204,18 +215,18 @@ def test_stats_import_no_model_and_no_qdrant_client(settings_factory, tmp_path: 
     assert child["clean"]
 
 
-OFFLINE_CHILD = """
+OFFLINE_CHILD = f"""
 import json, sys
 from PIL import Image
 from services.embedders.offline import OfflineEmbedder
 embedder = OfflineEmbedder(device="cpu")
-after_build = [m for m in %r if m in sys.modules]
+after_build = [m for m in {HEAVY!r} if m in sys.modules]
 vector = embedder.embed_image(Image.new("RGB", (64, 48), (200, 30, 30)))
-after_photo = [m for m in %r if m in sys.modules]
+after_photo = [m for m in {HEAVY!r} if m in sys.modules]
 text = embedder.embed_text("red shoe")
-print(json.dumps({"after_build": after_build, "after_photo": after_photo, "dims": [len(vector), len(text)],
-                  "after_text": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY, HEAVY, HEAVY)
+print(json.dumps({{"after_build": after_build, "after_photo": after_photo, "dims": [len(vector), len(text)],
+                  "after_text": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
 
 
 def test_offline_photo_query_does_not_load_the_text_model(tmp_path: Path) -> None:
@@ -241,7 +252,7 @@ def test_opening_the_edge_store_does_not_import_qdrant_client(tmp_path: Path) ->
         "store = VectorStore.from_settings(Settings(), EmbedderIdentity('x', 'm', 4, 4, True))\n"
         "n = store.count()\n"
         "close_embedded_clients()\n"
-        "print(json.dumps({'count': n, 'loaded': [m for m in %r if m in sys.modules]}))\n" % (HEAVY,)
+        f"print(json.dumps({{'count': n, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
     )
     child = run_child(code, {"SHOPLENS_HOME": str(tmp_path / "home")}, tmp_path)
     assert child == {"count": 0, "loaded": []}

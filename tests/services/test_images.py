@@ -47,7 +47,9 @@ def test_transparency_becomes_white() -> None:
 
 
 def test_cmyk_colours_survive() -> None:
-    red, green, blue = decode_image(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), LIMITS).getpixel((4, 4))
+    red, green, blue = decode_image(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), LIMITS).getpixel(
+        (4, 4)
+    )
     assert red > 200 and green < 60 and blue < 60
 
 
@@ -71,12 +73,14 @@ def test_limits() -> None:
 def test_urls(route_server: RouteServer) -> None:
     image_server = route_server.url
     good = encode(Image.new("RGB", (10, 10), (9, 9, 9)), "PNG")
-    route_server.routes.update({
-        "/ok.png": (200, "image/png", good, 0.0),
-        "/big.png": (200, "image/png", b"x" * (LIMITS.max_bytes + 1), 0.0),
-        "/slow.png": (200, "image/png", good, 3.0),
-        "/gone.png": (500, "text/plain", b"err", 0.0),
-    })
+    route_server.routes.update(
+        {
+            "/ok.png": (200, "image/png", good, 0.0),
+            "/big.png": (200, "image/png", b"x" * (LIMITS.max_bytes + 1), 0.0),
+            "/slow.png": (200, "image/png", good, 3.0),
+            "/gone.png": (500, "text/plain", b"err", 0.0),
+        }
+    )
     assert read_image_bytes(f"{image_server}/ok.png", None, LIMITS) == good
     with pytest.raises(ImageError, match="too large"):
         read_image_bytes(f"{image_server}/big.png", None, LIMITS)

@@ -132,26 +132,34 @@ def ddl_fingerprint(url: str) -> list[tuple[object, ...]]:
     with connected(url) as conn:
         if conn.dialect.name == "sqlite":
             rows = conn.execute(
-                sa.text("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version' ORDER BY name")
+                sa.text(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version' ORDER "
+                    "BY name"
+                )
             )
             return [tuple(row) for row in rows]
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         columns = conn.execute(
             sa.text(
-                "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length, numeric_precision,"
+                "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length, "
+                "numeric_precision,"
                 " numeric_scale, is_nullable, column_default FROM information_schema.columns"
                 " WHERE table_schema = :s AND table_name != 'alembic_version' ORDER BY table_name, ordinal_position"
             ),
             {"s": schema},
         )
         indexes = conn.execute(
-            sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s AND tablename != 'alembic_version' ORDER BY indexname"),
+            sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s AND tablename != "
+                "'alembic_version' ORDER BY indexname"
+            ),
             {"s": schema},
         )
         constraints = conn.execute(
             sa.text(
                 "SELECT c.conname, c.conrelid::regclass::text, pg_get_constraintdef(c.oid) FROM pg_constraint c"
-                " JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = :s AND c.conname NOT LIKE 'alembic_version%'"
+                " JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = :s AND c.conname NOT LIKE "
+                "'alembic_version%'"
                 " ORDER BY c.conname"
             ),
             {"s": schema},
@@ -169,7 +177,9 @@ def run_child(url: str) -> subprocess.Popen[str]:
         "m = CatalogStore(sys.argv[1]).migration\n"
         "print(json.dumps({'stamped': m.stamped, 'applied': list(m.applied), 'locked': m.locked, 'after': m.after}))\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 # -- the previous release's store ----------------------------------------------------------------
@@ -186,7 +196,9 @@ def test_previous_release_store_upgrades_keeping_every_row(database_url: str) ->
         # the store's own API sees the old rows, fingerprints included
         products = store.get_products(OLD_SKUS)
         assert [products[sku].row_hash for sku in OLD_SKUS] == [f"{i:02d}" * 32 for i in range(5)]
-        assert [products[sku].synced_state for sku in OLD_SKUS] == [None if i == 3 else f"{i + 50:02d}" * 32 for i in range(5)]
+        assert [products[sku].synced_state for sku in OLD_SKUS] == [
+            None if i == 3 else f"{i + 50:02d}" * 32 for i in range(5)
+        ]
         assert [len(products[sku].images) for sku in OLD_SKUS] == [i % 3 + 1 for i in range(5)]
         assert products["OLD-004"].attributes == {"color": "red", "sizes": [38, 43], "note": "é ü"}
         assert store.counts() == {"products": 5, "images": 9, "unsynced": 1}
@@ -241,7 +253,11 @@ def test_baseline_revision_is_exactly_the_previous_release_schema(database_url: 
 def test_fresh_database_gets_head_directly(database_url: str) -> None:
     assert describe(database_url).startswith("empty database; 2 migration(s) pending")
     with opened(database_url) as store:
-        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (None, None, (BASELINE, HEAD))
+        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (
+            None,
+            None,
+            (BASELINE, HEAD),
+        )
         assert store.schema_revision() == HEAD
         assert store.counts() == {"products": 0, "images": 0, "unsynced": 0}
         assert describe_revision(store.engine) == f"schema revision {HEAD} (up to date)"
@@ -260,7 +276,8 @@ def test_store_of_a_newer_shoplens_is_refused_untouched(database_url: str) -> No
     with pytest.raises(CatalogUnavailable) as caught:
         CatalogStore(database_url)
     assert caught.value.message == (
-        "this database was upgraded by a newer ShopLens (schema revision 0042_from_the_future); upgrade ShopLens to use it"
+        "this database was upgraded by a newer ShopLens (schema revision 0042_from_the_future); upgrade ShopLens to "
+        "use it"
     )
     assert "newer than this ShopLens" in describe(database_url)
     assert version_rows(database_url) == ["0042_from_the_future"]
@@ -308,7 +325,9 @@ def test_store_at_head_opens_without_taking_the_lock(database_url: str) -> None:
 def test_upgrade_waits_for_the_lock_and_gives_up_clearly(database_url: str) -> None:
     schema_v1.create_v1_store(database_url, n_products=1)
     with migration_lock_held(database_url):
-        with pytest.raises(CatalogUnavailable, match="another ShopLens process has been upgrading the database schema for over 1 s"):
+        with pytest.raises(
+            CatalogUnavailable, match="another ShopLens process has been upgrading the database schema for over 1 s"
+        ):
             migrate_url(database_url, lock_timeout=1)
     assert tables(database_url) == {"products", "product_images", "ingest_runs"}
 
@@ -330,7 +349,9 @@ def test_two_processes_starting_on_an_old_store_upgrade_it_once(database_url: st
     assert all(r["locked"] and r["after"] == HEAD for r in results)
     upgraded = [r for r in results if r["applied"]]
     assert len(upgraded) == 1 and upgraded[0]["stamped"] == BASELINE and upgraded[0]["applied"] == [HEAD]
-    assert [(r["stamped"], r["applied"]) for r in results if r not in upgraded] == [(None, [])]  # found head after waiting
+    assert [(r["stamped"], r["applied"]) for r in results if r not in upgraded] == [
+        (None, [])
+    ]  # found head after waiting
     assert version_rows(database_url) == [HEAD]
     assert schema_v1.snapshot(database_url) == before
 
@@ -345,7 +366,10 @@ def _wait_for_lock_waiters(url: str, count: int) -> None:
         key = conn.execute(sa.text("SELECT hashtext('shoplens-migrate:' || current_schema())")).scalar()
         while time.monotonic() < deadline:
             waiting = conn.execute(
-                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid::text::bigint = :k"),
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND "
+                    "objid::text::bigint = :k"
+                ),
                 {"k": key & 0xFFFFFFFF},
             ).scalar()
             conn.commit()
@@ -365,7 +389,8 @@ def test_postgres_everything_lands_in_the_search_path_schema(postgres_url: str) 
     with connected(POSTGRES_URL) as conn:
         found = dict(
             conn.execute(
-                sa.text("SELECT table_name, table_schema FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+                sa.text("SELECT table_name, table_schema FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema},
             ).all()
         )
         assert found == {name: schema for name in SHOPLENS_TABLES | {"alembic_version"}}

@@ -60,7 +60,9 @@ def product_row(i: int, images: list[str], **overrides: object) -> dict[str, obj
     return row
 
 
-def write_catalog(folder: Path, count: int, name: str = "catalog.csv", images_per_product: int = 1, fmt: str = "csv") -> Path:
+def write_catalog(
+    folder: Path, count: int, name: str = "catalog.csv", images_per_product: int = 1, fmt: str = "csv"
+) -> Path:
     """`count` products with their photos under folder/images; returns the catalog path."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []

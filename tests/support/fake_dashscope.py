@@ -156,8 +156,9 @@ class FakeDashScope:
             self.shuffle_response = False
         self._stop.clear()
 
-    def queue_fault(self, kind: str, times: int = 1, *, after: int = 0,
-                    retry_after: float | str | None = 1, stall: float = 5.0) -> None:
+    def queue_fault(
+        self, kind: str, times: int = 1, *, after: int = 0, retry_after: float | str | None = 1, stall: float = 5.0
+    ) -> None:
         """Let `after` requests through, then answer the next `times` requests with `kind`:
         throttle (429 Throttling.RateQuota + Retry-After; None for no header), server_error (500
         InternalError), malformed (200, broken JSON), stall (wait `stall` seconds, then answer
@@ -202,14 +203,14 @@ class FakeDashScope:
         if not isinstance(body["parameters"], dict):
             raise _Reject(400, "InvalidParameter", "parameters must be an object")
         if not isinstance(body["input"], dict) or set(body["input"]) != {"contents"}:
-            raise _Reject(400, "InvalidParameter", "input must be {\"contents\": [...]}")
+            raise _Reject(400, "InvalidParameter", 'input must be {"contents": [...]}')
         contents = body["input"]["contents"]
         if not isinstance(contents, list) or not contents:
             raise _Reject(400, "InvalidParameter", "input.contents must be a non-empty list")
         kinds = []
         for item in contents:
             if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in ("text", "image"):
-                raise _Reject(400, "InvalidParameter", "each content must be {\"text\": ...} or {\"image\": ...}")
+                raise _Reject(400, "InvalidParameter", 'each content must be {"text": ...} or {"image": ...}')
             kinds.append(next(iter(item)))
         if kinds.count("image") > self.max_images_per_call:
             raise _Reject(400, "InvalidParameter", f"at most {self.max_images_per_call} image(s) per call")
@@ -237,8 +238,12 @@ class FakeDashScope:
             return url_vector(value)
         match = DATA_URI.match(value)
         if not match:
-            raise _Reject(400, "InvalidParameter", "The provided URL does not appear to be valid: image must be "
-                                                   "a data:image/(jpeg|png|bmp);base64 URI or an http(s) URL")
+            raise _Reject(
+                400,
+                "InvalidParameter",
+                "The provided URL does not appear to be valid: image must be "
+                "a data:image/(jpeg|png|bmp);base64 URI or an http(s) URL",
+            )
         try:
             raw = base64.b64decode(match.group(2), validate=True)
         except (binascii.Error, ValueError):
@@ -264,10 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._handle("GET")
 
     def _handle(self, method: str) -> None:
@@ -278,9 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = json.loads(body.decode("utf-8")) if body else None
         except (UnicodeDecodeError, ValueError):
             parsed = None
-        request = RecordedRequest(
-            method, self.path, {k.lower(): v for k, v in self.headers.items()}, body, parsed
-        )
+        request = RecordedRequest(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body, parsed)
         fake._record(request)
         request_id = str(uuid.uuid4())
         fault = fake._next_fault() if self.path == PATH else None
@@ -289,7 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._stop.wait(fault.stall)
             if fault is not None and fault.kind == "throttle":
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                raise _RejectWithHeaders(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.", headers)
+                raise _RejectWithHeaders(
+                    429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.", headers
+                )
             if fault is not None and fault.kind == "server_error":
                 raise _Reject(500, "InternalError", "An internal error has occured, please try again later.")
             if fault is not None and fault.kind == "forbidden":

@@ -18,7 +18,7 @@ class RouteServer:
         routes = self.routes
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 status, ctype, body, delay = routes.get(self.path.split("?")[0], (404, "text/plain", b"not found", 0.0))
                 time.sleep(delay)
                 self.send_response(status)

@@ -7,7 +7,7 @@ become later.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -80,7 +80,7 @@ def create_v1_store(url: str, n_products: int = 5) -> None:
     try:
         with engine.begin() as conn:
             metadata.create_all(conn)
-            start = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+            start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
             for i in range(n_products):
                 product_id = conn.execute(
                     products.insert().returning(products.c.id),

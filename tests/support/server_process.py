@@ -41,11 +41,17 @@ def closed_port() -> int:
     return free_port()
 
 
-def server_env(openclip_env: dict[str, str], home: Path, password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
+def server_env(
+    openclip_env: dict[str, str], home: Path, password: str | None = PASSWORD, **extra: str
+) -> dict[str, str]:
     """The server's own SHOPLENS_* settings: the tiny test CLIP, a home of its own, one torch thread."""
     env = {
-        **openclip_env, "SHOPLENS_HOME": str(home), "SHOPLENS_TORCH_THREADS": "1", "SHOPLENS_INGEST_BATCH_SIZE": "8",
-        "HF_HUB_OFFLINE": "1", **extra,
+        **openclip_env,
+        "SHOPLENS_HOME": str(home),
+        "SHOPLENS_TORCH_THREADS": "1",
+        "SHOPLENS_INGEST_BATCH_SIZE": "8",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
     }
     if password is not None:
         env["SHOPLENS_ADMIN_PASSWORD"] = password
@@ -109,7 +115,12 @@ def wait_job(client: ShopLensClient, job_id: str, timeout: float = INGEST_TIMEOU
 
 
 def start_server(
-    base: Path, env: dict[str, str], *, pages: bool = False, timeout: float = START_TIMEOUT, name: str = "server",
+    base: Path,
+    env: dict[str, str],
+    *,
+    pages: bool = False,
+    timeout: float = START_TIMEOUT,
+    name: str = "server",
 ) -> ServerProcess:
     """Start `shoplens serve` (API only, or with the Streamlit pages) and wait until it answers."""
     api_port = free_port()
@@ -125,12 +136,22 @@ def start_server(
     base.mkdir(parents=True, exist_ok=True)
     log = base / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            command, env={**inherited, **env}, cwd=base, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(
+            command,
+            env={**inherited, **env},
+            cwd=base,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     server = ServerProcess(
-        f"http://127.0.0.1:{api_port}", Path(env["SHOPLENS_HOME"]), env, process, log, env.get("SHOPLENS_ADMIN_PASSWORD"),
+        f"http://127.0.0.1:{api_port}",
+        Path(env["SHOPLENS_HOME"]),
+        env,
+        process,
+        log,
+        env.get("SHOPLENS_ADMIN_PASSWORD"),
         f"http://127.0.0.1:{pages_port}" if pages_port else None,
     )
     try:
@@ -160,8 +181,13 @@ def _wait_for(server: ServerProcess, url: str, body: bytes | None, timeout: floa
 
 @contextmanager
 def running_server(
-    base: Path, openclip_env: dict[str, str], *, catalog: Path | None = None, password: str | None = PASSWORD,
-    pages: bool = False, **extra: str,
+    base: Path,
+    openclip_env: dict[str, str],
+    *,
+    catalog: Path | None = None,
+    password: str | None = PASSWORD,
+    pages: bool = False,
+    **extra: str,
 ) -> Iterator[ServerProcess]:
     """A server over a fresh home under `base`, with `catalog` ingested through the API when given."""
     server = start_server(base, server_env(openclip_env, base / "home", password, **extra), pages=pages)

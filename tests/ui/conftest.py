@@ -24,7 +24,18 @@ STOREFRONT = str(ROOT / "ui" / "storefront.py")
 ADMIN = str(ROOT / "ui" / "pages" / "admin.py")
 PRODUCTS = 8
 
-__all__ = ["ADMIN", "PASSWORD", "PRODUCTS", "ROOT", "STOREFRONT", "Shop", "copy_home", "pages_use", "png_bytes", "texts"]
+__all__ = [
+    "ADMIN",
+    "PASSWORD",
+    "PRODUCTS",
+    "ROOT",
+    "STOREFRONT",
+    "Shop",
+    "copy_home",
+    "pages_use",
+    "png_bytes",
+    "texts",
+]
 
 
 @dataclass
@@ -99,7 +110,7 @@ def png_bytes(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     return out.getvalue()
 
 
-def texts(at) -> str:  # noqa: ANN001 - AppTest
+def texts(at) -> str:
     """Everything the page shows as text (markdown, captions, alerts, titles), one string."""
     parts = []
     for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "success"):

@@ -55,8 +55,10 @@ def jpeg(i: int) -> bytes:
     return out.getvalue()
 
 
-def catalog_csv(indices: list[int], image_name=lambda i: f"a{i}.jpg", **overrides) -> bytes:  # noqa: ANN001
-    rows = [product_row(i, [image_name(i)], sku=f"UP-{i:03d}", title=f"Uploaded thing {i}", **overrides) for i in indices]
+def catalog_csv(indices: list[int], image_name=lambda i: f"a{i}.jpg", **overrides) -> bytes:
+    rows = [
+        product_row(i, [image_name(i)], sku=f"UP-{i:03d}", title=f"Uploaded thing {i}", **overrides) for i in indices
+    ]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -91,7 +93,7 @@ def logged_in() -> AppTest:
     return at
 
 
-def picker(at: AppTest, name: str):  # noqa: ANN201 - an AppTest FileUploader
+def picker(at: AppTest, name: str):
     """The file picker `name` of the current generation (a submitted upload gets fresh pickers)."""
     (found,) = [u for u in at.file_uploader if (u.key or "").rsplit("_", 1)[0] == name]
     return found
@@ -131,7 +133,7 @@ def ingest_and_wait(at: AppTest, expected: str) -> AppTest:
     return until(at, summary_says(expected))
 
 
-def table(at: AppTest, key: str):  # noqa: ANN201 - a pandas DataFrame
+def table(at: AppTest, key: str):
     """The table in the container `key` (problems, jobs, runs)."""
     (frame,) = [d.value for d in at.get_by_key(key).dataframe]
     return frame
@@ -151,10 +153,16 @@ def product_count(server: ServerProcess) -> int:
 
 
 # -- the lock -----------------------------------------------------------------------------------
-def test_admin_refuses_to_open_without_a_password(empty_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pages_use(monkeypatch, empty_server.url, tmp_path / "pages-home")  # a server started without SHOPLENS_ADMIN_PASSWORD
+def test_admin_refuses_to_open_without_a_password(
+    empty_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages_use(
+        monkeypatch, empty_server.url, tmp_path / "pages-home"
+    )  # a server started without SHOPLENS_ADMIN_PASSWORD
     at = log_in(open_admin(), PASSWORD)
-    assert [e for e in at.error if "admin page is disabled" in e.value and "SHOPLENS_ADMIN_PASSWORD" in e.value], texts(at)
+    assert [e for e in at.error if "admin page is disabled" in e.value and "SHOPLENS_ADMIN_PASSWORD" in e.value], texts(
+        at
+    )
     assert not at.tabs
 
 
@@ -188,7 +196,9 @@ def test_right_password_opens_the_page(admin_server: ServerProcess) -> None:
     assert "admin_credential" not in at.session_state
 
 
-def test_a_server_that_does_not_answer_is_explained(admin_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_does_not_answer_is_explained(
+    admin_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.support.server_process import closed_port
 
     pages_use(monkeypatch, f"http://127.0.0.1:{closed_port()}", tmp_path / "pages-home")
@@ -204,7 +214,9 @@ def test_bulk_upload_with_a_zip_lands_and_shows_in_search(admin_server: ServerPr
     assert header(at).startswith("Catalog: 0 products, 0 photos")
     bad_row = catalog_csv([9], price="not a price").decode().splitlines()[1]
     catalog = catalog_csv([0, 1, 2, 3]) + (bad_row + "\n").encode()
-    images = zip_of({f"images/a{i}.jpg": jpeg(i) for i in range(4)} | {"images/readme.txt": b"hi", "__MACOSX/images/._a0.jpg": b"x"})
+    images = zip_of(
+        {f"images/a{i}.jpg": jpeg(i) for i in range(4)} | {"images/readme.txt": b"hi", "__MACOSX/images/._a0.jpg": b"x"}
+    )
     choose(at, ("products.csv", catalog), images)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Rows": "5", "Rows OK": "4", "Rows with errors": "1", "Images in upload": "4"}
@@ -219,7 +231,9 @@ def test_bulk_upload_with_a_zip_lands_and_shows_in_search(admin_server: ServerPr
     assert product_count(admin_server) == 4
     assert header(at).startswith("Catalog: 4 products, 4 photos")  # the header is current after the ingest
     folders = list((home / "uploads").iterdir())
-    assert len(folders) == 1 and sorted(p.name for p in (folders[0] / "images" / "images").iterdir()) == [f"a{i}.jpg" for i in range(4)]
+    assert len(folders) == 1 and sorted(p.name for p in (folders[0] / "images" / "images").iterdir()) == [
+        f"a{i}.jpg" for i in range(4)
+    ]
 
     runs = table(at, "runs")
     assert runs["trigger"][0] == "admin" and runs["new"][0] == 4
@@ -281,7 +295,9 @@ def _jsonl(indices: list[int]) -> bytes:
     ],
     ids=["traversal", "absolute", "too-many-entries", "bomb"],
 )
-def test_malicious_zip_is_refused_and_nothing_is_written(admin_server: ServerProcess, entries: dict[str, bytes], reason: str) -> None:
+def test_malicious_zip_is_refused_and_nothing_is_written(
+    admin_server: ServerProcess, entries: dict[str, bytes], reason: str
+) -> None:
     home = admin_server.home
     before = product_count(admin_server)
     files_before = uploaded_files(home)
@@ -303,7 +319,11 @@ def test_a_catalog_that_is_not_a_catalog_is_refused(admin_server: ServerProcess)
 # -- history and delete -------------------------------------------------------------------------
 def test_delete_a_product(admin_server: ServerProcess) -> None:
     at = logged_in()
-    choose(at, ("del.csv", catalog_csv([20, 21], image_name=lambda i: f"d{i}.jpg")), [(f"d{i}.jpg", jpeg(i)) for i in (20, 21)])
+    choose(
+        at,
+        ("del.csv", catalog_csv([20, 21], image_name=lambda i: f"d{i}.jpg")),
+        [(f"d{i}.jpg", jpeg(i)) for i in (20, 21)],
+    )
     ingest_and_wait(at, "2 new")
     before = product_count(admin_server)
     assert header(at).startswith(f"Catalog: {before} products")

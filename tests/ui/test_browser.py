@@ -2,7 +2,8 @@
 via Playwright (one browser for the module).
 
 Saves full-page screenshots under artifacts/ (gitignored) for a person to look at: the storefront
-at 1280 and at 390 px wide (search results and a product page), and the admin page while an upload's job waits and after it ended.
+at 1280 and at 390 px wide (search results and a product page), and the admin page while an
+upload's job waits and after it ended.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--no-default-browser-check",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
 ]
 ARTIFACTS = ROOT / "artifacts"
 WAIT = 60_000  # ms
@@ -97,7 +104,9 @@ def test_upload_a_photo_and_see_the_product(served: ServerProcess, browser: Any,
         expect(page.get_by_text("More like this")).to_be_visible(timeout=WAIT)
         expect(page.get_by_role("heading", name="Product 5 bag")).to_be_visible()
         expect(page.get_by_text("SKU SKU-0005")).to_be_visible()
-        expect(page.get_by_role("button", name="View product")).to_have_count(7, timeout=WAIT)  # the others, most alike first
+        expect(page.get_by_role("button", name="View product")).to_have_count(
+            7, timeout=WAIT
+        )  # the others, most alike first
         full_page_screenshot(page, ARTIFACTS / f"product-{width}.png", width)
     finally:
         page.close()

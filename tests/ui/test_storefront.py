@@ -180,7 +180,9 @@ def test_unknown_product_link_is_explained(shop: Shop) -> None:
     assert "no product with SKU 'NOPE-1'" in texts(at)
 
 
-def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop: Shop, empty_server: ServerProcess) -> None:
+def test_empty_catalog_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop: Shop, empty_server: ServerProcess
+) -> None:
     pages_use(monkeypatch, empty_server.url, tmp_path / "pages-home")
     at = open_storefront()
     assert "catalog is empty" in texts(at)
@@ -189,7 +191,10 @@ def test_empty_catalog_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_an_index_built_for_another_model_is_explained(
-    shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openclip_env: dict[str, str],
+    shop: Shop,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    openclip_env: dict[str, str],
 ) -> None:
     """Another server over the same catalog, whose vector collection is empty (as after a model change)."""
     home = copy_home(shop.home, tmp_path / "home")
@@ -203,7 +208,9 @@ def test_an_index_built_for_another_model_is_explained(
         other.stop()
 
 
-def test_a_server_that_does_not_answer_is_explained(shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_does_not_answer_is_explained(
+    shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pages_use(monkeypatch, f"http://127.0.0.1:{closed_port()}", tmp_path / "pages-home")
     at = open_storefront()
     assert not at.exception
@@ -248,6 +255,8 @@ print(sorted(m for m in sys.modules if m in forbidden or m.startswith(tuple(f + 
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLENS_")}
     env |= {"SHOPLENS_SERVER_URL": shop.url, "SHOPLENS_HOME": str(tmp_path / "pages-home")}
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"

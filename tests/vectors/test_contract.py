@@ -41,14 +41,31 @@ def make_points(seed: int = 3) -> list[PointData]:
         sku = f"SKU-{i:03d}"
         category = CATEGORIES[i % len(CATEGORIES)]
         payload = {
-            "sku": sku, "category": category, "brand": BRANDS[i % len(BRANDS)],
-            "price": float(5 + (i * 7) % 90), "in_stock": i % 3 != 0,
+            "sku": sku,
+            "category": category,
+            "brand": BRANDS[i % len(BRANDS)],
+            "price": float(5 + (i * 7) % 90),
+            "in_stock": i % 3 != 0,
         }
         product = centres[i % len(CATEGORIES)] + 0.7 * rng.standard_normal(IMAGE_DIM)
         for j in range(3):
             vector = _unit(product + 0.3 * rng.standard_normal(IMAGE_DIM))
-            points.append(PointData(f"00000000-0000-4000-8000-{i:06d}{j:06d}", IMAGE, vector, {**payload, "kind": IMAGE, "image_sha": f"{i}-{j}"}))
-        points.append(PointData(f"00000000-0000-4000-9000-{i:012d}", TEXT, _unit(rng.standard_normal(TEXT_DIM)), {**payload, "kind": TEXT}))
+            points.append(
+                PointData(
+                    f"00000000-0000-4000-8000-{i:06d}{j:06d}",
+                    IMAGE,
+                    vector,
+                    {**payload, "kind": IMAGE, "image_sha": f"{i}-{j}"},
+                )
+            )
+        points.append(
+            PointData(
+                f"00000000-0000-4000-9000-{i:012d}",
+                TEXT,
+                _unit(rng.standard_normal(TEXT_DIM)),
+                {**payload, "kind": TEXT},
+            )
+        )
     return points
 
 
@@ -60,15 +77,23 @@ FILTERS = {
     "price range": PointFilter(kind=IMAGE, min_price=20, max_price=40),
     "in stock": PointFilter(kind=IMAGE, in_stock_only=True),
     "excluded skus": PointFilter(kind=IMAGE, exclude_skus=("SKU-000", "SKU-004", "SKU-008")),
-    "everything": PointFilter(kind=IMAGE, categories=("Shoes", "Hats"), brands=("Globex",), max_price=60, in_stock_only=True),
+    "everything": PointFilter(
+        kind=IMAGE, categories=("Shoes", "Hats"), brands=("Globex",), max_price=60, in_stock_only=True
+    ),
     "text": PointFilter(kind=TEXT, categories=("Coats",)),
 }
 
 
-def reference(points: list[PointData], vector: np.ndarray, using: str, flt: PointFilter, limit: int, grouped: bool) -> list[tuple[str, float]]:
+def reference(
+    points: list[PointData], vector: np.ndarray, using: str, flt: PointFilter, limit: int, grouped: bool
+) -> list[tuple[str, float]]:
     """Exact cosine over the points that pass the filter, in Python."""
     scored = sorted(
-        ((p.id, float(p.vector @ vector), p.payload["sku"]) for p in points if p.kind == using and flt.matches(p.payload)),
+        (
+            (p.id, float(p.vector @ vector), p.payload["sku"])
+            for p in points
+            if p.kind == using and flt.matches(p.payload)
+        ),
         key=lambda s: -s[1],
     )
     if grouped:
@@ -133,11 +158,19 @@ def test_grouped_search_is_exact(loaded: VectorBackend, name: str) -> None:
 
 def test_point_search_is_exact(loaded: VectorBackend) -> None:
     for q in queries():
-        assert_same(_ids_scores(loaded.search(q, IMAGE, FILTERS["none"], 15)), reference(POINTS, q, IMAGE, FILTERS["none"], 15, grouped=False))
+        assert_same(
+            _ids_scores(loaded.search(q, IMAGE, FILTERS["none"], 15)),
+            reference(POINTS, q, IMAGE, FILTERS["none"], 15, grouped=False),
+        )
 
 
 def test_grouping_reads_further_when_one_product_fills_the_page(loaded: VectorBackend) -> None:
-    crowd = [PointData(f"00000000-0000-4000-a000-{j:012d}", IMAGE, POINTS[0].vector, {**POINTS[0].payload, "image_sha": f"dup{j}"}) for j in range(60)]
+    crowd = [
+        PointData(
+            f"00000000-0000-4000-a000-{j:012d}", IMAGE, POINTS[0].vector, {**POINTS[0].payload, "image_sha": f"dup{j}"}
+        )
+        for j in range(60)
+    ]
     loaded.upsert(crowd)
     got = loaded.search_grouped(POINTS[0].vector, IMAGE, FILTERS["none"], 5)
     assert len(got) == 5 and got[0].payload["sku"] == "SKU-000"
@@ -147,7 +180,9 @@ def test_grouping_reads_further_when_one_product_fills_the_page(loaded: VectorBa
 def test_count_scroll_retrieve(loaded: VectorBackend) -> None:
     assert loaded.count() == len(POINTS)
     assert loaded.count(PointFilter(kind=TEXT)) == N_PRODUCTS
-    assert loaded.count(PointFilter(kind=IMAGE, in_stock_only=True)) == sum(1 for p in POINTS if p.kind == IMAGE and p.payload["in_stock"])
+    assert loaded.count(PointFilter(kind=IMAGE, in_stock_only=True)) == sum(
+        1 for p in POINTS if p.kind == IMAGE and p.payload["in_stock"]
+    )
     scrolled = {r.id: r.payload for batch in loaded.scroll(None, False) for r in batch}
     assert scrolled == {p.id: p.payload for p in POINTS}
     some = [POINTS[5], POINTS[42]]
@@ -163,14 +198,21 @@ def test_writes_are_idempotent_and_visible_at_once(loaded: VectorBackend) -> Non
     loaded.upsert(POINTS[:50])  # again: nothing new
     assert loaded.count() == len(POINTS)
     photo = [p for p in POINTS if p.kind == IMAGE][7]
-    fresh = PointData("00000000-0000-4000-b000-000000000001", IMAGE, _unit(-photo.vector), {**photo.payload, "sku": "NEW-1", "image_sha": "n"})
+    fresh = PointData(
+        "00000000-0000-4000-b000-000000000001",
+        IMAGE,
+        _unit(-photo.vector),
+        {**photo.payload, "sku": "NEW-1", "image_sha": "n"},
+    )
     loaded.upsert([fresh])
     assert loaded.search_grouped(fresh.vector, IMAGE, FILTERS["none"], 1)[0].payload["sku"] == "NEW-1"
 
 
 def test_payload_overwrite_moves_a_product_between_filters(loaded: VectorBackend) -> None:
     target = next(p for p in POINTS if p.kind == IMAGE and not p.payload["in_stock"])
-    assert not loaded.search_grouped(target.vector, IMAGE, PointFilter(kind=IMAGE, skus=(target.payload["sku"],), in_stock_only=True), 3)
+    assert not loaded.search_grouped(
+        target.vector, IMAGE, PointFilter(kind=IMAGE, skus=(target.payload["sku"],), in_stock_only=True), 3
+    )
     loaded.overwrite_payloads({target.id: {**target.payload, "in_stock": True, "price": 1234.0}})
     hit = loaded.search_grouped(target.vector, IMAGE, PointFilter(kind=IMAGE, in_stock_only=True, min_price=1000), 3)
     assert [h.point_id for h in hit] == [target.id] and hit[0].payload["in_stock"] is True
@@ -185,9 +227,18 @@ def test_deletes(loaded: VectorBackend) -> None:
     loaded.delete_ids([POINTS[0].id])
     gone = len(sku_points) - 1 + 8 + 1
     assert loaded.count() == len(POINTS) - gone
-    survivors = [p for p in POINTS if p.id != POINTS[0].id and p.payload["sku"] not in ("SKU-011", "SKU-012") and (p.payload["sku"] != "SKU-010" or p.id == keep)]
+    survivors = [
+        p
+        for p in POINTS
+        if p.id != POINTS[0].id
+        and p.payload["sku"] not in ("SKU-011", "SKU-012")
+        and (p.payload["sku"] != "SKU-010" or p.id == keep)
+    ]
     for q in queries():
-        assert_same(_ids_scores(loaded.search_grouped(q, IMAGE, FILTERS["none"], 10)), reference(survivors, q, IMAGE, FILTERS["none"], 10, grouped=True))
+        assert_same(
+            _ids_scores(loaded.search_grouped(q, IMAGE, FILTERS["none"], 10)),
+            reference(survivors, q, IMAGE, FILTERS["none"], 10, grouped=True),
+        )
 
 
 def test_data_survives_reopening(kind: str, tmp_path: Path) -> None:
@@ -202,7 +253,10 @@ def test_data_survives_reopening(kind: str, tmp_path: Path) -> None:
     again.ensure(IMAGE_DIM, TEXT_DIM)
     assert again.count() == len(POINTS)
     q = queries()[0]
-    assert_same(_ids_scores(again.search_grouped(q, IMAGE, FILTERS["none"], 10)), reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True))
+    assert_same(
+        _ids_scores(again.search_grouped(q, IMAGE, FILTERS["none"], 10)),
+        reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True),
+    )
     again.drop()
     close_all()
 
@@ -249,7 +303,9 @@ def test_index_build_lets_searches_through_and_keeps_writes(tmp_path: Path) -> N
     for answer in answered_during_build:
         assert_same(answer, want)
     assert backend.build_index() is None  # nothing left to index
-    extra = PointData("00000000-0000-4000-c000-000000000001", IMAGE, q, {**POINTS[0].payload, "sku": "LATE", "image_sha": "late"})
+    extra = PointData(
+        "00000000-0000-4000-c000-000000000001", IMAGE, q, {**POINTS[0].payload, "sku": "LATE", "image_sha": "late"}
+    )
     backend.upsert([extra])
     assert backend.search_grouped(q, IMAGE, FILTERS["none"], 1)[0].payload["sku"] == "LATE"
     close_all()

@@ -16,11 +16,11 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from server import schemas  # noqa: E402
-from server.client import ApiError, ShopLensClient  # noqa: E402
-from ui import state  # noqa: E402
+from server import schemas
+from server.client import ApiError, ShopLensClient
+from ui import state
 
 IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE = "A ZIP file", "Image files", "None (the catalog links to images by URL)"
 # What the file pickers offer (the server decides what it takes; these only spare a round trip)
@@ -88,24 +88,36 @@ def login(url: str) -> ShopLensClient | None:
 def upload_tab(client: ShopLensClient) -> None:
     st.markdown(
         "Upload a catalog with a `sku` and a `title` column (optional: `description`, `category`, `brand`, `price`, "
-        "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product detail). "
+        "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product "
+        "detail). "
         "Images are named by file name inside the ZIP or the uploaded files, or by http(s) URL."
     )
     generation = st.session_state.get("upload_generation", 0)  # a new number: new, empty file pickers
     catalog_file = st.file_uploader(
-        "Catalog (CSV or JSON lines)", type=CATALOG_TYPES, key=f"catalog_file_{generation}", max_upload_size=MAX_CATALOG_MB,
+        "Catalog (CSV or JSON lines)",
+        type=CATALOG_TYPES,
+        key=f"catalog_file_{generation}",
+        max_upload_size=MAX_CATALOG_MB,
     )
     mode = st.radio("Product images", [IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE], horizontal=True, key="images_mode")
     zip_file, image_files = None, []
     if mode == IMAGES_ZIP:
         zip_file = st.file_uploader(
-            "Images as one ZIP file", type=["zip"], key=f"zip_file_{generation}",
+            "Images as one ZIP file",
+            type=["zip"],
+            key=f"zip_file_{generation}",
             max_upload_size=max(1, state.current_settings().max_upload_bytes // 2**20),
         )
     elif mode == IMAGES_FILES:
-        image_files = st.file_uploader(
-            "Image files", type=IMAGE_TYPES, accept_multiple_files=True, key=f"image_files_{generation}",
-        ) or []
+        image_files = (
+            st.file_uploader(
+                "Image files",
+                type=IMAGE_TYPES,
+                accept_multiple_files=True,
+                key=f"image_files_{generation}",
+            )
+            or []
+        )
     if catalog_file is None:
         st.info("Choose a catalog file to see a preview. Nothing is saved before you press **Ingest**.")
     else:
@@ -116,7 +128,12 @@ def upload_tab(client: ShopLensClient) -> None:
             zip_file.getvalue() if zip_file is not None else None,
             [(f.name, f.getvalue()) for f in image_files],
         )
-        key = (catalog_file.file_id, zip_file.file_id if zip_file else None, tuple(f.file_id for f in image_files), mode)
+        key = (
+            catalog_file.file_id,
+            zip_file.file_id if zip_file else None,
+            tuple(f.file_id for f in image_files),
+            mode,
+        )
         preview_and_submit(client, upload, key, generation)
     st.divider()
     jobs_section(client)
@@ -164,9 +181,17 @@ def show_preview(preview: schemas.UploadPreview) -> None:
         names = ", ".join(preview.skipped_files[:8]) + (" …" if len(preview.skipped_files) > 8 else "")
         st.caption(f"Skipped {len(preview.skipped_files)} file(s) that are not images: {names}")
     if preview.problems:
-        st.warning(f"{len(preview.problems)} problem(s): rows with errors are skipped; rows with a missing image load without it.")
+        st.warning(
+            f"{len(preview.problems)} problem(s): rows with errors are skipped; rows with a missing image load "
+            "without it."
+        )
         with st.container(key="problems"):
-            st.dataframe(preview.problems, hide_index=True, column_order=["row", "sku", "problem", "field", "message"], width="stretch")
+            st.dataframe(
+                preview.problems,
+                hide_index=True,
+                column_order=["row", "sku", "problem", "field", "message"],
+                width="stretch",
+            )
     else:
         st.success("Every row is valid and every image was found.")
     if preview.sample:
@@ -197,8 +222,15 @@ def jobs_section(client: ShopLensClient) -> None:
         live_progress(tuple(dict.fromkeys(running)))
     if recent:
         rows = [
-            {"started": j.started_at or j.created_at, "kind": j.kind, "trigger": j.trigger, "status": j.status,
-             "products": f"{j.done:,} of {j.total:,}" if j.total else "", "source": j.source, "message": j.message or ""}
+            {
+                "started": j.started_at or j.created_at,
+                "kind": j.kind,
+                "trigger": j.trigger,
+                "status": j.status,
+                "products": f"{j.done:,} of {j.total:,}" if j.total else "",
+                "source": j.source,
+                "message": j.message or "",
+            }
             for j in recent
         ]
         st.caption(f"The last {len(recent)} job(s) on this server")
@@ -246,8 +278,18 @@ def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
     counts = job.counts
     if counts:
         columns = st.columns(6)
-        for column, (label, name) in zip(columns, (("New", "new"), ("Changed", "changed"), ("Unchanged", "unchanged"),
-                                                   ("Pruned", "pruned"), ("Failed", "failed"), ("Photos embedded", "images_embedded"))):
+        for column, (label, name) in zip(
+            columns,
+            (
+                ("New", "new"),
+                ("Changed", "changed"),
+                ("Unchanged", "unchanged"),
+                ("Pruned", "pruned"),
+                ("Failed", "failed"),
+                ("Photos embedded", "images_embedded"),
+            ),
+            strict=False,
+        ):
             column.metric(label, f"{int(counts.get(name, 0)):,}")
     left, right = st.columns([3, 1])
     with left:
@@ -255,8 +297,12 @@ def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
             data = report_bytes(client, job.run_id)
             if data is not None:
                 st.download_button(
-                    f"Download the problem report ({job.problem_count} problem{'s' if job.problem_count != 1 else ''}, CSV)",
-                    data, file_name=f"run-{job.run_id}.csv", mime="text/csv", key="report",
+                    f"Download the problem report ({job.problem_count} "
+                    f"problem{'s' if job.problem_count != 1 else ''}, CSV)",
+                    data,
+                    file_name=f"run-{job.run_id}.csv",
+                    mime="text/csv",
+                    key="report",
                 )
     with right:
         if st.button("Dismiss", key="dismiss_job", type="tertiary"):
@@ -283,9 +329,22 @@ def runs_tab(client: ShopLensClient) -> None:
         st.info("No ingest runs yet.")
         return
     rows = [
-        {"run": r.id, "started": r.started_at, "trigger": r.trigger, "status": r.status, "source": r.source,
-         "rows": r.rows_total, "new": r.new, "changed": r.changed, "unchanged": r.unchanged, "pruned": r.pruned,
-         "failed": r.failed, "problems": r.error_count, "seconds": r.seconds, "embedder": r.embedder}
+        {
+            "run": r.id,
+            "started": r.started_at,
+            "trigger": r.trigger,
+            "status": r.status,
+            "source": r.source,
+            "rows": r.rows_total,
+            "new": r.new,
+            "changed": r.changed,
+            "unchanged": r.unchanged,
+            "pruned": r.pruned,
+            "failed": r.failed,
+            "problems": r.error_count,
+            "seconds": r.seconds,
+            "embedder": r.embedder,
+        }
         for r in runs
     ]
     with st.container(key="runs"):
@@ -295,7 +354,9 @@ def runs_tab(client: ShopLensClient) -> None:
         run_id = st.selectbox("Problem report of run", with_reports, key="report_run")
         data = report_bytes(client, run_id)
         if data is not None:
-            st.download_button("Download report (CSV)", data, file_name=f"run-{run_id}.csv", mime="text/csv", key="run_report")
+            st.download_button(
+                "Download report (CSV)", data, file_name=f"run-{run_id}.csv", mime="text/csv", key="run_report"
+            )
 
 
 def _delete(client: ShopLensClient, sku: str) -> None:
@@ -303,7 +364,9 @@ def _delete(client: ShopLensClient, sku: str) -> None:
     try:
         client.delete_product(sku)
     except Exception as exc:
-        st.session_state["delete_error"] = f"No product with SKU {sku!r}." if state.is_not_found(exc) else state.friendly_error(exc)
+        st.session_state["delete_error"] = (
+            f"No product with SKU {sku!r}." if state.is_not_found(exc) else state.friendly_error(exc)
+        )
         return
     st.session_state["deleted"] = sku
     st.session_state["delete_sku"] = ""
@@ -333,8 +396,12 @@ def delete_tab(client: ShopLensClient) -> None:
         state.show_product_image(client, product.image_url, 240)
     with right:
         st.markdown(f"**{state.escape(product.title)}** · {state.format_price(product.price, product.currency)}")
-        confirm = st.checkbox(f"Yes, delete {sku} from the shop (its photos and search vectors too)", key="delete_confirm")
-        st.button("Delete product", type="primary", disabled=not confirm, key="delete", on_click=_delete, args=(client, sku))
+        confirm = st.checkbox(
+            f"Yes, delete {sku} from the shop (its photos and search vectors too)", key="delete_confirm"
+        )
+        st.button(
+            "Delete product", type="primary", disabled=not confirm, key="delete", on_click=_delete, args=(client, sku)
+        )
 
 
 # -- the page ----------------------------------------------------------------------------------------
@@ -344,7 +411,7 @@ def _sentence(text: str) -> str:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 def main() -> None:
