@@ -18,14 +18,7 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with any transparency composited on white (EXIF rotation applied)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+from services.images import upright_rgb
 
 
 def limit_size(image: Image.Image, max_side: int = 800) -> Image.Image:
@@ -144,7 +137,7 @@ def jpeg(image: Image.Image, quality: int = 40) -> Image.Image:
 
 def augment(image: Image.Image, rng: np.random.Generator, background: Image.Image | None = None) -> Image.Image:
     """One query photo: crop 60-90 %, rotate +-15 deg, colour jitter, pasted on a background, JPEG q40."""
-    out = random_crop(to_rgb(image), rng)
+    out = random_crop(upright_rgb(image), rng)
     out = random_rotation(out, rng)
     out = colour_jitter(out, rng)
     out = paste_on_background(out, rng, background)

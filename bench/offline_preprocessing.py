@@ -28,8 +28,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.augment import augmented_queries, limit_size, to_rgb  # noqa: E402
+from bench.augment import augmented_queries, limit_size  # noqa: E402
 from services.embedders.offline import FRAMINGS, POOLINGS, OfflineEmbedder, pool  # noqa: E402
+from services.images import upright_rgb  # noqa: E402
 
 SEED = 20240601
 VENDURE = Path("/work/samples/vendure/package/assets/images")
@@ -89,7 +90,7 @@ def unit(matrix: np.ndarray) -> np.ndarray:
 def colour_histogram(images: list[Image.Image], bins: int = 8) -> np.ndarray:
     rows = []
     for image in images:
-        pixels = np.asarray(limit_size(to_rgb(image), 128)).reshape(-1, 3) // (256 // bins)
+        pixels = np.asarray(limit_size(upright_rgb(image), 128)).reshape(-1, 3) // (256 // bins)
         index = (pixels[:, 0].astype(np.int64) * bins + pixels[:, 1]) * bins + pixels[:, 2]
         hist = np.bincount(index, minlength=bins**3).astype(np.float64)
         rows.append(np.sqrt(hist / hist.sum()))  # Hellinger: cosine of square-rooted frequencies

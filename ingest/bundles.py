@@ -12,22 +12,19 @@ anything else is listed as skipped.
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import stat
-import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from services.errors import ShopLensError
+from services.files import ByteBudget, OverLimit, copy_capped, staged_folder
+from services.images import is_image_name
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 _JUNK_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
-_CHUNK = 1024 * 1024
 
 
 class BundleError(ShopLensError):
@@ -99,18 +96,12 @@ def extract_zip(data: bytes | BinaryIO, target: Path, limits: BundleLimits | Non
         by_name = {info.filename: info for info in archive.infolist()}
 
         def write(staging: Path) -> None:
-            total = 0
+            total = ByteBudget(limits.max_total_bytes)
             for entry in plan.entries:
                 info = by_name[entry.source]
                 with archive.open(info) as source:
-                    total = _copy_counted(
-                        source,
-                        staging / entry.path,
-                        entry.source,
-                        min(info.file_size, limits.max_file_bytes),
-                        total,
-                        limits,
-                    )
+                    file_limit = min(info.file_size, limits.max_file_bytes)
+                    _copy_counted(source, staging / entry.path, entry.source, file_limit, total)
 
         _staged(target, write)
     return plan
@@ -199,33 +190,30 @@ def save_files(files: Sequence[tuple[str, bytes]], target: Path, limits: BundleL
     data_by_source = {name: data for name, data in files}
 
     def write(staging: Path) -> None:
-        total = 0
+        total = ByteBudget(limits.max_total_bytes)
         for entry in plan.entries:
-            total = _copy_counted(
-                io.BytesIO(data_by_source[entry.source]),
-                staging / entry.path,
-                entry.source,
-                limits.max_file_bytes,
-                total,
-                limits,
-            )
+            source = io.BytesIO(data_by_source[entry.source])
+            _copy_counted(source, staging / entry.path, entry.source, limits.max_file_bytes, total)
 
     _staged(target, write)
     return plan
 
 
 # -- shared ------------------------------------------------------------------------------------
-def is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+def safe_relative_path(name: str, *, home_expands: bool = False) -> str:
+    """A name from outside (an archive member, a catalog's image name) as a relative POSIX path that
+    stays inside its folder, `.` and empty parts dropped; else BundleError saying why.
 
-
-def safe_relative_path(name: str) -> str:
-    """A bundle member name as a relative POSIX path that stays inside its folder; else BundleError."""
+    Refused: NUL bytes, absolute paths (`/x`, `\\x`, `//server`, `C:`), `..` parts and `:` in any
+    part; with `home_expands` (the name is read with `Path.expanduser`) also a leading `~`.
+    """
     if "\x00" in name:
         raise BundleError(f"the entry name {name!r} contains a NUL byte")
     text = name.replace("\\", "/")
     if text.startswith("/") or (len(text) >= 2 and text[1] == ":") or text.startswith("//"):
         raise BundleError(f"the entry {name!r} has an absolute path; paths must be relative")
+    if home_expands and text.startswith("~"):
+        raise BundleError(f"the entry {name!r} names a home folder ('~'); paths must be relative")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise BundleError(f"the entry {name!r} points outside the upload folder ('..')")
@@ -268,49 +256,31 @@ def _check_file_dir_clash(plan: BundlePlan) -> None:
                 raise BundleError(f"the ZIP uses {'/'.join(parts[:i])!r} both as a file and as a folder")
 
 
-def _copy_counted(
-    source: BinaryIO, destination: Path, name: str, file_limit: int, total: int, limits: BundleLimits
-) -> int:
-    """Copy, counting real bytes against the per-file and total limits; returns the new total."""
+def _copy_counted(source: BinaryIO, destination: Path, name: str, file_limit: int, total: ByteBudget) -> None:
+    """Copy, counting real bytes against the per-file limit and the bundle's total."""
+
+    def read(size: int) -> bytes:
+        try:
+            return source.read(size)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise BundleError(f"{name!r} in the ZIP is damaged ({exc})") from None
+
     destination.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
+    this_file = ByteBudget(file_limit)
     with destination.open("xb") as out:
-        while True:
-            try:
-                chunk = source.read(_CHUNK)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise BundleError(f"{name!r} in the ZIP is damaged ({exc})") from None
-            if not chunk:
-                break
-            size += len(chunk)
-            total += len(chunk)
-            if size > file_limit:
+        try:
+            copy_capped(read, out, this_file, total)
+        except OverLimit as exc:
+            if exc.budget is this_file:
                 raise BundleError(
                     f"{name!r} unpacks to more than {file_limit:,} bytes (more than the ZIP declares or the limit "
                     "allows)"
-                )
-            if total > limits.max_total_bytes:
-                raise BundleError(f"the images unpack to more than {limits.max_total_bytes:,} bytes in total")
-            out.write(chunk)
-    return total
+                ) from None
+            raise BundleError(f"the images unpack to more than {total.limit:,} bytes in total") from None
 
 
-def _staged(target: Path, write) -> None:
-    """Run `write(staging)` in a hidden folder beside `target`, then rename it; on error remove it."""
-    target = Path(target)
-    if target.exists():
+def _staged(target: Path, write: Callable[[Path], None]) -> None:
+    """`staged_folder` for a new upload folder: `target` must not exist yet."""
+    if Path(target).exists():
         raise BundleError(f"the upload folder {target} exists already")
-    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
-        write(staging)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:  # innermost first: leave no trace of a refused bundle
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
+    staged_folder(target, write)

@@ -16,6 +16,7 @@ from services.images import (
     ImageLimits,
     decode_for_model,
     is_url,
+    local_path,
     probe_format,
     read_image_bytes,
     sha256_hex,
@@ -46,10 +47,8 @@ def local_image_stats(record: ProductRecord, base_dir: Path | None) -> tuple[str
     for ref in record.images:
         if is_url(ref):
             continue
-        path = Path(ref).expanduser()
-        path = path if path.is_absolute() or base_dir is None else base_dir / path
         try:
-            st = path.stat()
+            st = local_path(ref, base_dir).stat()
             stats.append(f"{ref}:{st.st_size}:{st.st_mtime_ns}")
         except OSError:
             stats.append(f"{ref}:missing")

@@ -11,14 +11,17 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ingest.records import REQUIRED_FIELDS, ProductRecord, RowError, validate_row
 from services.errors import ShopLensError
 
-CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
-JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+# A catalog file's format from its suffix ("csv" also reads tab-separated and ;-separated files)
+CATALOG_SUFFIXES = {
+    **dict.fromkeys((".csv", ".tsv", ".txt"), "csv"),
+    **dict.fromkeys((".jsonl", ".ndjson", ".json"), "jsonl"),
+}
 MAX_CATALOG_BYTES = 512 * 1024 * 1024
 csv.field_size_limit(16 * 1024 * 1024)
 
@@ -50,7 +53,8 @@ def read_catalog(path: Path, fmt: str | None = None) -> Catalog:
         raise CatalogError(f"catalog is not a file: {path}")
     if path.stat().st_size > MAX_CATALOG_BYTES:
         raise CatalogError(f"catalog file is larger than {MAX_CATALOG_BYTES // 2**20} MiB: {path}")
-    return parse_catalog(path.read_bytes(), name=str(path), base_dir=path.resolve().parent, fmt=fmt or _format_of(path))
+    fmt = fmt or catalog_format(path)
+    return parse_catalog(path.read_bytes(), name=str(path), base_dir=path.resolve().parent, fmt=fmt)
 
 
 def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Catalog:
@@ -84,13 +88,13 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
     return catalog
 
 
-def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    raise CatalogError(f"unsupported catalog format {suffix or '(no extension)'}: use .csv or .jsonl")
+def catalog_format(name: str | PurePath, advice: str = "use .csv or .jsonl") -> str:
+    """'csv' or 'jsonl', from a catalog file's name (a path or an upload's name); any other suffix
+    is a CatalogError whose message ends with `advice`."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix not in CATALOG_SUFFIXES:
+        raise CatalogError(f"unsupported catalog format {suffix or '(no extension)'}: {advice}")
+    return CATALOG_SUFFIXES[suffix]
 
 
 def _decode(data: bytes, name: str) -> str:

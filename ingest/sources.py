@@ -8,7 +8,7 @@ from urllib.parse import urljoin, urlparse
 import httpx
 
 from ingest.readers import (
-    JSONL_SUFFIXES,
+    CATALOG_SUFFIXES,
     MAX_CATALOG_BYTES,
     Catalog,
     CatalogError,
@@ -26,7 +26,7 @@ def load_catalog(source: str, timeout: float = 30.0, client: httpx.Client | None
     if "html" in content_type:
         raise CatalogError(f"the catalog URL returned an HTML page ({content_type}), not CSV or JSONL: {source}")
     suffix = PurePosixPath(urlparse(source).path).suffix.lower()
-    fmt = "jsonl" if suffix in JSONL_SUFFIXES or "json" in content_type else "csv"
+    fmt = "jsonl" if "json" in content_type else CATALOG_SUFFIXES.get(suffix, "csv")
     catalog = parse_catalog(data, name=source, base_dir=None, fmt=fmt)
     catalog.records = [
         r.model_copy(update={"images": tuple(ref if is_url(ref) else urljoin(source, ref) for ref in r.images)})

@@ -1,5 +1,6 @@
-"""What an admin does, as plain functions: preview and ingest an upload, delete a product, list
-ingest runs. The API's admin routes call these; tests call them directly.
+"""What an admin does, as plain functions: preview and ingest an upload, delete a product. The
+API's admin routes call these (ingest runs are listed through `server.views.run`); tests call
+them directly.
 """
 
 from __future__ import annotations
@@ -10,29 +11,24 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ingest.bundles import (
+    BundleError,
     BundleLimits,
     BundlePlan,
     best_prefix,
     extract_zip,
     inspect_files,
     inspect_zip,
+    safe_relative_path,
     save_files,
     upload_folder,
 )
 from ingest.locking import ingest_lock
 from ingest.pipeline import IngestResult, ProgressFn, ingestor_for
-from ingest.readers import (
-    CSV_SUFFIXES,
-    JSONL_SUFFIXES,
-    Catalog,
-    CatalogError,
-    parse_catalog,
-)
+from ingest.readers import Catalog, CatalogError, catalog_format, parse_catalog
 from ingest.records import RowError
 from services.context import ShopLens
 from services.fetch import is_url
 
-CATALOG_TYPES = sorted(s.lstrip(".") for s in CSV_SUFFIXES | JSONL_SUFFIXES)
 MAX_UPLOAD_CATALOG_BYTES = 64 * 1024 * 1024
 
 
@@ -69,15 +65,6 @@ class UploadPlan:
         return sorted(rows, key=lambda r: (r["row"], r["problem"]))
 
 
-def catalog_format(name: str) -> str:
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    raise CatalogError(f"unsupported catalog format {suffix or '(no extension)'}: upload a .csv or .jsonl file")
-
-
 def plan_upload(
     catalog_name: str,
     catalog_bytes: bytes,
@@ -88,7 +75,8 @@ def plan_upload(
     """Parse and check an upload without writing anything; raises CatalogError or BundleError."""
     if len(catalog_bytes) > MAX_UPLOAD_CATALOG_BYTES:
         raise CatalogError(f"the catalog file is larger than {MAX_UPLOAD_CATALOG_BYTES // 2**20} MiB")
-    catalog = parse_catalog(catalog_bytes, name=catalog_name, base_dir=None, fmt=catalog_format(catalog_name))
+    fmt = catalog_format(catalog_name, advice="upload a .csv or .jsonl file")
+    catalog = parse_catalog(catalog_bytes, name=catalog_name, base_dir=None, fmt=fmt)
     bundle = None
     if zip_bytes is not None:
         bundle = inspect_zip(zip_bytes, limits)
@@ -105,8 +93,9 @@ def plan_upload(
             if is_url(ref):
                 keep.append(ref)
                 continue
-            parts = ref.replace("\\", "/").split("/")
-            if ref.startswith(("/", "\\", "~")) or ".." in parts or (len(ref) > 1 and ref[1] == ":"):
+            try:
+                path = safe_relative_path(ref, home_expands=True)
+            except BundleError:
                 catalog.errors.append(
                     RowError(
                         record.row,
@@ -118,7 +107,7 @@ def plan_upload(
                 )
                 continue
             keep.append(ref)
-            if prefix + "/".join(p for p in parts if p not in ("", ".")) not in available:
+            if prefix + path not in available:
                 plan.warnings.append(
                     RowError(record.row, "image", f"{ref!r} is not among the uploaded images", record.sku)
                 )
@@ -157,7 +146,7 @@ def ingest_upload(
     return result, report
 
 
-# -- products and runs ---------------------------------------------------------------------------
+# -- products -----------------------------------------------------------------------------------
 def delete_product(app: ShopLens, sku: str) -> bool:
     """Remove a product from SQL, then its vectors, then media no product uses; False if unknown.
 
@@ -171,29 +160,3 @@ def delete_product(app: ShopLens, sku: str) -> bool:
         app.vectors.delete_skus([sku])
         app.media.remove_unreferenced(app.catalog.referenced_media())
     return True
-
-
-def run_rows(app: ShopLens, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest ingest runs as table rows, newest first."""
-    rows = []
-    for run in app.catalog.list_runs(limit):
-        seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
-        rows.append(
-            {
-                "run": run.id,
-                "started": run.started_at,
-                "trigger": run.trigger,
-                "status": run.status,
-                "source": run.source,
-                "rows": run.rows_total,
-                "new": run.new,
-                "changed": run.changed,
-                "unchanged": run.unchanged,
-                "pruned": run.pruned,
-                "failed": run.failed,
-                "problems": run.error_count,
-                "seconds": None if seconds is None else round(seconds, 1),
-                "embedder": run.embedder,
-            }
-        )
-    return rows

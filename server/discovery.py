@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.files import write_atomic
+
 
 @dataclass
 class ServerInfo:
@@ -38,9 +40,4 @@ class ServerInfo:
 
     def write(self, path: Path) -> None:
         """Readable by this user only: the token is an admin credential."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.__dict__, fh)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.__dict__).encode(), mode=0o600)

@@ -29,11 +29,18 @@ from server.schedule import ServerSchedule
 from services.context import ShopLens
 from services.errors import NotFound, Throttled, TooLarge, Unauthorized, UsageError
 from services.fetch import is_url
-from services.images import MODEL_SHORT_SIDE, ImageError, decode_for_model, probe_format, square_thumbnail
+from services.images import (
+    MODEL_SHORT_SIDE,
+    PHOTO_FORMATS,
+    ImageError,
+    decode_for_model,
+    format_labels,
+    probe_format,
+    square_thumbnail,
+)
 from services.search import SearchFilters, SearchRequest
 
 log = logging.getLogger(__name__)
-PHOTO_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 THUMB_SIZES = (96, 240, 480, 720, 1024)
 
 
@@ -59,7 +66,7 @@ def _photo(app: ShopLens, data: bytes) -> Image.Image:
         raise TooLarge(f"the photo is {len(data) / 2**20:.1f} MB; the limit is {limits.max_bytes / 2**20:.0f} MB")
     fmt, _, _ = probe_format(data, limits, short_side=MODEL_SHORT_SIDE)
     if fmt not in PHOTO_FORMATS:
-        raise ImageError(f"{fmt} photos are not supported here (use JPEG, PNG or WebP)")
+        raise ImageError(f"{fmt} photos are not supported here (use {format_labels(photo=True)})")
     return decode_for_model(data, limits)[0]
 
 

@@ -1,11 +1,8 @@
-"""Small shared I/O helpers: a size-capped HTTP download and an atomic file write."""
+"""http(s) references: telling them from file paths, and a size-capped download."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -54,16 +51,3 @@ def fetch_capped(url: str, max_bytes: int, timeout: float, client: httpx.Client 
     finally:
         if owned:
             client.close()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

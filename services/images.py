@@ -7,7 +7,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import numpy as np
@@ -16,16 +16,42 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from services.errors import ShopLensError
 from services.fetch import FetchError, fetch_capped, is_url
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
-EXTENSIONS = {
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "PNG": ".png",
-    "WEBP": ".webp",
-    "GIF": ".gif",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
+
+@dataclass(frozen=True)
+class ImageFormat:
+    label: str  # how people name it
+    suffixes: tuple[str, ...]  # a file's name ends so; the first is what a stored copy gets
+    photo: bool  # a shopper may search with it: what phones, cameras and browsers make
+
+
+# The one table of image formats, by Pillow's name; everything below is derived from it.
+IMAGE_FORMATS = {
+    "JPEG": ImageFormat("JPEG", (".jpg", ".jpeg"), photo=True),
+    "MPO": ImageFormat("JPEG", (".jpg",), photo=True),  # a camera's JPEG with a second picture inside
+    "PNG": ImageFormat("PNG", (".png",), photo=True),
+    "WEBP": ImageFormat("WebP", (".webp",), photo=True),
+    "GIF": ImageFormat("GIF", (".gif",), photo=False),
+    "BMP": ImageFormat("BMP", (".bmp",), photo=False),
+    "TIFF": ImageFormat("TIFF", (".tif", ".tiff"), photo=False),
 }
+ALLOWED_FORMATS = frozenset(IMAGE_FORMATS)  # what a catalog's images may be
+EXTENSIONS = {name: f.suffixes[0] for name, f in IMAGE_FORMATS.items()}  # a stored copy's suffix
+IMAGE_SUFFIXES = frozenset(s for f in IMAGE_FORMATS.values() for s in f.suffixes)  # catalog image files
+PHOTO_FORMATS = frozenset(name for name, f in IMAGE_FORMATS.items() if f.photo)  # a shopper's photo
+PHOTO_SUFFIXES = frozenset(s for f in IMAGE_FORMATS.values() if f.photo for s in f.suffixes)
+
+
+def format_labels(photo: bool = False) -> str:
+    """The formats in words, for messages: "JPEG, PNG or WebP" (`photo`: a shopper's photo only)."""
+    labels = list(dict.fromkeys(f.label for f in IMAGE_FORMATS.values() if f.photo or not photo))
+    return f"{', '.join(labels[:-1])} or {labels[-1]}"
+
+
+def is_image_name(name: str) -> bool:
+    """A file name (or path) with a catalog image's suffix."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 # Pillow's own bomb check is a second line of defence; ours runs first with a clear message.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -54,10 +80,14 @@ def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits, clien
     return _read_url(ref, limits, client) if is_url(ref) else _read_path(ref, base_dir, limits)
 
 
-def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
+def local_path(ref: str, base_dir: Path | None) -> Path:
+    """Where a catalog's local image name points: `~` expanded, relative to the catalog's folder."""
     path = Path(ref).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
+    path = local_path(ref, base_dir)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -104,7 +134,7 @@ def probe_format(data: bytes, limits: ImageLimits, short_side: int | None = None
     except Exception as exc:  # Pillow raises many kinds on malformed headers
         raise ImageError(f"unreadable image header ({exc.__class__.__name__}: {exc})") from None
     if fmt not in ALLOWED_FORMATS:
-        raise ImageError(f"unsupported image format {fmt or 'unknown'} (use JPEG, PNG, WebP, GIF, BMP or TIFF)")
+        raise ImageError(f"unsupported image format {fmt or 'unknown'} (use {format_labels()})")
     if width <= 0 or height <= 0:
         raise ImageError("image has no pixels")
     scale = _jpeg_scale(min(width, height), short_side) if fmt in {"JPEG", "MPO"} else 1
@@ -156,8 +186,7 @@ def decode_scaled(
             img.load()
             if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways
                 width, height = height, width
-            img = ImageOps.exif_transpose(img) or img
-            img = to_rgb(img)
+            img = upright_rgb(img)
             if max_side is not None:
                 img.thumbnail((max_side, max_side))
             return img, (width, height)
@@ -168,21 +197,25 @@ def decode_scaled(
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparency becomes white (how shops show products)."""
-    if img.mode == "RGB":
-        return img
+    """Any Pillow mode to 8-bit RGB; transparency (an alpha channel, or a palette's or a PNG's
+    transparent colour) becomes white (how shops show products)."""
     if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scaled = np.zeros_like(arr) if hi == lo else (arr - lo) * (255.0 / (hi - lo))
         return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+    if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK (Pillow handles Adobe's inverted JPEGs), YCbCr, …
+    if img.mode == "RGB":
+        return img
+    return img.convert("RGB")  # L, 1, P, CMYK (Pillow handles Adobe's inverted JPEGs), YCbCr, …
+
+
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """`to_rgb` of the picture as it is meant to be seen: its EXIF orientation applied."""
+    return to_rgb(ImageOps.exif_transpose(img) or img)
 
 
 def load_image(ref: str, base_dir: Path | None, limits: ImageLimits) -> Image.Image:
@@ -199,7 +232,7 @@ def square_thumbnail(data: bytes, size: int, limits: ImageLimits, quality: int =
             warnings.simplefilter("ignore")
             img: Image.Image = Image.open(io.BytesIO(data))
             img.draft("RGB", (size, size))
-            img = to_rgb(ImageOps.exif_transpose(img) or img)
+            img = upright_rgb(img)
             square = ImageOps.pad(img, (size, size), color=(255, 255, 255))
     except Exception as exc:
         raise ImageError(f"corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None

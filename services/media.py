@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from services.fetch import write_atomic
+from services.files import write_atomic
 
 
 class MediaStore:

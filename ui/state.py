@@ -8,6 +8,7 @@ page on another machine) see one catalog. Everything here is display or transpor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -73,6 +74,21 @@ def friendly_error(exc: BaseException) -> str:
 
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.status == 404
+
+
+def product_or_explain(
+    client: ShopLensClient, sku: str, say_missing: Callable[[str], object], missing: str
+) -> schemas.Product | None:
+    """The product, or None once the page says why not: `say_missing(missing)` for an unknown SKU
+    (`st.info`, `st.warning`), an error for anything else."""
+    try:
+        return client.product(sku)
+    except Exception as exc:
+        if is_not_found(exc):
+            say_missing(missing)
+        else:
+            st.error(friendly_error(exc))
+        return None
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)

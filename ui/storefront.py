@@ -20,9 +20,10 @@ import streamlit as st
 
 from server import schemas
 from server.client import ShopLensClient
+from services.images import PHOTO_SUFFIXES, format_labels
 from ui import state
 
-PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
+PHOTO_TYPES = sorted(s.lstrip(".") for s in PHOTO_SUFFIXES)
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
 KEPT_WIDGETS = ("query_text", "text_weight", "use_camera")
@@ -161,7 +162,7 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
                 )
             else:
                 st.file_uploader(
-                    "Upload a photo (JPEG, PNG or WebP)",
+                    f"Upload a photo ({format_labels(photo=True)})",
                     type=PHOTO_TYPES,
                     key=f"photo-{generation}",
                     on_change=_photo_changed,
@@ -215,7 +216,7 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
 def _search_error(exc: BaseException) -> str:
     message = state.friendly_error(exc)
     if getattr(exc, "code", None) == BAD_IMAGE:
-        message += " Please upload a JPEG, PNG or WebP photo."
+        message += f" Please upload a {format_labels(photo=True)} photo."
     return message
 
 
@@ -261,13 +262,10 @@ def showcase(client: ShopLensClient) -> None:
 
 def product_page(client: ShopLensClient, sku: str) -> None:
     st.button("← Back to results", on_click=_close_product, key="back")
-    try:
-        product = client.product(sku)
-    except Exception as exc:
-        if state.is_not_found(exc):
-            st.warning(f"There is no product with SKU {sku!r} in the shop (any more).")
-        else:
-            st.error(state.friendly_error(exc))
+    product = state.product_or_explain(
+        client, sku, st.warning, f"There is no product with SKU {sku!r} in the shop (any more)."
+    )
+    if product is None:
         return
     images = [i.url for i in product.images]
     left, right = st.columns([3, 2], gap="large")

@@ -69,6 +69,7 @@ from pydantic import SecretStr, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable, EmbedError
+from services.images import to_rgb
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,18 +132,6 @@ def prepare_text(text: str) -> str:
     return truncate_text(collapsed) or EMPTY_TEXT
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        image.load()
-        return image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
@@ -153,7 +142,7 @@ def encode_image(image: Image.Image, max_bytes: int = MAX_IMAGE_BYTES) -> str:
     """A `data:image/jpeg;base64,...` URI of the image (RGB, alpha flattened onto white); when the
     JPEG is over `max_bytes`, the image is downscaled and re-encoded until it fits."""
     try:
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         data = _jpeg(rgb)
         while len(data) > max_bytes:
             scale = min(0.9, math.sqrt(max_bytes / len(data)) * 0.95)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from services.embedders.base import Embedded, Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.images import upright_rgb
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,17 +187,6 @@ def load_text_model(device: str = "cpu") -> Any:
 
 
 # --------------------------------------------------------------------------- preprocessing
-def flatten_on_white(image: Image.Image) -> Image.Image:
-    """RGB with transparent areas composited on white (EXIF rotation applied)."""
-    image = ImageOps.exif_transpose(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     width, height = image.size
     side = max(width, height)
@@ -218,7 +208,7 @@ def centre_crop(image: Image.Image, resize_to: int = 256, crop: int = INPUT_SIZE
 
 def preprocess(image: Image.Image, framing: str = "pad") -> np.ndarray:
     """One image -> float32 CHW array, ImageNet-normalised."""
-    image = flatten_on_white(image)
+    image = upright_rgb(image)  # transparent areas on white, EXIF rotation applied
     if framing == "pad":
         image = pad_to_square(image).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
     elif framing == "crop":

@@ -30,6 +30,7 @@ import numpy as np
 import qdrant_edge as qe
 from filelock import FileLock, Timeout
 
+from services.files import write_atomic
 from services.vectors.base import (
     BOOL_FIELDS,
     FLOAT_FIELDS,
@@ -113,12 +114,7 @@ class _Shard:
         return self.root / current.read_text().strip() if current.exists() else None
 
     def set_live(self, folder: Path) -> None:
-        tmp = self.root / "CURRENT.tmp"
-        with tmp.open("w") as fh:
-            fh.write(folder.name)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / "CURRENT")
+        write_atomic(self.root / "CURRENT", folder.name.encode(), sync=True)
 
     def next_version(self) -> Path:
         live = self.live()

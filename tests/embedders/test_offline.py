@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -86,26 +84,12 @@ def test_text_similarity_is_semantic(embedder) -> None:
     assert float(query @ shoe) > float(query @ chair) + 0.2
 
 
-def test_transparent_areas_become_white() -> None:
-    rgba = Image.new("RGBA", (40, 20), (0, 0, 0, 0))  # fully transparent black
-    rgba.paste((200, 0, 0, 255), (10, 5, 30, 15))  # an opaque red product in the middle
-    flat = offline.flatten_on_white(rgba)
-    assert flat.mode == "RGB"
-    assert flat.getpixel((0, 0)) == (255, 255, 255)
-    assert flat.getpixel((20, 10)) == (200, 0, 0)
+def test_pad_to_square_pads_on_white() -> None:
+    flat = Image.new("RGB", (40, 20), (255, 255, 255))
+    flat.paste((200, 0, 0), (10, 5, 30, 15))  # a red product in the middle
     square = offline.pad_to_square(flat)
     assert square.size == (40, 40)
     assert square.getpixel((20, 2)) == (255, 255, 255) and square.getpixel((20, 20)) == (200, 0, 0)
-    # a palette PNG with a transparent index (like Saleor's product mock-ups) is composited on white too
-    palette = Image.new("P", (8, 8), 0)
-    palette.putpalette([0, 0, 0, 200, 0, 0])
-    palette.paste(1, (2, 2, 6, 6))
-    buffer = io.BytesIO()
-    palette.save(buffer, format="PNG", transparency=0)
-    loaded = Image.open(io.BytesIO(buffer.getvalue()))
-    assert loaded.mode == "P" and "transparency" in loaded.info
-    flat = offline.flatten_on_white(loaded)
-    assert flat.getpixel((0, 0)) == (255, 255, 255) and flat.getpixel((3, 3)) == (200, 0, 0)
 
 
 def test_preprocess_shape_and_normalisation() -> None:

@@ -209,8 +209,12 @@ def test_loose_files_limits(tmp_path: Path) -> None:
 def test_safe_relative_path() -> None:
     assert safe_relative_path("./images//a.jpg") == "images/a.jpg"
     assert safe_relative_path("images\\a.jpg") == "images/a.jpg"
-    with pytest.raises(BundleError):
+    assert safe_relative_path("~backup/a.jpg") == "~backup/a.jpg"  # an archive's folder may be named so
+    with pytest.raises(BundleError, match="NUL byte"):
         safe_relative_path("a\x00.jpg")
+    for name, reason in [("~/a.jpg", "home folder"), ("~me/a.jpg", "home folder"), ("\\a.jpg", "absolute")]:
+        with pytest.raises(BundleError, match=reason):  # a catalog's image name, read with expanduser
+            safe_relative_path(name, home_expands=True)
 
 
 def test_best_prefix_follows_the_catalog() -> None:

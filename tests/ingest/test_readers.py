@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.readers import CatalogError, parse_catalog, read_catalog
+from ingest.readers import CATALOG_SUFFIXES, CatalogError, catalog_format, parse_catalog, read_catalog
 
 
 def parse(text: str | bytes, fmt: str = "csv"):
@@ -77,6 +77,17 @@ def test_file_level_checks(tmp_path: Path) -> None:
     (tmp_path / "cat.xlsx").write_bytes(b"PK")
     with pytest.raises(CatalogError, match="unsupported catalog format"):
         read_catalog(tmp_path / "cat.xlsx")
+
+
+def test_catalog_format_from_the_name() -> None:
+    names: dict[str | Path, str] = {"a.csv": "csv", "A.TSV": "csv", "dir.v2/a.txt": "csv", "a.jsonl": "jsonl"}
+    names |= {"a.NDJSON": "jsonl", "C:\\exports\\a.json": "jsonl", Path("/tmp/a.Csv"): "csv"}
+    assert {name: catalog_format(name) for name in names} == names
+    assert set(CATALOG_SUFFIXES.values()) == {"csv", "jsonl"}
+    with pytest.raises(CatalogError, match=r"unsupported catalog format \.xlsx: use \.csv or \.jsonl$"):
+        catalog_format("a.xlsx")
+    with pytest.raises(CatalogError, match=r"format \(no extension\): upload a file$"):
+        catalog_format("catalog", advice="upload a file")
 
 
 def test_json_array_catalogs() -> None:

@@ -154,9 +154,21 @@ def test_schedule_in_the_server_and_a_stop_mid_job(tmp_path: Path, openclip_env:
         route_server.routes[f"/p{i}.jpg"] = (200, "image/jpeg", _jpeg(product_photo(1000 * i)), 0.3)
         rows.append(product_row(i, [f"{route_server.url}/p{i}.jpg"]))
     catalog = write_rows(tmp_path / "catalog.csv", rows)
-    env = server_env(openclip_env, tmp_path / "home", SHOPLENS_INGEST_BATCH_SIZE="2", SHOPLENS_INGEST_WORKERS="1")
+    env = server_env(
+        openclip_env,
+        tmp_path / "home",
+        SHOPLENS_INGEST_BATCH_SIZE="2",
+        SHOPLENS_INGEST_WORKERS="1",
+        SHOPLENS_CORS_ORIGINS="https://shop.example",
+    )
     running = start_server(tmp_path / "home", catalog, env, "--schedule", str(catalog), "--every", "1h")
     try:
+        # the shop's own web pages may call the API from the browser; other origins may not
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+        allowed = httpx.options(f"{running.url}/api/v1/search", headers={"Origin": "https://shop.example", **preflight})
+        assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"
+        other = httpx.options(f"{running.url}/api/v1/search", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
         with ShopLensClient(running.url, running.token) as admin:
             assert "every 1h" in (admin.health().schedule or "")
             deadline = time.monotonic() + 60

@@ -8,7 +8,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.images import ImageError, ImageLimits, decode_image, read_image_bytes
+from services.images import (
+    EXTENSIONS,
+    IMAGE_SUFFIXES,
+    PHOTO_FORMATS,
+    PHOTO_SUFFIXES,
+    ImageError,
+    ImageLimits,
+    decode_image,
+    format_labels,
+    is_image_name,
+    probe_format,
+    read_image_bytes,
+    to_rgb,
+    upright_rgb,
+)
 from tests.support.http_server import RouteServer
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000, url_timeout=1.0)
@@ -46,6 +60,51 @@ def test_transparency_becomes_white() -> None:
     assert img.getpixel((0, 0)) == (255, 255, 255)
 
 
+def turned() -> bytes:
+    """EXIF that says: rotate 90° clockwise when shown."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif.tobytes()
+
+
+def reopened(img: Image.Image, **kw: object) -> Image.Image:
+    return Image.open(io.BytesIO(encode(img, "PNG", **kw)))
+
+
+def test_to_rgb_puts_every_kind_of_transparency_on_white() -> None:
+    rgba = Image.new("RGBA", (40, 20), (0, 0, 0, 0))  # fully transparent black
+    rgba.paste((200, 0, 0, 255), (10, 5, 30, 15))  # an opaque red product in the middle
+    half = Image.new("LA", (4, 4), (0, 128))  # half-transparent black
+    palette = Image.new("P", (8, 8), 0)  # a palette PNG with a transparent index (product mock-ups)
+    palette.putpalette([0, 0, 0, 200, 0, 0])
+    palette.paste(1, (2, 2, 6, 6))
+    keyed = Image.new("RGB", (8, 8), (0, 0, 0))  # a PNG whose black is its transparent colour
+    keyed.paste((200, 0, 0), (2, 2, 6, 6))
+    grey = Image.new("L", (8, 8), 0)
+    grey.paste(90, (2, 2, 6, 6))
+    cases = [
+        (rgba, (0, 0), (255, 255, 255), (20, 10), (200, 0, 0)),
+        (half, (0, 0), (127, 127, 127), (3, 3), (127, 127, 127)),
+        (reopened(palette, transparency=0), (0, 0), (255, 255, 255), (3, 3), (200, 0, 0)),
+        (reopened(keyed, transparency=(0, 0, 0)), (0, 0), (255, 255, 255), (3, 3), (200, 0, 0)),
+        (reopened(grey, transparency=0), (0, 0), (255, 255, 255), (3, 3), (90, 90, 90)),
+    ]
+    for img, clear, clear_colour, solid, solid_colour in cases:
+        flat = to_rgb(img)
+        assert flat.mode == "RGB" and flat.size == img.size and "transparency" not in flat.info, img
+        assert flat.getpixel(clear) == clear_colour and flat.getpixel(solid) == solid_colour, img
+    plain = Image.new("RGB", (4, 4), (1, 2, 3))
+    assert to_rgb(plain) is plain  # nothing to do: no copy
+
+
+def test_to_rgb_stretches_16_bit_and_upright_rgb_turns_the_photo() -> None:
+    ramp = Image.fromarray(np.array([[1000, 3000], [5000, 9000]], dtype=np.uint16))
+    assert [to_rgb(ramp).getpixel(xy) for xy in ((0, 0), (1, 1))] == [(0, 0, 0), (255, 255, 255)]
+    sideways = reopened(Image.new("RGBA", (40, 20), (0, 0, 255, 0)), exif=turned())
+    upright = upright_rgb(sideways)
+    assert upright.mode == "RGB" and upright.size == (20, 40) and upright.getpixel((0, 0)) == (255, 255, 255)
+
+
 def test_cmyk_colours_survive() -> None:
     red, green, blue = decode_image(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), LIMITS).getpixel(
         (4, 4)
@@ -55,10 +114,19 @@ def test_cmyk_colours_survive() -> None:
 
 def test_exif_orientation_is_applied() -> None:
     img = Image.new("RGB", (40, 20), (0, 0, 255))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise when shown
-    decoded = decode_image(encode(img, "JPEG", exif=exif.tobytes()), LIMITS)
+    decoded = decode_image(encode(img, "JPEG", exif=turned()), LIMITS)
     assert decoded.size == (20, 40)
+
+
+def test_one_table_of_formats() -> None:
+    assert IMAGE_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    assert PHOTO_FORMATS == {"JPEG", "MPO", "PNG", "WEBP"} and PHOTO_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp"}
+    assert EXTENSIONS["MPO"] == EXTENSIONS["JPEG"] == ".jpg" and EXTENSIONS["TIFF"] == ".tif"
+    assert format_labels() == "JPEG, PNG, WebP, GIF, BMP or TIFF" and format_labels(photo=True) == "JPEG, PNG or WebP"
+    assert is_image_name("shots/A.TIFF") and is_image_name("a.jpeg") and not is_image_name("a.svg")
+    assert not is_image_name("jpg")
+    with pytest.raises(ImageError, match=r"unsupported image format ICO \(use JPEG, PNG, WebP, GIF, BMP or TIFF\)"):
+        probe_format(encode(Image.new("RGB", (16, 16)), "ICO"), LIMITS)
 
 
 def test_limits() -> None:

@@ -14,6 +14,7 @@ import pytest
 from filelock import FileLock
 from streamlit.testing.v1 import AppTest
 
+from ingest.readers import CATALOG_SUFFIXES
 from server.client import ApiError
 from tests.support.catalog import product_photo, product_row
 from tests.support.server_process import ServerProcess, running_server
@@ -190,6 +191,8 @@ def test_wrong_password_is_refused_and_slows_the_next_try(admin_server: ServerPr
 def test_right_password_opens_the_page(admin_server: ServerProcess) -> None:
     at = logged_in()
     assert [t.label for t in at.tabs] == ["Upload a catalog", "Ingest runs", "Delete a product"]
+    # the catalog picker offers what the server reads (the page, a mere client, keeps its own copy)
+    assert set(picker(at, "catalog_file").proto.type) == set(CATALOG_SUFFIXES)
     assert header(at).startswith("Catalog: ") and admin_server.url in header(at)
     at.button(key="logout").click().run()
     assert not at.tabs and at.text_input(key="admin_password")

@@ -20,12 +20,15 @@ import streamlit as st
 
 from server import schemas
 from server.client import ApiError, ShopLensClient
+from services.images import IMAGE_SUFFIXES
 from ui import state
 
 IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE = "A ZIP file", "Image files", "None (the catalog links to images by URL)"
-# What the file pickers offer (the server decides what it takes; these only spare a round trip)
+# What the file pickers offer (the server decides what it takes; these only spare a round trip).
+# The catalog suffixes copy ingest.readers.CATALOG_SUFFIXES: the pages, mere clients, do not import
+# ingest; tests/ui/test_admin.py keeps the two equal.
 CATALOG_TYPES = ["csv", "json", "jsonl", "ndjson", "tsv", "txt"]
-IMAGE_TYPES = ["bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp"]
+IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 MAX_CATALOG_MB = 64
 RECENT_JOBS = 5
 Upload = tuple[tuple[str, bytes], bytes | None, list[tuple[str, bytes]]]  # catalog, ZIP, image files
@@ -383,13 +386,8 @@ def delete_tab(client: ShopLensClient) -> None:
     sku = st.text_input("SKU of the product to delete", key="delete_sku").strip()
     if not sku:
         return
-    try:
-        product = client.product(sku)
-    except Exception as exc:
-        if state.is_not_found(exc):
-            st.info(f"No product with SKU {sku!r}.")
-        else:
-            st.error(state.friendly_error(exc))
+    product = state.product_or_explain(client, sku, st.info, f"No product with SKU {sku!r}.")
+    if product is None:
         return
     left, right = st.columns([1, 4])
     with left:
