@@ -31,7 +31,7 @@ from ingest.faults import checkpoint
 from ingest.images import PreparedProduct, local_image_stats, prepare_images
 from ingest.locking import ingest_lock
 from ingest.readers import Catalog
-from ingest.records import ProductRecord, RowError
+from ingest.records import REPORT_COLUMNS, ProductRecord, RowError
 from ingest.sync import VectorSync, desired_state
 from services.catalog.models import Product, ProductImage
 from services.catalog.store import CatalogStore
@@ -105,7 +105,7 @@ class IngestResult:
             path.write_text(json.dumps(body, indent=2, ensure_ascii=False))
             return
         with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["row", "sku", "field", "message"])
+            writer = csv.DictWriter(fh, fieldnames=list(REPORT_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
 

@@ -72,7 +72,13 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
         sku = str(raw_sku).strip() if isinstance(raw_sku, (str, int)) else ""
         if sku in first_line:
             catalog.errors.append(
-                RowError(line, "sku", f"duplicate SKU {sku!r} (first on line {first_line[sku]}); row skipped", sku)
+                RowError(
+                    line,
+                    "sku",
+                    f"duplicate SKU {sku!r} (first on line {first_line[sku]}); row skipped",
+                    sku,
+                    "duplicate_sku",
+                )
             )
             continue
         if sku:
@@ -139,7 +145,7 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | RowE
         except StopIteration:
             return
         except csv.Error as exc:
-            yield reader.line_num, RowError(reader.line_num, None, f"unreadable CSV row: {exc}")
+            yield reader.line_num, RowError(reader.line_num, None, f"unreadable CSV row: {exc}", code="unreadable_row")
             continue
         line = reader.line_num
         if not any(v.strip() for v in values):
@@ -154,6 +160,7 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | RowE
                         None,
                         f"row has {len(values)} fields but the header has {len(header)}",
                         _cell(values, header, "sku"),
+                        "unreadable_row",
                     ),
                 )
                 continue
@@ -176,7 +183,12 @@ def _jsonl_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | Ro
         except json.JSONDecodeError as exc:
             raise CatalogError(f"the catalog is not valid JSON ({exc.msg} at line {exc.lineno}): {name}") from None
         for index, item in enumerate(items, start=1):
-            yield index, item if isinstance(item, dict) else RowError(index, None, "item is not a JSON object")
+            yield (
+                index,
+                item
+                if isinstance(item, dict)
+                else RowError(index, None, "item is not a JSON object", code="unreadable_row"),
+            )
         return
     for line, raw_line in enumerate(text.splitlines(), start=1):
         if not raw_line.strip():
@@ -184,9 +196,9 @@ def _jsonl_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | Ro
         try:
             item = json.loads(raw_line)
         except json.JSONDecodeError as exc:
-            yield line, RowError(line, None, f"invalid JSON ({exc.msg})")
+            yield line, RowError(line, None, f"invalid JSON ({exc.msg})", code="unreadable_row")
             continue
         if not isinstance(item, dict):
-            yield line, RowError(line, None, "line is not a JSON object")
+            yield line, RowError(line, None, "line is not a JSON object", code="unreadable_row")
             continue
         yield line, {str(k).strip().lower(): v for k, v in item.items()}

@@ -17,15 +17,24 @@ _TRUE = {"true", "1", "yes", "y", "t", "in stock", "instock"}
 _FALSE = {"false", "0", "no", "n", "f", "out of stock", "outofstock"}
 
 
+REPORT_COLUMNS = ("row", "sku", "field", "message", "code")
+
+
 @dataclass(frozen=True)
 class RowError:
+    """A problem of one catalog row: the row is skipped, or loads without the part named.
+
+    `code` is stable (what a report reader or an API client matches on); for a ShopLensError that
+    caused it, the error's own code (`bad_image`, `fetch_failed`, `embed_failed`, …)."""
+
     row: int  # line number in the catalog file (header is line 1 for CSV)
     field: str | None
     message: str
     sku: str | None = None
+    code: str = "invalid_field"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "sku": self.sku, "field": self.field, "message": self.message}
+        return {"row": self.row, "sku": self.sku, "field": self.field, "message": self.message, "code": self.code}
 
     def __str__(self) -> str:
         where = f"line {self.row}" + (f" (sku {self.sku})" if self.sku else "")
@@ -160,7 +169,8 @@ def validate_row(row_number: int, raw: dict[str, Any]) -> ProductRecord | list[R
             if field == "images":
                 field = "image"
             message = err["msg"].removeprefix("Value error, ")
+            code = "invalid_field"
             if err["type"] in {"missing", "string_too_short"} and field in REQUIRED_FIELDS:
-                message = "is required"
-            errors.append(RowError(row_number, field, message, sku or None))
+                message, code = "is required", "missing_field"
+            errors.append(RowError(row_number, field, message, sku or None, code))
         return errors

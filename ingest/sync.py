@@ -22,7 +22,7 @@ from ingest.faults import checkpoint
 from ingest.records import RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
-from services.embedders.base import Embedder
+from services.embedders.base import Embedder, EmbedError
 from services.images import ImageError, ImageLimits, decode_for_model
 from services.media import MediaStore
 from services.vectors import (
@@ -140,6 +140,7 @@ class VectorSync:
                             "image",
                             f"stored copy {img.media_path} unusable: {exc}",
                             product.sku,
+                            "bad_image",
                         )
                     )
                     continue
@@ -156,6 +157,7 @@ class VectorSync:
                         "image",
                         f"{source}: embedding failed: {embedded.errors[index]}",
                         product.sku,
+                        EmbedError.code,
                     )
                 )
                 continue
@@ -168,7 +170,11 @@ class VectorSync:
                 failed.add(product.sku)
                 result.errors.append(
                     RowError(
-                        rows.get(product.sku, 0), "title", f"text embedding failed: {texts.errors[index]}", product.sku
+                        rows.get(product.sku, 0),
+                        "title",
+                        f"text embedding failed: {texts.errors[index]}",
+                        product.sku,
+                        EmbedError.code,
                     )
                 )
                 continue

@@ -103,13 +103,16 @@ def plan_upload(
                         f"{ref!r} is outside the upload: name a file in the uploaded images or an http(s) URL; "
                         "image ignored",
                         record.sku,
+                        "image_outside_upload",
                     )
                 )
                 continue
             keep.append(ref)
             if prefix + path not in available:
                 plan.warnings.append(
-                    RowError(record.row, "image", f"{ref!r} is not among the uploaded images", record.sku)
+                    RowError(
+                        record.row, "image", f"{ref!r} is not among the uploaded images", record.sku, "image_missing"
+                    )
                 )
         records.append(record if len(keep) == len(record.images) else record.model_copy(update={"images": tuple(keep)}))
     catalog.records = records

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest.records import REPORT_COLUMNS
 from server import schemas
 from server.state import THUMB_SIZES, ServerState
 from services.errors import ShopLensError, Throttled, TooLarge, UsageError
@@ -283,7 +284,7 @@ def create_app(state: ServerState) -> FastAPI:
     def report(run_id: int) -> Response:
         """The problems a run found, one CSV line each (row, sku, field, message)."""
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["row", "sku", "field", "message"], extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=list(REPORT_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(state.run_report(run_id))
         return Response(

@@ -213,7 +213,7 @@ def test_bad_images_are_reported_and_the_rest_lands(app: ShopLens, tmp_path: Pat
     assert "unsupported image format ICO" in messages["SKU-0105"]
     assert "100000x100000" in messages["SKU-0106"]
     assert "not found" in messages["SKU-0107"]
-    assert all(e.field == "image" for e in result.errors)
+    assert all(e.field == "image" and e.code == "bad_image" for e in result.errors)
     # products with a bad image still land (text-searchable); the good image of SKU-0200 is there
     assert_consistent(app, 3 + 8 + 1, 3 + 1)
     assert search(app, image=product_photo(0), top_k=2)[0] in {"SKU-0000", "SKU-0200"}
@@ -253,9 +253,13 @@ def test_bad_rows_are_reported_and_the_rest_lands(app: ShopLens, tmp_path: Path)
     assert "yes/no" in by_line[(10, "in_stock")] and "currency" in by_line[(11, "currency")]
     assert "duplicate SKU 'SKU-0002' (first on line 4)" in by_line[(12, "sku")]
     assert_consistent(app, 4, 4)
+    codes = {(e.row, e.field): e.code for e in result.errors}  # stable codes, as the API's errors have
+    assert codes[(6, "price")] == "invalid_field" and codes[(8, "sku")] == "missing_field"
+    assert codes[(12, "sku")] == "duplicate_sku"
     report = tmp_path / "report.csv"
     result.write_report(report)
-    assert len(read_rows(report)) == 7
+    reported = read_rows(report)
+    assert len(reported) == 7 and {r["code"] for r in reported} == {"invalid_field", "missing_field", "duplicate_sku"}
 
 
 def test_a_broken_row_keeps_the_stored_product(app: ShopLens, tmp_path: Path) -> None:

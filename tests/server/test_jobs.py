@@ -91,8 +91,9 @@ def test_bad_rows_are_reported_on_the_job_and_the_rest_lands(server: Server, tmp
         job = admin.wait_job(admin.ingest_upload((catalog.name, catalog.read_bytes())).id, poll=0.05)
         assert job.status == "partial" and job.counts["new"] == 1 and job.problem_count == 2
         assert {p["field"] for p in job.problems} == {"price", "sku"}
+        assert {p["code"] for p in job.problems} == {"invalid_field", "missing_field"}
         report = admin.run_report(job.run_id).decode()
-        assert report.startswith("row,sku,field,message") and "price" in report
+        assert report.startswith("row,sku,field,message,code") and "invalid_field" in report
         with pytest.raises(Exception, match="UTF-8"):
             admin.ingest_upload(("latin.csv", "sku,title\nA,Caf\u00e9\n".encode("latin-1")))
         with pytest.raises(Exception, match="catalog file not found"):
