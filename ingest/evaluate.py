@@ -10,6 +10,7 @@ from typing import Any
 
 from ingest.readers import CatalogError
 from services.context import ShopLens
+from services.files import spreadsheet_safe
 from services.images import ImageError, load_image
 from services.search import SearchRequest
 
@@ -98,4 +99,4 @@ def write_misses(result: EvalResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=["line", "query", "expected_sku", "rank", "top_sku"])
         writer.writeheader()
-        writer.writerows(result.misses)
+        writer.writerows(spreadsheet_safe(row) for row in result.misses)

@@ -37,6 +37,7 @@ from services.catalog.models import Product, ProductImage
 from services.catalog.store import CatalogStore
 from services.context import ShopLens
 from services.embedders.base import Embedder
+from services.files import spreadsheet_safe
 from services.images import ImageLimits
 from services.media import MediaStore
 from services.vectors import VectorStore, VectorStoreUnavailable
@@ -107,7 +108,7 @@ class IngestResult:
         with path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(REPORT_COLUMNS))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(spreadsheet_safe(row) for row in rows)
 
 
 class Ingestor:

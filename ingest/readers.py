@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from ingest.records import REQUIRED_FIELDS, ProductRecord, RowError, validate_row
+from ingest.records import REQUIRED_FIELDS, ProductRecord, RowError, scalar_text, validate_row
 from services.errors import ShopLensError
 
 # A catalog file's format from its suffix ("csv" also reads tab-separated and ;-separated files)
@@ -68,8 +68,7 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
         if isinstance(raw, RowError):
             catalog.errors.append(raw)
             continue
-        raw_sku = raw.get("sku")
-        sku = str(raw_sku).strip() if isinstance(raw_sku, (str, int)) else ""
+        sku = scalar_text(raw.get("sku")) or ""
         if sku in first_line:
             catalog.errors.append(
                 RowError(

@@ -143,10 +143,38 @@ def _normalise_number(text: str) -> str:
     return text
 
 
+TEXT_FIELDS = ("sku", "title", "description", "category", "brand", "currency")
+
+
+def scalar_text(value: Any) -> str | None:
+    """A cell as text: strings stripped, JSON numbers as written (`1.5` → "1.5"); None for what is
+    no text at all (missing, a list, an object, true/false), so every check sees the same SKU."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return str(value)
+
+
+def _unusable_cells(row_number: int, raw: dict[str, Any], sku: str | None) -> list[RowError]:
+    """NUL bytes (no database or file system takes them) and lists or objects where text belongs."""
+    errors = []
+    for key, value in raw.items():
+        parts = value if isinstance(value, list) else [value]
+        if any(isinstance(p, str) and "\x00" in p for p in parts) or (isinstance(key, str) and "\x00" in key):
+            field = "image" if key == "images" else str(key).replace("\x00", "")
+            errors.append(RowError(row_number, field, "contains a NUL byte (\\0); row skipped", sku, "invalid_field"))
+        elif key in TEXT_FIELDS and value is not None and scalar_text(value) is None:
+            errors.append(RowError(row_number, key, f"must be text, not {type(value).__name__}; row skipped", sku))
+    return errors
+
+
 def validate_row(row_number: int, raw: dict[str, Any]) -> ProductRecord | list[RowError]:
     """A valid record, or every problem of the row (not just the first)."""
-    sku = raw.get("sku")
-    sku = sku.strip() if isinstance(sku, str) else (str(sku) if sku is not None else None)
+    sku = scalar_text(raw.get("sku"))
+    unusable = _unusable_cells(row_number, raw, sku or None)
+    if unusable:
+        return unusable
     extra = {
         str(k): ("" if v is None else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
         for k, v in raw.items()
@@ -157,9 +185,9 @@ def validate_row(row_number: int, raw: dict[str, Any]) -> ProductRecord | list[R
     data = {k: raw.get(k) for k in KNOWN_FIELDS if k != "image"}
     data["images"] = raw.get("image", raw.get("images"))
     data["attributes"] = {k: v.strip() for k, v in extra.items() if v.strip()}
-    for key in ("sku", "title", "description", "category", "brand", "currency"):
+    for key in TEXT_FIELDS:
         if data.get(key) is not None and not isinstance(data[key], str):
-            data[key] = str(data[key])
+            data[key] = scalar_text(data[key])
     try:
         return ProductRecord(row=row_number, **data)
     except ValidationError as exc:

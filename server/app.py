@@ -31,6 +31,7 @@ from ingest.records import REPORT_COLUMNS
 from server import schemas
 from server.state import THUMB_SIZES, ServerState
 from services.errors import ShopLensError, Throttled, TooLarge, UsageError
+from services.files import spreadsheet_safe
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -286,7 +287,7 @@ def create_app(state: ServerState) -> FastAPI:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(REPORT_COLUMNS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(state.run_report(run_id))
+        writer.writerows(spreadsheet_safe(row) for row in state.run_report(run_id))
         return Response(
             out.getvalue(),
             media_type="text/csv",

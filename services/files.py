@@ -101,3 +101,12 @@ def copy_capped(read: Callable[[int], bytes], out: BinaryIO, *budgets: ByteBudge
         out.write(chunk)
         copied += len(chunk)
     return copied
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict[str, object]) -> dict[str, object]:
+    """A report row for a CSV a person may open in a spreadsheet: a text cell that would start a
+    formula (`=cmd|…`) gets a leading quote, as OWASP advises; other values are left as they are."""
+    return {k: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_STARTS) else v for k, v in row.items()}

@@ -323,3 +323,29 @@ def test_a_run_builds_the_search_index_once_at_the_end(settings_factory, tmp_pat
         assert_consistent(app, 20, 20)
     finally:
         app.close()
+
+
+def test_nul_bytes_never_fail_the_run(app: ShopLens, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text, and paths with NUL crash file calls: the row is reported."""
+    catalog = write_catalog(tmp_path / "shop", 2)
+    raw = (
+        catalog.read_bytes().rstrip(b"\n")
+        + b"\nSKU-0050,Bad\x00title,,,,,,,\nSKU-0051,Bad path,,,,,,,images/p\x001.jpg\n"
+    )
+    catalog.write_bytes(raw)
+    result = ingest(app, catalog)
+    assert result.status == "partial" and result.counts.new == 2 and result.counts.failed == 2
+    assert {(e.sku, e.field) for e in result.errors} == {("SKU-0050", "title"), ("SKU-0051", "image")}
+    assert_consistent(app, 2, 2)
+
+
+def test_report_cells_never_start_a_formula(app: ShopLens, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path / "shop", 1)
+    rows = read_rows(catalog)
+    rows.append(product_row(60, [], sku="=cmd|' /C calc'!A0", price="@SUM(1)"))
+    write_rows(catalog, rows)
+    result = ingest(app, catalog)
+    report = tmp_path / "report.csv"
+    result.write_report(report)
+    text = report.read_text()
+    assert "'=cmd|' /C calc'!A0" in text and "\n=" not in text and ",=" not in text

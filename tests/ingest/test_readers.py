@@ -96,3 +96,27 @@ def test_json_array_catalogs() -> None:
     assert {(e.row, e.field) for e in cat.errors} == {(2, None), (3, "title")}
     with pytest.raises(CatalogError, match="not valid JSON"):
         parse('[{"sku": "A",', "jsonl")
+
+
+def test_nul_bytes_and_non_text_cells_are_row_problems() -> None:
+    csv_cat = parse(b"sku,title,image\nA,ok,\nB,x\x00y,\nC,fine,a\x00b.jpg\n")
+    assert [r.sku for r in csv_cat.records] == ["A"]
+    assert {(e.row, e.field, e.code) for e in csv_cat.errors} == {
+        (3, "title", "invalid_field"),
+        (4, "image", "invalid_field"),
+    }
+    assert all("NUL byte" in e.message for e in csv_cat.errors)
+    jsonl = parse(
+        '{"sku": "A", "title": ["a", "list"]}\n{"sku": {"x": 1}, "title": "T"}\n'
+        '{"sku": "B", "title": "ok", "image": ["x.jpg", "y\\u0000.jpg"]}\n{"sku": true, "title": "T"}\n',
+        "jsonl",
+    )
+    assert jsonl.records == []
+    assert {(e.row, e.field) for e in jsonl.errors} == {(1, "title"), (2, "sku"), (3, "image"), (4, "sku")}
+
+
+def test_numeric_skus_are_text_for_every_check() -> None:
+    cat = parse('{"sku": 1.5, "title": "A"}\n{"sku": 1.5, "title": "again"}\n{"sku": 7, "title": "B"}\n', "jsonl")
+    assert [r.sku for r in cat.records] == ["1.5", "7"]
+    assert [e.code for e in cat.errors] == ["duplicate_sku"]
+    assert cat.seen_skus == {"1.5", "7"}  # so --prune keeps them
