@@ -16,7 +16,7 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
     from ingest.pipeline import ingestor_for
     from ingest.sources import load_catalog
 
-    catalog = load_catalog(args.catalog, timeout=app.settings.url_timeout)
+    catalog = load_catalog(args.catalog, timeout=app.settings.url_timeout, deadline=app.settings.url_deadline)
     with ingest_lock(app.catalog, app.settings.home, wait=None if args.wait else 0):
         pass  # fail fast, before loading a model, when another run holds the store
     ingestor = ingestor_for(app)

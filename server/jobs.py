@@ -237,7 +237,7 @@ class JobQueue:
             return catalog
         where = params.get("url") or params.get("path") or source
         try:
-            return load_catalog(where, timeout=self.app.settings.url_timeout)
+            return load_catalog(where, timeout=self.app.settings.url_timeout, deadline=self.app.settings.url_deadline)
         except ShopLensError as exc:  # record the failed run too: the history shows every attempt
             run_id = self.app.catalog.start_run(trigger, source, self.app.identity.describe())
             self.app.catalog.finish_run(run_id, "failed", {}, [], exc.message)

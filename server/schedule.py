@@ -90,7 +90,9 @@ class CatalogSchedule:
 
     def _load(self):
         try:
-            return load_catalog(self.source, timeout=self.app.settings.url_timeout)
+            return load_catalog(
+                self.source, timeout=self.app.settings.url_timeout, deadline=self.app.settings.url_deadline
+            )
         except CatalogError as exc:
             run_id = self.app.catalog.start_run("schedule", self.source, self.app.embedder.identity.describe())
             self.app.catalog.finish_run(run_id, "failed", {}, [], str(exc))

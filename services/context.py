@@ -71,7 +71,12 @@ class ShopLens:
     @cached_property
     def limits(self) -> ImageLimits:
         s = self.settings
-        return ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, url_timeout=s.url_timeout)
+        return ImageLimits(
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+            url_timeout=s.url_timeout,
+            url_deadline=s.url_deadline,
+        )
 
     @cached_property
     def search(self) -> SearchService:

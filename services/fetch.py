@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -26,8 +27,16 @@ class Fetched:
     content_type: str
 
 
-def fetch_capped(url: str, max_bytes: int, timeout: float, client: httpx.Client | None = None) -> Fetched:
-    """GET `url`, refusing bodies over `max_bytes` (declared or streamed) and slow servers."""
+def fetch_capped(
+    url: str, max_bytes: int, timeout: float, client: httpx.Client | None = None, deadline: float | None = None
+) -> Fetched:
+    """GET `url`, refusing bodies over `max_bytes` (declared or streamed) and slow servers.
+
+    `timeout` bounds each connect and read; `deadline` (default 8 x timeout) bounds the whole
+    transfer, so a server that drips a byte now and then cannot hold a run (and its lock) forever.
+    """
+    deadline = 8 * timeout if deadline is None else deadline
+    started = time.monotonic()
     owned = client is None
     client = client or httpx.Client(follow_redirects=True)
     try:
@@ -39,6 +48,8 @@ def fetch_capped(url: str, max_bytes: int, timeout: float, client: httpx.Client 
                 raise FetchError(f"is too large ({int(declared):,} bytes, limit {max_bytes:,})")
             chunks, total = [], 0
             for chunk in response.iter_bytes():
+                if time.monotonic() - started > deadline:
+                    raise FetchError(f"took longer than {deadline:g} s (the server sends too slowly)")
                 total += len(chunk)
                 if total > max_bytes:
                     raise FetchError(f"is too large (over the limit of {max_bytes:,} bytes)")

@@ -64,11 +64,18 @@ class ImageError(ShopLensError):
     prefix = "We couldn't use this photo: "
 
 
+class ImageFetchError(ImageError):
+    """The image's URL could not be downloaded (down, too slow, refused): perhaps only for now."""
+
+    code = "fetch_failed"
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
-    url_timeout: float = 15.0
+    url_timeout: float = 15.0  # each connect and read
+    url_deadline: float = 120.0  # the whole download
 
 
 def sha256_hex(data: bytes) -> str:
@@ -105,9 +112,9 @@ def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
 
 def _read_url(url: str, limits: ImageLimits, client: httpx.Client | None) -> bytes:
     try:
-        data = fetch_capped(url, limits.max_bytes, limits.url_timeout, client).data
+        data = fetch_capped(url, limits.max_bytes, limits.url_timeout, client, limits.url_deadline).data
     except FetchError as exc:
-        raise ImageError(f"image URL {exc}: {url}") from None
+        raise ImageFetchError(f"image URL {exc}: {url}") from None
     if not data:
         raise ImageError(f"image URL returned no data: {url}")
     return data

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
 
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
-    url_timeout: float = Field(default=15.0, gt=0)
+    url_timeout: float = Field(default=15.0, gt=0, description="each connect and read of a download")
+    url_deadline: float = Field(
+        default=120.0, gt=0, description="the longest a whole download (image or catalog) may take"
+    )
     ingest_batch_size: int = Field(
         default=32,
         ge=1,

@@ -349,3 +349,31 @@ def test_report_cells_never_start_a_formula(app: ShopLens, tmp_path: Path) -> No
     result.write_report(report)
     text = report.read_text()
     assert "'=cmd|' /C calc'!A0" in text and "\n=" not in text and ",=" not in text
+
+
+def test_a_dripping_server_cannot_hold_a_run(settings_factory, route_server, tmp_path: Path) -> None:
+    """A server that sends a byte now and then stays under every read timeout; the whole download
+    has a deadline, so the run goes on with a per-row problem (and the lock is not held for long)."""
+    from ingest.readers import CatalogError
+    from ingest.sources import load_catalog
+
+    slow = _bytes(product_photo(3), "JPEG")
+    route_server.routes["/slow.jpg"] = (200, "image/jpeg", slow, 0.0)
+    route_server.drips["/slow.jpg"] = 0.05  # the photo would take minutes
+    catalog = write_catalog(tmp_path / "shop", 2)
+    rows = read_rows(catalog)
+    rows.append(product_row(70, [f"{route_server.url}/slow.jpg"]))
+    write_rows(catalog, rows)
+    app = ShopLens(settings_factory(url_timeout=1.0, url_deadline=1.5))
+    try:
+        started = time.monotonic()
+        result = ingest(app, catalog)
+        assert time.monotonic() - started < 30
+        assert result.counts.new == 3 and [e.sku for e in result.errors] == ["SKU-0070"]
+        assert "took longer than 1.5 s" in result.errors[0].message and result.errors[0].code == "fetch_failed"
+        route_server.routes["/catalog.csv"] = (200, "text/csv", catalog.read_bytes(), 0.0)
+        route_server.drips["/catalog.csv"] = 0.05
+        with pytest.raises(CatalogError, match="took longer than 1.5 s"):
+            load_catalog(f"{route_server.url}/catalog.csv", timeout=1.0, deadline=1.5)
+    finally:
+        app.close()

@@ -15,7 +15,8 @@ Route = tuple[int, str, bytes, float]  # status, content type, body, seconds bef
 class RouteServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
-        routes = self.routes
+        self.drips: dict[str, float] = {}  # path -> seconds between bytes of the body (a slow server)
+        routes, drips = self.routes, self.drips
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -26,7 +27,13 @@ class RouteServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    gap = drips.get(self.path.split("?")[0])
+                    if gap is None:
+                        self.wfile.write(body)
+                    for byte in body if gap is not None else b"":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(gap)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
