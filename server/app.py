@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.records import REPORT_COLUMNS
 from server import schemas
+from server.admin import plan_upload
 from server.state import THUMB_SIZES, ServerState
 from services.errors import ShopLensError, Throttled, TooLarge, UsageError
 from services.files import spreadsheet_safe
@@ -372,7 +373,7 @@ async def _upload(request: Request, state: ServerState) -> tuple[Any, bool]:
     zip_bytes = await images.read() if isinstance(images, UploadFile) else None
     pairs = [(f.filename or "image", await f.read()) for f in files]
     prune = str(form.get("prune", "")).lower() in ("1", "true", "yes", "on")
-    plan = await run_in_threadpool(state.plan, catalog.filename or "catalog.csv", catalog_bytes, zip_bytes, pairs)
+    plan = await run_in_threadpool(plan_upload, catalog.filename or "catalog.csv", catalog_bytes, zip_bytes, pairs)
     return plan, prune
 
 

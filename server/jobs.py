@@ -239,8 +239,7 @@ class JobQueue:
         try:
             return load_catalog(where, timeout=self.app.settings.url_timeout, deadline=self.app.settings.url_deadline)
         except ShopLensError as exc:  # record the failed run too: the history shows every attempt
-            run_id = self.app.catalog.start_run(trigger, source, self.app.identity.describe())
-            self.app.catalog.finish_run(run_id, "failed", {}, [], exc.message)
+            run_id = self.app.catalog.record_failed_run(trigger, source, self.app.identity.describe(), exc.message)
             self._update(job_id, run_id=run_id)
             raise
 

@@ -94,8 +94,9 @@ class CatalogSchedule:
                 self.source, timeout=self.app.settings.url_timeout, deadline=self.app.settings.url_deadline
             )
         except CatalogError as exc:
-            run_id = self.app.catalog.start_run("schedule", self.source, self.app.embedder.identity.describe())
-            self.app.catalog.finish_run(run_id, "failed", {}, [], str(exc))
+            run_id = self.app.catalog.record_failed_run(
+                "schedule", self.source, self.app.identity.describe(), exc.message
+            )
             self.echo(f"run {run_id} failed: {exc}")
             return None
 

@@ -7,11 +7,13 @@ operations run the same way in tests, in the API and behind the command line's c
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import secrets
 import socket
 import threading
 from dataclasses import asdict
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from PIL import Image
 from ingest.locking import ingest_lock
 from ingest.reconcile import collect_stats, reconcile_app
 from server import schemas, views
-from server.admin import UploadPlan, delete_product, plan_upload, save_upload
+from server.admin import UploadPlan, delete_product, save_upload
 from server.auth import LoginThrottle
 from server.discovery import ServerInfo
 from server.jobs import JobQueue, JobRequest
@@ -82,7 +84,10 @@ class ServerState:
         self.throttle = LoginThrottle(lockout_seconds=60.0)  # per client: slows guessing, never a long lock-out
         self.version = _version()
         self._warm = threading.Thread(target=self._warm_up, name="shoplens-warm-up", daemon=True)
-        self._thumbs: dict[tuple[str, int], bytes] = {}
+        # content-addressed, so never stale; lru_cache is safe across the request threads
+        self._thumbnail = lru_cache(maxsize=2048)(
+            lambda relative, size: square_thumbnail(self.app.media.read(relative), size, self.app.limits)
+        )
 
     # -- life ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -171,8 +176,6 @@ class ServerState:
         return schemas.ProductPage(products=[views.product(p) for p in page], total=total, offset=offset, limit=limit)
 
     def similar(self, sku: str, top_k: int, filters: schemas.Filters) -> schemas.SearchResult:
-        if self.app.catalog.get_product(sku) is None:
-            raise NotFound(f"no product with SKU {sku!r}")
         wanted = SearchFilters(
             tuple(filters.category), tuple(filters.brand), filters.min_price, filters.max_price, filters.in_stock
         )
@@ -187,27 +190,16 @@ class ServerState:
         relative = self.app.catalog.media_path_of(sha256)
         if relative is None or not self.app.media.exists(relative):
             raise NotFound("no such image")
-        data = self.app.media.read(relative)
-        if size is None:
-            with Image.open(self.app.media.path(relative)) as img:
-                return data, Image.MIME.get(img.format or "", "application/octet-stream")
+        if size is None:  # stored copies are named <sha256><suffix of their format>
+            media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
+            return self.app.media.read(relative), media_type
         if size not in THUMB_SIZES:
             raise UsageError(f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
-        key = (sha256, size)
-        if key not in self._thumbs:
-            if len(self._thumbs) > 4096:
-                self._thumbs.pop(next(iter(self._thumbs)))
-            self._thumbs[key] = square_thumbnail(data, size, self.app.limits)
-        return self._thumbs[key], "image/jpeg"
+        return self._thumbnail(relative, size), "image/jpeg"
 
     # -- admin ----------------------------------------------------------------------------------
     def stats(self) -> schemas.Stats:
         return schemas.Stats.model_validate(collect_stats(self.app))
-
-    def plan(
-        self, catalog_name: str, catalog: bytes, images_zip: bytes | None, files: list[tuple[str, bytes]]
-    ) -> UploadPlan:
-        return plan_upload(catalog_name, catalog, zip_bytes=images_zip, files=files)
 
     def preview(self, plan: UploadPlan) -> schemas.UploadPreview:
         sample = [

@@ -20,7 +20,7 @@ from PIL import Image
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, QueryKind
-from services.errors import ShopLensError
+from services.errors import NotFound, ShopLensError
 from services.media import MediaStore
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
 
@@ -117,7 +117,7 @@ class SearchService:
         started = time.perf_counter()
         product = self.catalog.get_product(sku)
         if product is None:
-            raise QueryError(f"no product with SKU {sku!r}")
+            raise NotFound(f"no product with SKU {sku!r}")
         filters = filters or SearchFilters()
         filters = SearchFilters(**{**filters.__dict__, "exclude_skus": (*filters.exclude_skus, sku)})
         vector, kind, using = None, QueryKind.IMAGE_TO_IMAGE.value, IMAGE

@@ -220,6 +220,13 @@ class CatalogStore:
             run.message = message
             run.finished_at = utcnow()
 
+    def record_failed_run(self, trigger: str, source: str, embedder: str, message: str) -> int:
+        """A run that failed before it could start (its catalog could not be read): the history
+        shows every attempt."""
+        run_id = self.start_run(trigger, source, embedder)
+        self.finish_run(run_id, "failed", {}, [], message)
+        return run_id
+
     def abandon_running_runs(self) -> int:
         """Runs still marked running when the ingest lock is free were killed: say so."""
         with self.session() as session:
