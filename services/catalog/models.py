@@ -27,7 +27,7 @@ class Product(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     category: Mapped[str | None] = mapped_column(String(200), index=True)
     brand: Mapped[str | None] = mapped_column(String(200), index=True)
-    price: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    price: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))  # three decimals: KWD, BHD, OMR, JOD, TND
     currency: Mapped[str | None] = mapped_column(String(3))
     in_stock: Mapped[bool] = mapped_column(default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -36,6 +36,10 @@ class Product(Base):
     # Fingerprint of what Qdrant holds for this product (embedder, images, text, payload);
     # differs from the desired one until the vectors are written, so a killed run resumes.
     synced_state: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Runs in a row whose image download failed, and when the next run may try again: a failed
+    # image is fetched again by later runs until it lands or the row changes.
+    image_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

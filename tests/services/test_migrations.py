@@ -29,7 +29,8 @@ from tests.conftest import POSTGRES_URL
 from tests.support import schema_v1
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE, HEAD = "0001_baseline", "0002_jobs_and_meta"
+BASELINE, SECOND, HEAD = "0001_baseline", "0002_jobs_and_meta", "0003_prices_and_image_retries"
+AFTER_BASELINE = (SECOND, HEAD)
 SHOPLENS_TABLES = {"products", "product_images", "ingest_runs", "jobs", "store_meta"}
 OLD_SKUS = [f"OLD-{i:03d}" for i in range(5)]
 
@@ -186,10 +187,13 @@ def run_child(url: str) -> subprocess.Popen[str]:
 def test_previous_release_store_upgrades_keeping_every_row(database_url: str) -> None:
     schema_v1.create_v1_store(database_url)
     before = schema_v1.snapshot(database_url)
-    assert "recognised as revision 0001_baseline); 1 migration(s) pending: 0002_jobs_and_meta" in describe(database_url)
+    assert (
+        "recognised as revision 0001_baseline); 2 migration(s) pending: 0002_jobs_and_meta, "
+        "0003_prices_and_image_retries" in describe(database_url)
+    )
 
     with opened(database_url) as store:
-        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (None, BASELINE, (HEAD,))
+        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (None, BASELINE, AFTER_BASELINE)
         assert store.migration.locked and not store.migration.up_to_date
         assert "recognised as revision 0001_baseline" in store.migration.describe()
         assert store.schema_revision() == HEAD
@@ -251,12 +255,12 @@ def test_baseline_revision_is_exactly_the_previous_release_schema(database_url: 
 
 # -- fresh and newer stores ----------------------------------------------------------------------
 def test_fresh_database_gets_head_directly(database_url: str) -> None:
-    assert describe(database_url).startswith("empty database; 2 migration(s) pending")
+    assert describe(database_url).startswith("empty database; 3 migration(s) pending")
     with opened(database_url) as store:
         assert (store.migration.before, store.migration.stamped, store.migration.applied) == (
             None,
             None,
-            (BASELINE, HEAD),
+            (BASELINE, SECOND, HEAD),
         )
         assert store.schema_revision() == HEAD
         assert store.counts() == {"products": 0, "images": 0, "unsynced": 0}
@@ -307,7 +311,7 @@ def test_failed_upgrade_changes_nothing(database_url: str) -> None:
     with connected(database_url) as conn, conn.begin():
         conn.execute(sa.text("DROP VIEW store_meta"))
     with opened(database_url) as store:
-        assert store.migration.stamped == BASELINE and store.migration.applied == (HEAD,)
+        assert store.migration.stamped == BASELINE and store.migration.applied == AFTER_BASELINE
     assert schema_v1.snapshot(database_url) == before
 
 
@@ -348,7 +352,7 @@ def test_two_processes_starting_on_an_old_store_upgrade_it_once(database_url: st
 
     assert all(r["locked"] and r["after"] == HEAD for r in results)
     upgraded = [r for r in results if r["applied"]]
-    assert len(upgraded) == 1 and upgraded[0]["stamped"] == BASELINE and upgraded[0]["applied"] == [HEAD]
+    assert len(upgraded) == 1 and upgraded[0]["stamped"] == BASELINE and upgraded[0]["applied"] == list(AFTER_BASELINE)
     assert [(r["stamped"], r["applied"]) for r in results if r not in upgraded] == [
         (None, [])
     ]  # found head after waiting
@@ -408,7 +412,7 @@ def test_postgres_revision_of_another_schema_on_the_path_is_not_ours(postgres_ur
         both = f"{POSTGRES_URL}?options=-csearch_path%3D{schema_of(postgres_url)}%2C{other}"
 
         with opened(both) as store:
-            assert (store.migration.stamped, store.migration.applied) == (None, (BASELINE, HEAD))
+            assert (store.migration.stamped, store.migration.applied) == (None, (BASELINE, SECOND, HEAD))
             assert store.schema_revision() == HEAD
         assert version_rows(postgres_url) == [HEAD]
         assert SHOPLENS_TABLES <= tables(postgres_url)
