@@ -193,7 +193,11 @@ def test_previous_release_store_upgrades_keeping_every_row(database_url: str) ->
     )
 
     with opened(database_url) as store:
-        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (None, BASELINE, AFTER_BASELINE)
+        assert (store.migration.before, store.migration.stamped, store.migration.applied) == (
+            None,
+            BASELINE,
+            AFTER_BASELINE,
+        )
         assert store.migration.locked and not store.migration.up_to_date
         assert "recognised as revision 0001_baseline" in store.migration.describe()
         assert store.schema_revision() == HEAD
