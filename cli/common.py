@@ -62,11 +62,28 @@ def print_hits(result: schemas.SearchResult, args: argparse.Namespace, where: st
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if not result.hits:
-        print("no matching products")
-    for rank, hit in enumerate(result.hits, start=args.offset + 1):
-        price = f"{hit.price:.2f} {hit.currency or ''}".strip() if hit.price is not None else "-"
-        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}")
+        threshold = "" if result.threshold is None else f" (nothing reaches the match threshold {result.threshold:.3f})"
+        print(f"no good match{threshold}")
+        if result.closest:
+            print("closest products, not matches:")
+    for rank, hit in enumerate(result.hits or result.closest, start=args.offset + 1):
+        price = price_text(hit.price, hit.currency)
+        code = " [code]" if hit.code_match else ""
+        print(f"{rank:>3}. {hit.score:.3f}  {hit.sku:<16} {hit.title[:48]:<48} {price:>12}  {hit.category or ''}{code}")
     print(f"{len(result.hits)} result(s) in {result.took_ms:.0f} ms{where}", file=sys.stderr)
+
+
+def price_text(price: float | None, currency: str | None) -> str:
+    """In the currency's minor units: 12.345 KWD is not 12.35 KWD, 1500 JPY not 1500.00."""
+    from babel.numbers import get_currency_precision, is_currency
+
+    if price is None:
+        return "-"
+    if currency and is_currency(currency):
+        digits = get_currency_precision(currency)
+    else:  # as ingest keeps them: 2 decimals, or 3 when the third is not 0
+        digits = 3 if round(price * 100, 6) != round(price * 100) else 2
+    return f"{price:.{digits}f} {currency or ''}".strip()
 
 
 def print_runs(runs: list[schemas.Run], as_json: bool) -> None:
@@ -92,6 +109,4 @@ def print_stats(stats: schemas.Stats, as_json: bool) -> None:
     print(f"embedder:   {stats.embedder}\ncollection: {stats.collection}")
     print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
     print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
-    print(
-        "consistent: yes" if stats.consistent else "consistent: NO (run `shoplens ingest` again or `shoplens reindex`)"
-    )
+    print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens reconcile` to repair it)")

@@ -22,7 +22,9 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
     ingestor = ingestor_for(app)
     announce_embedder(app)
     stop_on_signals(ingestor.stop_event)
-    result = ingestor.ingest(catalog, prune=args.prune, trigger="cli", wait=None if args.wait else 0)
+    result = ingestor.ingest(
+        catalog, prune=args.prune, trigger="cli", wait=None if args.wait else 0, force_prune=args.force_prune
+    )
     report = args.report or app.settings.home / "reports" / f"run-{result.run_id}.csv"
     result.write_report(report)
     if args.json:
@@ -31,6 +33,7 @@ def cmd_ingest(app: ShopLens, args: argparse.Namespace) -> int:
                 {
                     "run_id": result.run_id,
                     "status": result.status,
+                    "message": result.message,  # why a run failed (e.g. every embedding refused)
                     "seconds": round(result.seconds, 3),
                     "report": str(report),
                     "errors": len(result.errors),
@@ -56,7 +59,14 @@ def cmd_schedule(app: ShopLens, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     announce_embedder(app)
-    schedule = CatalogSchedule(app, args.catalog, args.prune, args.max_runs, echo=lambda line: print(line, flush=True))
+    schedule = CatalogSchedule(
+        app,
+        args.catalog,
+        args.prune,
+        args.max_runs,
+        echo=lambda line: print(line, flush=True),
+        force_prune=args.force_prune,
+    )
     print(
         f"scheduled {args.catalog} ({'every ' + args.every if args.every else 'cron ' + args.cron}); Ctrl-C to stop",
         flush=True,
@@ -115,24 +125,11 @@ def cmd_reindex(app: ShopLens, args: argparse.Namespace) -> int:
 
 
 def cmd_eval(app: ShopLens, args: argparse.Namespace) -> int:
-    from datetime import datetime
+    from ingest.evaluate import local_shop, read_queries, run_eval
 
-    from ingest.evaluate import evaluate, read_queries, write_misses
-
-    queries = read_queries(args.queries)
+    queries = read_queries(args.queries)  # a bad file fails before the model loads
     announce_embedder(app)
-    result = evaluate(app, queries, args.queries.resolve().parent, args.top_k)
-    report = args.report or app.settings.home / "reports" / f"eval-{datetime.now():%Y%m%d-%H%M%S}.csv"
-    write_misses(result, report)
-    for error in result.errors:
-        print(f"  {error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.as_dict()))
-    else:
-        recall = "  ".join(f"recall@{k} {v:.3f}" for k, v in result.recall.items())
-        print(
-            f"{result.queries} queries: {recall}  MRR {result.mrr:.3f}; {len(result.misses)} not first (see {report})"
-        )
+    run_eval(local_shop(app), args.queries, queries, args.top_k, args.report, app.settings.home, args.json)
     return 0
 
 
@@ -164,7 +161,7 @@ def cmd_serve(app: ShopLens, args: argparse.Namespace) -> int:
 
     try:
         if args.schedule:
-            schedule = ServerSchedule(args.schedule, args.every, args.cron, args.prune)
+            schedule = ServerSchedule(args.schedule, args.every, args.cron, args.prune, args.force_prune)
         else:
             schedule = ServerSchedule.from_settings(app.settings)
     except ValueError as exc:

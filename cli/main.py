@@ -19,6 +19,11 @@ from services.errors import ShopLensError
 
 __all__ = ["EXIT_USER_ERROR", "UserError", "build_parser", "main"]
 
+FORCE_PRUNE_HELP = (
+    "prune even when some rows could not be read and their SKUs are unknown (implies --prune): "
+    "products on those rows are removed too"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoplens", description="Photo-to-product search for online shops.")
@@ -34,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="load or refresh a CSV/JSONL catalog (a path or an http(s) URL)")
     p.add_argument("catalog")
     p.add_argument("--prune", action="store_true", help="remove products that are not in the catalog")
+    p.add_argument("--force-prune", action="store_true", help=FORCE_PRUNE_HELP)
     p.add_argument("--wait", action="store_true", help="wait for another ingest run to finish instead of exiting")
     p.add_argument("--report", type=Path, help="write the problems found to this .csv or .json file")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--every", help="interval, e.g. 30m, 1h, 2h30m")
     when.add_argument("--cron", help='crontab expression, e.g. "0 * * * *" (UTC)')
     p.add_argument("--prune", action="store_true")
+    p.add_argument("--force-prune", action="store_true", help=FORCE_PRUNE_HELP)
     p.add_argument("--max-runs", type=int, help="stop after this many runs")
 
     p = sub.add_parser("runs", help="ingest run history")
@@ -76,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="recall@1/5/10 and MRR of labelled queries (image or text → expected_sku)")
     p.add_argument(
-        "queries", type=Path, help="CSV or JSONL with image (path relative to the file) or text, and expected_sku"
+        "queries",
+        type=Path,
+        help="CSV or JSONL with image (relative to the file) or text, and expected_sku (empty: nothing should match)",
     )
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--report", type=Path, help="write the misses to this CSV file")
@@ -108,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--every", help="interval, e.g. 30m, 1h, 2h30m")
     when.add_argument("--cron", help='crontab expression, e.g. "0 * * * *" (UTC)')
     p.add_argument("--prune", action="store_true", help="scheduled runs remove products that left the catalog")
+    p.add_argument("--force-prune", action="store_true", help=FORCE_PRUNE_HELP)
 
     p = sub.add_parser("pages", help="only the storefront pages, as a client of a running server (SHOPLENS_SERVER_URL)")
     p.add_argument("--port", type=int, default=8501)
@@ -129,8 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("SHOPLENS_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "sentence_transformers", "root"):
+    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "sentence_transformers", "transformers", "root"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+    # third-party warnings (torch, transformers, open_clip) become log records, shown with --debug only
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if debug else logging.ERROR)
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
     try:
         return _dispatch(args)
     except ShopLensError as exc:

@@ -16,7 +16,7 @@ from server import schemas
 from server.client import ShopLensClient
 from services.fetch import is_url
 
-CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "schedule", "reconcile"})
+CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "schedule", "reconcile", "eval"})
 
 
 def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
@@ -26,17 +26,32 @@ def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(client: ShopLensClient, args: argparse.Namespace) -> int:
+    """The queries' photos are read here and searched through the server, which holds the stores;
+    the misses report is written under this machine's home."""
+    from ingest.evaluate import image_limits, read_queries, remote_shop, run_eval
+    from services.settings import Settings
+
+    settings = Settings()
+    queries = read_queries(args.queries)
+    print(f"evaluating through the server {client.base_url}", file=sys.stderr)
+    shop = remote_shop(client, image_limits(settings))
+    run_eval(shop, args.queries, queries, args.top_k, args.report, settings.home, args.json)
+    return 0
+
+
 def cmd_ingest(client: ShopLensClient, args: argparse.Namespace, local: bool) -> int:
     """A URL or (for a server on this machine) a path is read by the server; otherwise the catalog
     file is uploaded, with `--images` as its ZIP of photos."""
     trigger = getattr(args, "trigger", "cli")
+    prune = {"prune": args.prune, "force_prune": getattr(args, "force_prune", False)}
     if is_url(args.catalog):
-        job = client.ingest_source(url=args.catalog, prune=args.prune, trigger=trigger)
+        job = client.ingest_source(url=args.catalog, trigger=trigger, **prune)
     elif local and args.images is None:
         path = Path(args.catalog).expanduser()
         if not path.is_file():
             raise UserError(f"catalog file not found: {args.catalog}")
-        job = client.ingest_source(path=path.resolve(), prune=args.prune, trigger=trigger)
+        job = client.ingest_source(path=path.resolve(), trigger=trigger, **prune)
     else:
         path = Path(args.catalog)
         try:
@@ -44,7 +59,7 @@ def cmd_ingest(client: ShopLensClient, args: argparse.Namespace, local: bool) ->
             images = args.images.read_bytes() if args.images else None
         except OSError as exc:
             raise UserError(f"cannot read {exc.filename}: {exc.strerror}") from None
-        job = client.ingest_upload(catalog, images, prune=args.prune, trigger=trigger)
+        job = client.ingest_upload(catalog, images, trigger=trigger, **prune)
     return _follow(client, job, args)
 
 
@@ -88,7 +103,9 @@ def cmd_schedule(client: ShopLensClient, args: argparse.Namespace, local: bool) 
         nonlocal runs
         runs += 1
         try:
-            ns = argparse.Namespace(catalog=args.catalog, prune=args.prune, images=None, **vars(quiet))
+            ns = argparse.Namespace(
+                catalog=args.catalog, prune=args.prune, force_prune=args.force_prune, images=None, **vars(quiet)
+            )
             cmd_ingest(client, ns, local)
         except Exception as exc:  # one failed run must not stop the schedule
             print(f"run failed: {exc}", flush=True)

@@ -9,6 +9,7 @@ ingests it in this process (a re-run finds every row unchanged and costs seconds
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import socket
@@ -87,6 +88,11 @@ def prepare_demo(app: ShopLens, registry: str | None = None, log: Callable[[str]
 
 
 def streamlit_command(port: int = DEFAULT_PORT, address: str | None = None) -> list[str]:
+    """The Streamlit pages as shoppers and merchants see them: no Deploy button or developer menu,
+    the app's own navigation only, and (without --debug) none of Streamlit's own chatter. The same
+    settings are in ui/.streamlit/config.toml for `streamlit run ui/storefront.py`; these flags also
+    serve an installed (non-editable) copy, which has no such file."""
+    quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
     command = [
         sys.executable,
         "-m",
@@ -100,7 +106,13 @@ def streamlit_command(port: int = DEFAULT_PORT, address: str | None = None) -> l
         "--browser.gatherUsageStats",
         "false",
         "--client.toolbarMode",
-        "viewer",  # shoppers get no developer menu
+        "viewer",  # shoppers get no Deploy button and no developer menu
+        "--client.showSidebarNavigation",
+        "false",  # the pages draw their own navigation
+        "--logger.hideWelcomeMessage",
+        str(quiet).lower(),  # ShopLens prints the storefront's address itself
+        "--logger.level",
+        "warning" if quiet else "debug",
     ]
     if address:
         command += ["--server.address", address]

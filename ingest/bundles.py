@@ -12,7 +12,9 @@ anything else is listed as skipped.
 from __future__ import annotations
 
 import io
+import shutil
 import stat
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +80,29 @@ def upload_folder(home: Path) -> Path:
         n += 1
         candidate = root / f"{stamp}-{n}"
     return candidate
+
+
+def remove_upload(folder: Path, home: Path) -> bool:
+    """Delete an upload's staging folder once its run has ended: its images are in the media
+    store by then, and a restarted server cannot resume an upload anyway. Only folders under
+    `<home>/uploads` are touched, whatever a job's parameters say."""
+    root = (Path(home) / "uploads").resolve()
+    target = Path(folder).resolve()
+    if target.parent != root or not target.is_dir():
+        return False
+    shutil.rmtree(target, ignore_errors=True)
+    return True
+
+
+def sweep_uploads(home: Path, max_age: float = 24 * 3600.0) -> int:
+    """Staging folders left behind by a server stopped before their job ran; only those older
+    than `max_age` seconds, since replicas sharing the home may be filling newer ones."""
+    root = Path(home) / "uploads"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - max_age
+    stale = [p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime < cutoff]
+    return sum(remove_upload(p, home) for p in stale)
 
 
 # -- ZIP ---------------------------------------------------------------------------------------

@@ -88,5 +88,6 @@ def prepare_images(
             if kept is not None and media.exists(kept.media_path) and kept.sha256 not in images:
                 images[kept.sha256] = ImageInfo(ref, kept.sha256, kept.media_path, kept.width, kept.height)
                 note = " (kept the previously stored copy)"
-            errors.append(RowError(record.row, "image", f"{exc}{note}", record.sku, exc.code))
+            what = str(exc) if ref in str(exc) else f"{ref}: {exc}"  # name the file, once
+            errors.append(RowError(record.row, "image", f"{what}{note}", record.sku, exc.code))
     return PreparedProduct(record, list(images.values()), errors)

@@ -11,14 +11,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -29,14 +30,15 @@ from tqdm import tqdm
 
 from ingest.faults import checkpoint
 from ingest.images import PreparedProduct, local_image_stats, prepare_images
-from ingest.locking import ingest_lock
+from ingest.locking import HeldLock, ingest_lock
 from ingest.readers import Catalog
 from ingest.records import REPORT_COLUMNS, ProductRecord, RowError
-from ingest.sync import VectorSync, desired_state
-from services.catalog.models import Product, ProductImage
-from services.catalog.store import CatalogStore
+from ingest.sync import VectorSync, desired_state, expected_points
+from services.catalog.models import Product, ProductImage, utcnow
+from services.catalog.store import CatalogStore, CatalogUnavailable
 from services.context import ShopLens
-from services.embedders.base import Embedder
+from services.embedders.base import Embedder, EmbedError
+from services.errors import ShopLensError
 from services.files import spreadsheet_safe
 from services.images import ImageLimits
 from services.media import MediaStore
@@ -44,6 +46,7 @@ from services.vectors import VectorStore, VectorStoreUnavailable
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
+MAX_IMAGE_RETRY_WAIT = 24 * 3600.0  # a failed image is tried at least once a day
 TRANSIENT = (OperationalError, InterfaceError, VectorStoreUnavailable, ConnectionError, TimeoutError)
 
 
@@ -55,6 +58,9 @@ class IngestCounts:
     unchanged: int = 0
     pruned: int = 0
     failed: int = 0
+    image_retries: int = 0  # unchanged rows whose failed image download was tried again
+    image_retries_waiting: int = 0  # unchanged rows with a failed image, to be tried again by a later run
+    resynced: int = 0  # synced products whose vectors were gone from the store, written again
     images_embedded: int = 0
     texts_embedded: int = 0
     indexed_vectors: int = 0  # vectors put in the search index at the end of the run
@@ -66,6 +72,7 @@ class Planned:
     record: ProductRecord
     fingerprint: str
     images: Future | PreparedProduct | None  # None: the row is unchanged
+    retry: bool = False  # an unchanged row read again because an image of it failed before
 
 
 @dataclass
@@ -76,18 +83,40 @@ class IngestResult:
     errors: list[RowError] = field(default_factory=list)
     seconds: float = 0.0
     embedder: str = ""
-    message: str | None = None
+    message: str | None = None  # why it failed, or how it was cut short
+    recorded: bool = False  # its end is in the run history (not when the database was away)
 
     def summary(self) -> str:
         c = self.counts
         rate = f", {c.images_embedded / self.seconds:.1f} images/s" if self.seconds and c.images_embedded else ""
         if c.indexed_vectors:
             rate += f"; search index built over {c.indexed_vectors} vectors in {c.index_seconds:.1f} s"
+        if c.image_retries or c.image_retries_waiting:
+            rate += (
+                f"; failed images fetched again for {c.image_retries} product(s), "
+                f"{c.image_retries_waiting} waiting for a later run"
+            )
+        if c.resynced:
+            rate += f"; {c.resynced} product(s) whose vectors were missing from the vector store written again"
+        why = f" — {self.message}" if self.status == "failed" and self.message else ""
         return (
             f"run {self.run_id} {self.status}: {c.rows_total} rows — {c.new} new, {c.changed} changed, "
             f"{c.unchanged} unchanged, {c.pruned} pruned, {c.failed} failed; embedded {c.images_embedded} images "
-            f"and {c.texts_embedded} texts in {self.seconds:.1f} s{rate}; {len(self.errors)} problem(s) reported"
+            f"and {c.texts_embedded} texts in {self.seconds:.1f} s{rate}; {len(self.errors)} problem(s) reported{why}"
         )
+
+    def record(self, catalog: CatalogStore) -> bool:
+        """Write how the run ended to the run history; False while the database is away (the run
+        shows as running there until a later call succeeds or the next run marks it abandoned)."""
+        try:
+            catalog.finish_run(
+                self.run_id, self.status, asdict(self.counts), [e.as_dict() for e in self.errors], self.message
+            )
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("could not record run %s as %s: %s", self.run_id, self.status, _describe(exc))
+            return False
+        self.recorded = True
+        return True
 
     def write_report(self, path: Path) -> None:
         """CSV (one line per problem) or JSON (summary plus problems), by the file's suffix."""
@@ -123,9 +152,12 @@ class Ingestor:
         batch_size: int = 64,
         workers: int = 4,
         retries: int = 3,
+        image_retry_backoff: float = 60.0,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
+        self.image_retry_backoff = image_retry_backoff
+        self.calibrate: Callable[[], object] | None = None  # after each run (SearchService.calibrate)
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
         self.current: IngestResult | None = None  # the run in progress (or last run), for progress reporters
@@ -138,18 +170,28 @@ class Ingestor:
         trigger: str = "cli",
         progress: ProgressFn | None = None,
         wait: float | None = 0.0,
+        force_prune: bool = False,
     ) -> IngestResult:
-        """One run under the store's ingest lock (`wait` seconds for it; None: as long as it takes)."""
+        """One run under the store's ingest lock (`wait` seconds for it; None: as long as it takes).
+
+        Prune removes only products the file provably lacks: when a row could not be read and its
+        SKU is unknown, it removes nothing and says so as the run's first problem (`prune_skipped`),
+        unless `force_prune` (which implies `prune`): the merchant takes the guess."""
 
         def body(result: IngestResult) -> None:
             result.counts.rows_total = catalog.rows_total
             result.counts.failed = _failed_rows(catalog.errors)
             result.errors.extend(catalog.errors)
+            result.counts.resynced = self.resync_lost_points()
             self._ingest_records(catalog, result, progress)
-            if not self.stop_event.is_set():
-                self.sync_pending(result)
-            if prune and not self.stop_event.is_set():
-                result.counts.pruned = self.prune(catalog.seen_skus)
+            if not self.stop_event.is_set():  # rows of this catalog were tried above: not twice
+                self.sync_pending(result, skip={r.sku for r in catalog.records})
+            if (prune or force_prune) and not self.stop_event.is_set():
+                unsafe = None if force_prune else catalog.prune_problem()
+                if unsafe is not None:
+                    result.errors.insert(0, unsafe)
+                else:
+                    result.counts.pruned = self.prune(catalog.seen_skus)
 
         return self._run(trigger, catalog.source, body, wait)
 
@@ -166,46 +208,91 @@ class Ingestor:
 
         return self._run("reindex", "sql+media", body, wait)
 
+    _held: HeldLock | None = None  # the store's lock while a run holds it (checked before each batch step)
+
     def _run(self, trigger: str, source: str, body: Callable[[IngestResult], None], wait: float | None) -> IngestResult:
-        """Lock the store, record the run in SQL, run `body`, and record how it ended."""
-        with ingest_lock(self.catalog, self.home, wait):
-            self.catalog.abandon_running_runs()
-            started = time.monotonic()
-            describe = self.embedder.identity.describe()
-            result = IngestResult(
-                self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe
+        """Lock the store, record the run in SQL, run `body`, and record how it ended.
+
+        A batch step whose database connection dropped is repeated (`_retrying`, which also makes
+        sure the lock survived the drop). If the database stays away, the run stops with one clear
+        CatalogUnavailable instead of a driver error: its end is recorded if the database answers
+        again in time, otherwise the next run marks it abandoned."""
+        result: IngestResult | None = None
+        try:
+            with ingest_lock(self.catalog, self.home, wait) as lock:
+                self._held = lock
+                self.catalog.abandon_running_runs()
+                started = time.monotonic()
+                describe = self.embedder.identity.describe()
+                result = IngestResult(
+                    self.catalog.start_run(trigger, source, describe), "running", IngestCounts(), embedder=describe
+                )
+                self.current = result
+                try:
+                    body(result)
+                    if not self.stop_event.is_set():
+                        self._build_index(result)
+                except Exception as exc:
+                    result.status, result.message = "failed", _describe(exc)
+                    log.warning("%s run %s failed: %s", trigger, result.run_id, result.message)
+                    log.debug("%s run %s failed", trigger, result.run_id, exc_info=True)
+                    raise
+                finally:
+                    if result.status == "running":
+                        result.status, result.message = self._outcome(result)
+                    result.seconds = time.monotonic() - started
+                    self._record(result.run_id, result)
+                return result
+        except (OperationalError, InterfaceError) as exc:  # still failing after the retries: the database is away
+            raise CatalogUnavailable(self._database_lost(exc, result)) from exc
+        finally:
+            self._held = None
+
+    def _outcome(self, result: IngestResult) -> tuple[str, str | None]:
+        """How a run that raised nothing ended. Every embedding failing is a failure, not a partial
+        success: nothing the run wrote became searchable (the embedder is broken or refuses)."""
+        if self.stop_event.is_set():
+            return "interrupted", result.message
+        c = result.counts
+        refused = [e for e in result.errors if e.code == EmbedError.code]
+        if refused and not (c.images_embedded or c.texts_embedded):
+            products = len({e.sku for e in refused})
+            return "failed", (
+                f"every embedding failed ({products} product(s) left unsearchable; they are retried by the next run): "
+                f"{refused[0].message}"
             )
-            self.current = result
-            try:
-                body(result)
-                if not self.stop_event.is_set():
-                    self._build_index(result)
-            except Exception as exc:
-                result.status, result.message = "failed", f"{exc.__class__.__name__}: {exc}"
-                log.exception("%s run %s failed", trigger, result.run_id)
-                raise
-            finally:
-                if result.status == "running":
-                    result.status = (
-                        "interrupted" if self.stop_event.is_set() else ("partial" if result.errors else "succeeded")
-                    )
-                result.seconds = time.monotonic() - started
-                self._record(result.run_id, result)
-            return result
+        return ("partial" if result.errors else "succeeded"), result.message
+
+    def _database_lost(self, exc: Exception, result: IngestResult | None) -> str:
+        reason = _describe(exc)
+        if result is None:
+            return f"the database cannot be reached ({reason})"
+        fate = (
+            "it is recorded as failed"
+            if result.recorded
+            else "the next run will record it as abandoned (the database could not be told)"
+        )
+        lost = "connection was lost" if self.catalog.dialect == "postgresql" else "stopped answering"
+        return (
+            f"run {result.run_id} stopped: the database {lost} and did not come back after {self.retries} retries "
+            f"({reason}); {fate}. Run the ingest again once the database is back: it resumes the pending work"
+        )
 
     def _build_index(self, result: IngestResult) -> None:
         """Once per run, after the bulk of the writes: searches go on meanwhile."""
         build = self._retrying(self.vectors.build_index)
         if build is not None:
             result.counts.indexed_vectors, result.counts.index_seconds = build.vectors, round(build.seconds, 3)
+        if self.calibrate is not None:  # the "no good match" thresholds follow the catalog
+            try:
+                self.calibrate()
+            except Exception:  # searches keep the previous thresholds; the run's work is done
+                log.warning("calibrating the search thresholds failed", exc_info=True)
 
-    def _record(self, run_id: int, result: IngestResult) -> None:
-        try:
-            self.catalog.finish_run(
-                run_id, result.status, asdict(result.counts), [e.as_dict() for e in result.errors], result.message
-            )
-        except (OperationalError, InterfaceError) as exc:  # the database itself is gone: say so, keep the first error
-            log.error("could not record run %s as %s: %s", run_id, result.status, exc)
+    def _record(self, run_id: int, result: IngestResult) -> bool:
+        """Write how the run ended; False when the database is away (the first error is the one to
+        report, so this one is only logged; the next run marks the run abandoned)."""
+        return result.record(self.catalog)
 
     def prune(self, keep_skus: set[str]) -> int:
         """Remove products not in `keep_skus` from SQL, then Qdrant, then unreferenced media."""
@@ -224,6 +311,30 @@ class Ingestor:
         orphans = sorted({payload.get("sku") for _, payload in self.vectors.all_points()} - known - {None})
         self.vectors.delete_skus(orphans)
         return len(orphans)
+
+    def resync_lost_points(self) -> int:
+        """Mark pending the synced products whose points the vector store no longer holds.
+
+        Fingerprints in SQL say "synced", so an unchanged re-run would trust vectors that are gone
+        (a deleted vector folder, a Qdrant collection dropped or restored from an old snapshot).
+        The check is one count on each side; only when the store holds fewer points than SQL
+        implies are the products' point ids looked up, a batch at a time.
+        """
+        if self.vectors.count() >= self.catalog.synced_point_count():
+            return 0
+        lost: list[int] = []
+        for batch in self.catalog.iter_products():
+            synced = [p for p in batch if p.synced_state is not None]
+            wanted = {p.id: list(expected_points(p)) for p in synced}
+            present = self.vectors.existing_ids([pid for ids in wanted.values() for pid in ids])
+            lost.extend(product_id for product_id, ids in wanted.items() if not set(ids) <= present)
+        with self.catalog.session() as session:
+            for start in range(0, len(lost), 500):
+                chunk = lost[start : start + 500]
+                session.execute(Product.__table__.update().where(Product.id.in_(chunk)).values(synced_state=None))
+        if lost:
+            log.warning("the vector store lacks the points of %d synced product(s): re-syncing them", len(lost))
+        return len(lost)
 
     # -- stages ---------------------------------------------------------------------------
     def _ingest_records(self, catalog: Catalog, result: IngestResult, progress: ProgressFn | None) -> None:
@@ -256,15 +367,26 @@ class Ingestor:
         bar.close()
 
     def _retrying(self, fn, *args):
-        """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat."""
+        """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat.
+
+        Before each attempt, make sure the run still holds the store: a dropped connection can take
+        a PostgreSQL lock with it, and writing on without it would let a second run start beside
+        this one. `ensure` takes it again, or raises LockLost (not retried) if another run has it."""
+        result = self.current if self._held is not None else None  # None outside a run (e.g. reconcile)
+        before = (replace(result.counts), len(result.errors)) if result is not None else None
         for attempt in Retrying(
             retry=retry_if_exception_type(TRANSIENT),
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=0.5, max=8),
             reraise=True,
-            before_sleep=lambda state: log.warning("batch failed (%s); retrying", state.outcome.exception()),
+            before_sleep=lambda state: log.warning("batch failed (%s); retrying", _describe(state.outcome.exception())),
         ):
             with attempt:
+                if result is not None and before is not None:  # a repeat starts from the counts before the step
+                    result.counts = replace(before[0])
+                    del result.errors[before[1] :]
+                if self._held is not None:
+                    self._held.ensure()
                 return fn(*args)
 
     def _prepare(
@@ -273,14 +395,17 @@ class Ingestor:
         """Reader side: find what changed and read/decode the images of changed rows only."""
         previous = self.catalog.get_products(r.sku for r in batch)
         planned: list[Planned] = []
+        now = utcnow()
         for record in batch:
             prev = previous.get(record.sku)
             fingerprint = record.fingerprint(local_image_stats(record, base_dir))
-            if prev is not None and prev.row_hash == fingerprint:
+            unchanged = prev is not None and prev.row_hash == fingerprint
+            retry = unchanged and prev is not None and _image_retry_due(prev, now)
+            if unchanged and not retry:
                 planned.append(Planned(record, fingerprint, None))  # unchanged: no image reads
             else:
                 job = pool.submit(prepare_images, record, prev, base_dir, self.media, self.limits, http)
-                planned.append(Planned(record, fingerprint, job))
+                planned.append(Planned(record, fingerprint, job, retry))
         for item in planned:
             if item.images is not None:
                 item.images = item.images.result()
@@ -296,6 +421,8 @@ class Ingestor:
                 product = current.get(item.record.sku)
                 if item.images is None:  # fingerprint unchanged
                     result.counts.unchanged += 1
+                    if product is not None and product.image_failures:
+                        result.counts.image_retries_waiting += 1
                     if product is not None and self.sync.needs_sync(product):
                         touched.append(item.record.sku)
                     continue
@@ -304,6 +431,9 @@ class Ingestor:
                     product = Product(sku=item.record.sku)
                     session.add(product)
                     result.counts.new += 1
+                elif item.retry:
+                    result.counts.unchanged += 1
+                    result.counts.image_retries += 1
                 else:
                     result.counts.changed += 1
                 self._apply(product, item)
@@ -321,6 +451,12 @@ class Ingestor:
         product.price, product.currency, product.in_stock = record.price, record.currency, record.in_stock
         product.attributes = dict(record.attributes)
         product.row_hash = item.fingerprint
+        if prepared.errors:  # fetched again by later runs, each waiting twice as long, until it lands
+            product.image_failures = (product.image_failures or 0) + 1
+            wait = min(self.image_retry_backoff * 2 ** (product.image_failures - 1), MAX_IMAGE_RETRY_WAIT)
+            product.retry_after = utcnow() + timedelta(seconds=wait)
+        else:
+            product.image_failures, product.retry_after = 0, None
         existing = {img.sha256: img for img in product.images}
         wanted = []
         for position, info in enumerate(prepared.images):
@@ -332,12 +468,19 @@ class Ingestor:
         if product.synced_state is not None and product.synced_state != desired_state(product, self.sync.identity_key):
             product.synced_state = None  # pending until its vectors are written
 
-    def sync_pending(self, result: IngestResult, progress: ProgressFn | None = None) -> None:
-        """Sync products left pending (by a killed run, a reindex, a failed embedding or reconcile)."""
+    def sync_pending(
+        self, result: IngestResult, progress: ProgressFn | None = None, skip: Collection[str] = ()
+    ) -> None:
+        """Sync products left pending (by a killed run, a reindex, a failed embedding or reconcile);
+        `skip`: products this run has tried already (their problems are reported once)."""
         with self.catalog.session() as session:
-            pending = list(
-                session.scalars(select(Product.sku).where(Product.synced_state.is_(None)).order_by(Product.id))
-            )
+            pending = [
+                sku
+                for sku in session.scalars(
+                    select(Product.sku).where(Product.synced_state.is_(None)).order_by(Product.id)
+                )
+                if sku not in skip
+            ]
         bar = _progress_bar(len(pending), "vectors")
         for start in range(0, len(pending), self.batch_size):
             if self.stop_event.is_set():
@@ -358,6 +501,25 @@ class Ingestor:
         result.errors.extend(outcome.errors)
 
 
+def _image_retry_due(product: Product, now: datetime) -> bool:
+    if not product.image_failures:
+        return False
+    due = product.retry_after
+    if due is not None and due.tzinfo is None:  # SQLite keeps no time zone: the value was written as UTC
+        due = due.replace(tzinfo=UTC)
+    return due is None or due <= now
+
+
+def _describe(exc: BaseException | None) -> str:
+    """An error on one line, without the SQL statement and parameters a driver error carries."""
+    if isinstance(exc, ShopLensError):
+        return exc.message
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        lines = str(exc.orig).strip().splitlines()
+        return f"{exc.orig.__class__.__name__}: {lines[0] if lines else exc.orig.__class__.__name__}"
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
+
+
 def _failed_rows(errors: Sequence[RowError]) -> int:
     return len({(e.row, e.sku) for e in errors})
 
@@ -368,7 +530,7 @@ def _progress_bar(total: int, desc: str) -> tqdm:
 
 def ingestor_for(app: ShopLens) -> Ingestor:
     s = app.settings
-    return Ingestor(
+    ingestor = Ingestor(
         app.catalog,
         app.vectors,
         app.embedder,
@@ -378,4 +540,7 @@ def ingestor_for(app: ShopLens) -> Ingestor:
         s.ingest_batch_size,
         s.ingest_workers,
         s.ingest_retries,
+        s.image_retry_backoff,
     )
+    ingestor.calibrate = app.search.calibrate
+    return ingestor

@@ -26,6 +26,7 @@ class ReconcileReport:
     orphans: int = 0
     stale_payloads: int = 0
     pending_products: list[str] = field(default_factory=list)
+    awaiting_images: list[str] = field(default_factory=list)  # a failed image download, retried by ingest
     repaired: bool = False
     images_embedded: int = 0
     texts_embedded: int = 0
@@ -41,6 +42,13 @@ class ReconcileReport:
             f"{self.products} products, {self.points} points: {self.missing} missing, {self.orphans} orphan, "
             f"{self.stale_payloads} stale payload(s), {len(self.pending_products)} product(s) to re-sync — {state}"
             + (f"; embedded {self.images_embedded} images, {self.texts_embedded} texts" if self.repaired else "")
+            + (
+                f"; {len(self.awaiting_images)} product(s) lack an image whose download failed "
+                f"(the next ingest run fetches it again): {', '.join(self.awaiting_images[:5])}"
+                + (" …" if len(self.awaiting_images) > 5 else "")
+                if self.awaiting_images
+                else ""
+            )
         )
 
 
@@ -84,6 +92,7 @@ def find_drift(catalog: CatalogStore, vectors: VectorStore) -> Drift:
     stale = {pid: expected[pid] for pid in expected.keys() & actual.keys() if actual[pid] != expected[pid]}
     report.missing, report.orphans, report.stale_payloads = len(missing), len(orphans), len(stale)
     report.pending_products = sorted({owner[pid] for pid in missing})
+    report.awaiting_images = catalog.awaiting_images()
     return Drift(report, orphans, stale)
 
 

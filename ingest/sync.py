@@ -24,6 +24,7 @@ from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, EmbedError
 from services.images import ImageError, ImageLimits, decode_for_model
+from services.lexical import lexical_text, product_codes
 from services.media import MediaStore
 from services.vectors import (
     IMAGE,
@@ -64,8 +65,19 @@ def expected_points(product: Product) -> dict[str, dict[str, Any]]:
         }
         for img in product.images
     }
-    points[text_point_id(product.sku, text_sha(product))] = {**base, "kind": TEXT}
+    points[text_point_id(product.sku, text_sha(product))] = {**base, "kind": TEXT, **lexical_payload(product)}
     return points
+
+
+def lexical_payload(product: Product) -> dict[str, Any]:
+    """What the lexical side of search reads (services/lexical.py): on the text point only."""
+    attributes = product.attributes or {}
+    return {
+        "lexical": lexical_text(
+            product.sku, product.title, product.brand, product.category, attributes, product.description or ""
+        ),
+        "codes": product_codes(product.sku, attributes),
+    }
 
 
 def desired_state(product: Product, identity_key: str) -> str:

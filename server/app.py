@@ -182,9 +182,19 @@ def create_app(state: ServerState) -> FastAPI:
         return state.similar(sku, top_k, schemas.Filters(category=category or [], brand=brand or [], in_stock=in_stock))
 
     @public.get("/facets", response_model=schemas.Facets, tags=["products"])
-    def facets(category: Annotated[list[str] | None, Query()] = None) -> schemas.Facets:
-        """Categories, brands (of the given categories, when any) and the price range, for filters."""
-        return state.facets(category or [])
+    def facets(
+        category: Annotated[list[str] | None, Query()] = None,
+        brand: Annotated[list[str] | None, Query()] = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        in_stock: bool = False,
+    ) -> schemas.Facets:
+        """Categories, brands (of the given categories, when any) and the price range, for filters;
+        with counts per category and per brand from the vector engine, each under the other filters."""
+        filters = schemas.Filters(
+            category=category or [], brand=brand or [], min_price=min_price, max_price=max_price, in_stock=in_stock
+        )
+        return state.facets(filters)
 
     @public.get(
         "/images/{sha256}",
@@ -236,8 +246,8 @@ def create_app(state: ServerState) -> FastAPI:
         trigger = request.headers.get("x-shoplens-trigger", "api")
         trigger = trigger if trigger in ("api", "admin", "cli", "schedule") else "api"
         if _is_multipart(request):
-            plan, prune = await _upload(request, state)
-            return await run_in_threadpool(state.ingest_upload, plan, prune, trigger)
+            plan, prune, force_prune = await _upload(request, state)
+            return await run_in_threadpool(state.ingest_upload, plan, prune, trigger, force_prune)
         body = schemas.IngestUrl.model_validate_json(await request.body())
         return await run_in_threadpool(state.ingest_source, body, trigger)
 
@@ -253,7 +263,7 @@ def create_app(state: ServerState) -> FastAPI:
         """Check an upload without writing anything: rows, problems, images found."""
         if not _is_multipart(request):
             raise UsageError("send the catalog as a multipart form (field 'catalog')")
-        plan, _ = await _upload(request, state)
+        plan, _, _ = await _upload(request, state)
         return state.preview(plan)
 
     @private.post("/reindex", status_code=202, response_model=schemas.Job, tags=["admin"])
@@ -341,7 +351,7 @@ async def _search_body(request: Request) -> tuple[schemas.SearchQuery, bytes | N
         }
         fields["category"] = [str(v) for v in form.getlist("category") if str(v)]
         fields["brand"] = [str(v) for v in form.getlist("brand") if str(v)]
-        for flag in ("in_stock",):
+        for flag in ("in_stock", "facets"):
             if flag in fields:
                 fields[flag] = str(fields[flag]).lower() in ("1", "true", "yes", "on")
         fields = {k: v for k, v in fields.items() if v != ""}
@@ -362,7 +372,7 @@ async def _search_body(request: Request) -> tuple[schemas.SearchQuery, bytes | N
     return query, photo
 
 
-async def _upload(request: Request, state: ServerState) -> tuple[Any, bool]:
+async def _upload(request: Request, state: ServerState) -> tuple[Any, bool, bool]:
     form = await _form(request, max_files=10_001)
     catalog = form.get("catalog")
     if not isinstance(catalog, UploadFile):
@@ -372,15 +382,15 @@ async def _upload(request: Request, state: ServerState) -> tuple[Any, bool]:
     catalog_bytes = await catalog.read()
     zip_bytes = await images.read() if isinstance(images, UploadFile) else None
     pairs = [(f.filename or "image", await f.read()) for f in files]
-    prune = str(form.get("prune", "")).lower() in ("1", "true", "yes", "on")
+    flags = {key: str(form.get(key, "")).lower() in ("1", "true", "yes", "on") for key in ("prune", "force_prune")}
     plan = await run_in_threadpool(plan_upload, catalog.filename or "catalog.csv", catalog_bytes, zip_bytes, pairs)
-    return plan, prune
+    return plan, flags["prune"], flags["force_prune"]
 
 
 def _multipart_schema() -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: {"type": "string"}
-        for name in ("text", "weight", "top_k", "offset", "min_price", "max_price", "min_score", "in_stock")
+        for name in ("text", "weight", "top_k", "offset", "min_price", "max_price", "min_score", "in_stock", "facets")
     }
     fields["category"] = fields["brand"] = {"type": "array", "items": {"type": "string"}}
     return {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}, **fields}}
@@ -399,6 +409,10 @@ def _upload_schema() -> dict[str, Any]:
                 "description": "or the image files themselves",
             },
             "prune": {"type": "boolean", "description": "remove products that are not in this catalog"},
+            "force_prune": {
+                "type": "boolean",
+                "description": "prune even when rows could not be read and their SKUs are unknown (implies prune)",
+            },
         },
     }
 

@@ -133,8 +133,19 @@ class ShopLensClient:
             self._call("GET", f"/api/v1/products/{_quote(sku)}/similar", params=params)
         )
 
-    def facets(self, categories: Sequence[str] = ()) -> schemas.Facets:
-        params = [("category", c) for c in categories]
+    def facets(self, categories: Sequence[str] = (), filters: schemas.Filters | None = None) -> schemas.Facets:
+        """Filter options and their counts; `filters` (whose categories are added to `categories`)
+        narrows the counts."""
+        filters = filters or schemas.Filters()
+        params: list[tuple[str, str]] = [("category", c) for c in dict.fromkeys([*categories, *filters.category])]
+        params += [("brand", b) for b in filters.brand]
+        params += [
+            (k, str(v))
+            for k, v in (("min_price", filters.min_price), ("max_price", filters.max_price))
+            if v is not None
+        ]
+        if filters.in_stock:
+            params.append(("in_stock", "true"))
         return schemas.Facets.model_validate(self._call("GET", "/api/v1/facets", params=params))
 
     def image(self, url: str, size: int | None = None) -> bytes:
@@ -147,9 +158,15 @@ class ShopLensClient:
         return schemas.Stats.model_validate(self._call("GET", "/api/v1/stats"))
 
     def ingest_source(
-        self, url: str | None = None, path: str | Path | None = None, prune: bool = False, trigger: str = "api"
+        self,
+        url: str | None = None,
+        path: str | Path | None = None,
+        prune: bool = False,
+        trigger: str = "api",
+        force_prune: bool = False,
     ) -> schemas.Job:
-        body = schemas.IngestUrl(url=url, path=str(path) if path is not None else None, prune=prune)
+        path_text = str(path) if path is not None else None
+        body = schemas.IngestUrl(url=url, path=path_text, prune=prune, force_prune=force_prune)
         data = self._call(
             "POST", "/api/v1/ingest", json=body.model_dump(exclude_none=True), headers={"X-ShopLens-Trigger": trigger}
         )
@@ -162,11 +179,12 @@ class ShopLensClient:
         files: Sequence[tuple[str, bytes]] = (),
         prune: bool = False,
         trigger: str = "api",
+        force_prune: bool = False,
     ) -> schemas.Job:
         data = self._call(
             "POST",
             "/api/v1/ingest",
-            data={"prune": str(prune).lower()},
+            data={"prune": str(prune).lower(), "force_prune": str(force_prune).lower()},
             files=self._upload_files(catalog, images_zip, files),
             headers={"X-ShopLens-Trigger": trigger},
         )

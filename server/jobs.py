@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 
+from ingest.bundles import remove_upload, sweep_uploads
 from ingest.locking import LockBusy
 from ingest.pipeline import Ingestor, IngestResult, ingestor_for
 from ingest.readers import Catalog
@@ -44,7 +46,7 @@ class JobRequest:
     kind: str  # ingest | reindex
     trigger: str  # api | admin | cli | schedule
     source: str  # what the job reads, for people
-    params: dict[str, Any]  # url | path | upload (+ prune)
+    params: dict[str, Any]  # url | path | upload (+ prune, force_prune)
 
 
 class JobQueue:
@@ -56,6 +58,8 @@ class JobQueue:
         self._payloads: dict[str, Catalog] = {}  # uploads: parsed and saved by the request that accepted them
         self._ingestor: Ingestor | None = None
         self._lock = threading.Lock()
+        self._owed: dict[str, dict[str, Any]] = {}  # job ends the database missed (it was away): told later
+        self._owed_runs: list[IngestResult] = []  # likewise the ends of the runs those jobs stopped
 
     # -- the API's side -----------------------------------------------------------------------
     def submit(self, request: JobRequest, catalog: Catalog | None = None) -> schemas.Job:
@@ -110,6 +114,7 @@ class JobQueue:
     # -- the worker ---------------------------------------------------------------------------
     def start(self) -> None:
         self.recover_stale()
+        sweep_uploads(self.app.settings.home)
         self._thread = threading.Thread(target=self._loop, name="shoplens-jobs", daemon=True)
         self._thread.start()
         threading.Thread(target=self._heartbeat, name="shoplens-jobs-heartbeat", daemon=True).start()
@@ -119,6 +124,7 @@ class JobQueue:
         saying so (killed, crashed, or a replica gone) as interrupted."""
         while not self._stopping.wait(HEARTBEAT_EVERY):
             try:
+                self.settle()
                 with self.app.catalog.session() as session:
                     session.execute(
                         update(Job)
@@ -129,6 +135,17 @@ class JobQueue:
                 self.recover_stale()
             except Exception:  # the database is away: the next beat tries again
                 log.warning("job heartbeat failed", exc_info=True)
+
+    def settle(self) -> None:
+        """Record the ends the database missed while it was away, once it answers again: a job (and
+        its run) that failed then would otherwise show as running for good, since this live server
+        keeps beating for it."""
+        for run in list(self._owed_runs):
+            if run.record(self.app.catalog):
+                self._owed_runs.remove(run)
+        for job_id, values in list(self._owed.items()):
+            if self._update(job_id, **values):
+                self._owed.pop(job_id, None)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Let the running job finish its batch and record itself as interrupted."""
@@ -196,25 +213,36 @@ class JobQueue:
             self._ingestor = ingestor
         reporter = _Reporter(self, job_id, ingestor)
         try:
-            if kind == "reindex":
-                result = self._locked(job_id, ingestor, lambda wait: ingestor.reindex(progress=reporter, wait=wait))
-            else:
-                catalog = self._catalog(job_id, trigger, source, params)
-                prune = bool(params.get("prune"))
-                result = self._locked(
-                    job_id,
-                    ingestor,
-                    lambda wait: ingestor.ingest(catalog, prune=prune, trigger=trigger, progress=reporter, wait=wait),
-                )
-            self._finish(job_id, result)
+            result = self._run(job_id, ingestor, reporter, kind, trigger, source, params)
         except ShopLensError as exc:
-            self._fail(job_id, exc.message)
+            self._fail(job_id, exc.message, ingestor.current)
         except Exception as exc:  # recorded on the job; the worker goes on with the next one
             log.exception("job %s failed", job_id)
-            self._fail(job_id, f"{exc.__class__.__name__}: {' '.join(str(exc).split())}")
+            self._fail(job_id, f"{exc.__class__.__name__}: {' '.join(str(exc).split())}", ingestor.current)
+        else:
+            self._finish(job_id, result)
         finally:
             with self._lock:
                 self._ingestor = None
+
+    def _run(
+        self, job_id: str, ingestor: Ingestor, reporter: _Reporter, kind: str, trigger: str, source: str, params: dict
+    ) -> IngestResult:
+        try:
+            if kind == "reindex":
+                return self._locked(job_id, ingestor, lambda wait: ingestor.reindex(progress=reporter, wait=wait))
+            catalog = self._catalog(job_id, trigger, source, params)
+            prune, force_prune = bool(params.get("prune")), bool(params.get("force_prune"))
+            return self._locked(
+                job_id,
+                ingestor,
+                lambda wait: ingestor.ingest(
+                    catalog, prune=prune, trigger=trigger, progress=reporter, wait=wait, force_prune=force_prune
+                ),
+            )
+        finally:  # before the job says it ended: an upload's staging copy (its images are in the media store)
+            if params.get("folder"):
+                remove_upload(Path(params["folder"]), self.app.settings.home)
 
     def _locked(self, job_id: str, ingestor: Ingestor, run: Callable[[float], IngestResult]) -> IngestResult:
         """Run under the store's ingest lock, waiting for another run (say so on the job) until stopped."""
@@ -260,16 +288,24 @@ class JobQueue:
             images_embedded=result.counts.images_embedded,
         )
 
-    def _fail(self, job_id: str, message: str) -> None:
+    def _fail(self, job_id: str, message: str, run: IngestResult | None = None) -> None:
+        if run is not None and run.status == "failed" and not run.recorded:
+            self._owed_runs.append(run)  # the database was away when the run ended: `settle` tells it
         self._update(job_id, status="failed", message=message, finished_at=utcnow())
 
-    def _update(self, job_id: str, **values: Any) -> None:
+    def _update(self, job_id: str, **values: Any) -> bool:
+        """Write to the job's row; False if the database is away. Progress is best effort, but a
+        job's end is kept and written by `settle` once the database answers."""
         values = {k: v for k, v in values.items() if v is not None}
         try:
             with self.app.catalog.session() as session:
                 session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values))
-        except Exception:  # progress is best effort; the run's own record is the truth
+        except Exception:
             log.warning("could not update job %s", job_id, exc_info=True)
+            if values.get("status") in TERMINAL:
+                self._owed[job_id] = values
+            return False
+        return True
 
 
 class JobLost(ShopLensError):

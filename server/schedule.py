@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -59,8 +60,10 @@ class CatalogSchedule:
         prune: bool = False,
         max_runs: int | None = None,
         echo: Callable[[str], None] = print,
+        force_prune: bool = False,
     ):
         self.app, self.source, self.prune, self.max_runs, self.echo = app, source, prune, max_runs, echo
+        self.force_prune = force_prune
         self.ingestor = ingestor_for(app)
         self.runs = 0
         self.results: list[IngestResult | None] = []
@@ -76,7 +79,9 @@ class CatalogSchedule:
         try:
             catalog = self._load()
             if catalog is not None:
-                result = self.ingestor.ingest(catalog, prune=self.prune, trigger="schedule", wait=0)
+                result = self.ingestor.ingest(
+                    catalog, prune=self.prune, trigger="schedule", wait=0, force_prune=self.force_prune
+                )
                 self.echo(result.summary())
         except LockBusy as exc:
             self.echo(f"skipped: {exc}")
@@ -125,8 +130,15 @@ class ServerSchedule:
     otherwise each run it once a period).
     """
 
-    def __init__(self, source: str, every: str | None = None, cron: str | None = None, prune: bool = False):
-        self.source, self.prune = source, prune
+    def __init__(
+        self,
+        source: str,
+        every: str | None = None,
+        cron: str | None = None,
+        prune: bool = False,
+        force_prune: bool = False,
+    ):
+        self.source, self.prune, self.force_prune = source, prune, force_prune
         self.trigger = make_trigger(every, cron)
         self.label = f"{source} ({'every ' + every if every else 'cron ' + str(cron)})"
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -164,7 +176,8 @@ class ServerSchedule:
                 log.info("schedule: %s ran less than half a period ago (another replica); tick skipped", self.source)
                 return None
             params = {"url": self.source} if is_url(self.source) else {"path": self.source}
-            return self._jobs.submit(JobRequest("ingest", "schedule", self.source, {**params, "prune": self.prune}))
+            job_params: dict[str, Any] = {**params, "prune": self.prune, "force_prune": self.force_prune}
+            return self._jobs.submit(JobRequest("ingest", "schedule", self.source, job_params))
         except Exception:  # one failed tick must not stop the schedule
             log.exception("scheduled run could not be queued")
             return None

@@ -41,7 +41,13 @@ class SearchQuery(Filters):
     weight: float = Field(default=0.5, ge=0.0, le=1.0, description="with a photo and words: the words' share")
     top_k: int = Field(default=12, ge=1, le=MAX_TOP_K)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="hide results scoring below this")
+    min_score: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="the semantic score a match needs; unset: the threshold calibrated on this shop's catalog",
+    )
+    facets: bool = Field(default=False, description="also count categories and brands of the catalog under the filters")
 
 
 class Hit(BaseModel):
@@ -52,9 +58,17 @@ class Hit(BaseModel):
     category: str | None
     brand: str | None
     in_stock: bool
-    score: float
+    score: float = Field(description="what the results are ordered by: the semantic score plus the lexical share")
     image_url: str | None = Field(description="path of the best-matching photo on this server")
     description: str = ""
+    semantic: float = Field(default=0.0, description="weighted cosine similarity of the photo and/or words")
+    lexical: float = Field(default=0.0, description="BM25 of the words, relative to the best lexical match (0..1)")
+    code_match: bool = Field(default=False, description="the words named this product's SKU, GTIN or MPN")
+
+
+class FacetCount(BaseModel):
+    value: str
+    count: int
 
 
 class SearchResult(BaseModel):
@@ -65,6 +79,13 @@ class SearchResult(BaseModel):
     join_ms: float = 0.0
     kinds: list[str] = Field(default_factory=list, description="the similarities the score is made of")
     notes: list[str] = Field(default_factory=list)
+    threshold: float | None = Field(default=None, description="the semantic score a match needed")
+    closest: list[Hit] = Field(
+        default_factory=list, description="with no match: the nearest products, to be shown as such, not as matches"
+    )
+    facets: dict[str, list[FacetCount]] = Field(
+        default_factory=dict, description="with `facets`: category and brand counts of the catalog under the filters"
+    )
 
 
 class ProductImage(BaseModel):
@@ -101,6 +122,12 @@ class Facets(BaseModel):
     brands: list[str]
     min_price: float | None
     max_price: float | None
+    category_counts: list[FacetCount] = Field(
+        default_factory=list, description="products per category under the other filters (not the category one)"
+    )
+    brand_counts: list[FacetCount] = Field(
+        default_factory=list, description="products per brand under the other filters (not the brand one)"
+    )
 
 
 class Counts(BaseModel):
@@ -131,8 +158,12 @@ class IngestUrl(BaseModel):
 
     url: str | None = Field(default=None, max_length=2000)
     path: str | None = Field(default=None, max_length=4000, description="a catalog file on the server's machine")
-    prune: bool = False
-    force_prune: bool = False
+    prune: bool = Field(default=False, description="remove products that are not in this catalog")
+    force_prune: bool = Field(
+        default=False,
+        description="prune even when rows could not be read and their SKUs are unknown (implies prune); "
+        "without it such a run removes nothing and reports a prune_skipped problem",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestUrl:

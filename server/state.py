@@ -41,6 +41,7 @@ from services.images import (
     square_thumbnail,
 )
 from services.search import SearchFilters, SearchRequest
+from services.vectors import TEXT
 
 log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 240, 480, 720, 1024)
@@ -57,9 +58,17 @@ def run_search(app: ShopLens, query: schemas.SearchQuery, photo: bytes | None) -
     """One search as the API answers it (the CLI without a server runs the same): the shopper's
     photo checked and decoded at the scale the model needs, then `SearchService.search`."""
     image = _photo(app, photo) if photo is not None else None
-    filters = SearchFilters(tuple(query.category), tuple(query.brand), query.min_price, query.max_price, query.in_stock)
-    request = SearchRequest(image, query.text, query.weight, filters, query.top_k, query.offset, query.min_score)
+    filters = _search_filters(query)
+    request = SearchRequest(
+        image, query.text, query.weight, filters, query.top_k, query.offset, query.min_score, query.facets
+    )
     return views.search_result(app.search.search(request))
+
+
+def _search_filters(filters: schemas.Filters) -> SearchFilters:
+    return SearchFilters(
+        tuple(filters.category), tuple(filters.brand), filters.min_price, filters.max_price, filters.in_stock
+    )
 
 
 def _photo(app: ShopLens, data: bytes) -> Image.Image:
@@ -181,9 +190,17 @@ class ServerState:
         )
         return views.search_result(self.app.search.more_like_this(sku, top_k, wanted))
 
-    def facets(self, categories: list[str]) -> schemas.Facets:
-        f = self.app.catalog.facets(categories)
-        return schemas.Facets(categories=f.categories, brands=f.brands, min_price=f.min_price, max_price=f.max_price)
+    def facets(self, filters: schemas.Filters) -> schemas.Facets:
+        f = self.app.catalog.facets(filters.category)
+        counts = self.app.vectors.facets(_search_filters(filters).for_kind(TEXT))
+        return schemas.Facets(
+            categories=f.categories,
+            brands=f.brands,
+            min_price=f.min_price,
+            max_price=f.max_price,
+            category_counts=[schemas.FacetCount(value=v, count=c) for v, c in counts["category"]],
+            brand_counts=[schemas.FacetCount(value=v, count=c) for v, c in counts["brand"]],
+        )
 
     def image(self, sha256: str, size: int | None) -> tuple[bytes, str]:
         """The photo's bytes (or a square thumbnail) and its media type."""
@@ -223,9 +240,10 @@ class ServerState:
             sample=sample,
         )
 
-    def ingest_upload(self, plan: UploadPlan, prune: bool, trigger: str) -> schemas.Job:
-        save_upload(self.app, plan)
-        request = JobRequest("ingest", trigger, plan.catalog.source, {"upload": True, "prune": prune})
+    def ingest_upload(self, plan: UploadPlan, prune: bool, trigger: str, force_prune: bool = False) -> schemas.Job:
+        folder = save_upload(self.app, plan)
+        params = {"upload": True, "prune": prune, "force_prune": force_prune, "folder": str(folder)}
+        request = JobRequest("ingest", trigger, plan.catalog.source, params)
         return self.jobs.submit(request, plan.catalog)
 
     def ingest_source(self, body: schemas.IngestUrl, trigger: str) -> schemas.Job:
@@ -238,7 +256,8 @@ class ServerState:
             if not path.is_file():
                 raise NotFound(f"catalog file not found on the server: {body.path}")
             source, params = str(path.resolve()), {"path": str(path.resolve())}
-        return self.jobs.submit(JobRequest("ingest", trigger, source, {**params, "prune": body.prune}))
+        job_params: dict[str, Any] = {**params, "prune": body.prune, "force_prune": body.force_prune}
+        return self.jobs.submit(JobRequest("ingest", trigger, source, job_params))
 
     def reindex(self, trigger: str) -> schemas.Job:
         return self.jobs.submit(JobRequest("reindex", trigger, "sql+media", {}))

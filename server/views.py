@@ -32,6 +32,9 @@ def hit(h: SearchHit) -> schemas.Hit:
         score=round(h.score, 6),
         image_url=media_url(h.image),
         description=h.description,
+        semantic=round(h.semantic, 6),
+        lexical=round(h.lexical, 6),
+        code_match=h.code_match,
     )
 
 
@@ -44,6 +47,12 @@ def search_result(response: SearchResponse) -> schemas.SearchResult:
         join_ms=round(response.join_ms, 2),
         kinds=response.kinds,
         notes=response.notes,
+        threshold=None if response.threshold is None else round(response.threshold, 6),
+        closest=[hit(h) for h in response.closest],
+        facets={
+            key: [schemas.FacetCount(value=value, count=count) for value, count in counts]
+            for key, counts in response.facets.items()
+        },
     )
 
 

@@ -87,6 +87,7 @@ class ShopLens:
             self.media,
             self.settings.text_vector_weight,
             self.settings.min_score,
+            self.limits,
         )
 
     def close(self) -> None:

@@ -226,8 +226,9 @@ def upright_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(ref: str, base_dir: Path | None, limits: ImageLimits) -> Image.Image:
-    """Read and decode in one step (queries and tests); ingestion keeps the bytes for hashing."""
-    return decode_image(read_image_bytes(ref, base_dir, limits), limits)
+    """A query photo by name (`shoplens eval`), decoded exactly as ingestion and the API decode
+    theirs, so that a catalog photo searched as it was ingested scores 1.0."""
+    return decode_for_model(read_image_bytes(ref, base_dir, limits), limits)[0]
 
 
 def square_thumbnail(data: bytes, size: int, limits: ImageLimits, quality: int = 85) -> bytes:

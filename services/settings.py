@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="rows per SQL+vector write; small enough that reading the next batch overlaps embedding this one",
     )
     ingest_workers: int = Field(default=4, ge=1)
+    image_retry_backoff: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds before a run fetches a failed image again; doubles with each failure, up to a day",
+    )
 
     text_vector_weight: float = Field(
         default=0.5,
@@ -81,7 +86,17 @@ class Settings(BaseSettings):
         le=1.0,
         description="share of product-text similarity in a text query's score (cross-modal embedders)",
     )
-    min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
+    min_score: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="the semantic score a match needs; unset: the thresholds calibrated on the catalog at ingest",
+    )
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^([A-Za-z]{3})?$",
+        description="the shop's ISO 4217 currency (e.g. EUR), shown with prices whose catalog row gives none",
+    )
 
     admin_password: SecretStr | None = None
 

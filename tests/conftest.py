@@ -26,8 +26,16 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def openclip_env(tiny_clip_dir: Path) -> dict[str, str]:
-    """Environment that selects the test checkpoint through the users' local-path setting."""
-    return {"SHOPLENS_EMBEDDER": "openclip", "SHOPLENS_OPENCLIP_MODEL": f"local-dir:{tiny_clip_dir}"}
+    """Environment that selects the test checkpoint through the users' local-path setting.
+
+    Its random weights cannot tell nonsense from products, so a calibrated "no good match"
+    threshold would hide results that tests of ranking and filters expect: every product is a
+    result here (SHOPLENS_MIN_SCORE=-1); tests/services/test_relevance.py covers calibration."""
+    return {
+        "SHOPLENS_EMBEDDER": "openclip",
+        "SHOPLENS_OPENCLIP_MODEL": f"local-dir:{tiny_clip_dir}",
+        "SHOPLENS_MIN_SCORE": "-1",
+    }
 
 
 # -- databases -----------------------------------------------------------------------------
@@ -69,6 +77,9 @@ def settings_factory(tmp_path: Path, tiny_clip_dir: Path):
             "embedder": "openclip",
             "openclip_model": f"local-dir:{tiny_clip_dir}",
             "ingest_batch_size": 8,
+            # every product is a result: these tests are about ranking and filters; the calibrated
+            # "no good match" thresholds have their own (tests/services/test_relevance.py)
+            "min_score": -1.0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

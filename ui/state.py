@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 
 import streamlit as st
+from babel.core import UnknownLocaleError
+from babel.numbers import format_currency, format_decimal, get_currency_symbol
 
 import services.images  # noqa: F401 - registers the image errors' wording for `ApiError.user_message`
 from server import schemas
@@ -19,6 +21,7 @@ from services.errors import ShopLensError
 from services.settings import Settings
 
 log = logging.getLogger("shoplens.ui")
+DEFAULT_LOCALE = "en_US"  # prices and numbers; one argument of format_price away from another
 THUMB_SIZE = 480  # one of the sizes the API makes: 96, 240, 480, 720, 1024
 SERVER_NOT_RUNNING = "The ShopLens server is not running: start it with `shoplens serve`."
 
@@ -91,6 +94,22 @@ def product_or_explain(
         return None
 
 
+@st.cache_data(show_spinner=False, ttl=60, max_entries=2048)
+def _facet_counts(base_url: str, stamp: tuple[int, int], filters_json: str) -> tuple[dict[str, int], dict[str, int]]:
+    """One `GET /facets`: products per category and per brand, each under the other filters;
+    shared by sessions for a minute, and `stamp` (the catalog's size) starts afresh after an ingest."""
+    facets = client_for(base_url).facets(filters=schemas.Filters.model_validate_json(filters_json))
+    return {f.value: f.count for f in facets.category_counts}, {f.value: f.count for f in facets.brand_counts}
+
+
+def facet_counts(
+    client: ShopLensClient, stamp: tuple[int, int], filters: schemas.Filters
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Products per category (under the brand, price and stock filters) and per brand (under the
+    category, price and stock filters), counted by the vector engine."""
+    return _facet_counts(client.base_url, stamp, filters.model_dump_json())
+
+
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _image_bytes(base_url: str, image_url: str, size: int) -> bytes:
     """A square thumbnail from the API. Images are named by their content hash, so a URL's bytes
@@ -116,10 +135,34 @@ def show_product_image(client: ShopLensClient, image_url: str | None, size: int 
     st.image(data, width="stretch")
 
 
-def format_price(price: float | None, currency: str | None) -> str:
+def shop_currency() -> str | None:
+    """The shop's currency (`SHOPLENS_CURRENCY`), for prices whose catalog row names none."""
+    return (current_settings().currency or "").upper() or None
+
+
+def format_price(price: float | None, currency: str | None, locale: str = DEFAULT_LOCALE) -> str:
+    """A price as a shopper of `locale` reads it: "$18.99", "€35.00", "KWD1.250"; in the
+    product's currency, else the shop's; without either, just the number ("18.99"). The one
+    place the pages format a price (another locale is one argument away)."""
     if price is None:
         return "price on request"
-    return f"{price:,.2f} {currency or ''}".strip()
+    code = (currency or "").strip().upper() or shop_currency()
+    try:
+        if code:
+            return format_currency(price, code, locale=locale)
+        return format_decimal(price, format="#,##0.00", locale=locale)
+    except (ValueError, LookupError, UnknownLocaleError):  # an unknown locale: the number and the code, plainly
+        return f"{price:,.2f} {code or ''}".strip()
+
+
+def currency_symbol(currency: str | None, locale: str = DEFAULT_LOCALE) -> str | None:
+    """The symbol a shopper of `locale` knows a currency by ("$", "€"), for labels."""
+    if not currency:
+        return None
+    try:
+        return get_currency_symbol(currency.upper(), locale=locale)
+    except (ValueError, LookupError, UnknownLocaleError):
+        return currency.upper()
 
 
 def escape(text: str) -> str:

@@ -1,13 +1,19 @@
 """The ShopLens storefront: find products by photo, by words, or both.
 
 Run: `shoplens serve` (it starts these pages beside the server, with SHOPLENS_SERVER_URL set).
-This is the entry file of a two-page app (Shop, Admin). It only displays: every search, product
-and photo comes from the server's HTTP API through `ShopLensClient`, so the pages hold no store,
-no model and no business rule, and there is one way to search: through the server.
+This is the entry file of a two-page app (Shop, Admin): it draws the app's own navigation on
+every page, whichever URL a visit starts from. It only displays: every search, product and photo
+comes from the server's HTTP API through `ShopLensClient`, so the pages hold no store, no model
+and no business rule, and there is one way to search: through the server.
+
+Phone first: a grid shows two cards a row on a phone and four on a wide screen (pairs of columns
+that never wrap, in columns that do), and once a photo is chosen the search box shrinks to a
+thumbnail, so the first results show without scrolling at 390 × 844.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from pathlib import Path
@@ -25,8 +31,9 @@ from ui import state
 
 PHOTO_TYPES = sorted(s.lstrip(".") for s in PHOTO_SUFFIXES)
 PAGE_SIZE = 12
-GRID_COLUMNS = 4
-KEPT_WIDGETS = ("query_text", "text_weight", "use_camera")
+GRID_COLUMNS = 4  # on a wide screen; two on a phone
+PREVIEW_WIDTH = 72  # px: the shopper's photo, shown back as a thumbnail
+KEPT_WIDGETS = ("query_text", "text_weight", "use_camera", "f_min_price", "f_max_price", "f_in_stock")
 BAD_IMAGE = "bad_image"  # the server's code for a photo it cannot use (services.images.ImageError)
 
 
@@ -48,9 +55,14 @@ def _reset_paging() -> None:
 
 
 def _photo_changed(widget: str) -> None:
-    """Keep the shopper's photo beyond its widget: the product page does not draw the uploader."""
+    """Keep the shopper's photo beyond its widget, then give the page a fresh, empty picker: the
+    photo in use is the thumbnail shown back, never a file left in a picker (the product page
+    does not draw the picker, and an emptied picker beside a photo in use would contradict it)."""
     upload = st.session_state.get(widget)
-    st.session_state["query_photo"] = (upload.name, upload.getvalue()) if upload is not None else None
+    if upload is None:
+        return
+    st.session_state["query_photo"] = (upload.name, upload.getvalue())
+    st.session_state["photo_generation"] = st.session_state.get("photo_generation", 0) + 1
     _reset_paging()
 
 
@@ -62,57 +74,171 @@ def _clear_photo() -> None:
 
 def _keep_search_state() -> None:
     """Streamlit forgets a widget's value on a run that does not draw it (the product page);
-    writing the values back keeps the shopper's words, weight and camera choice."""
+    writing the values back keeps the shopper's words, weight, camera choice and filters."""
     st.session_state.setdefault("text_weight", 0.5)
     for key in KEPT_WIDGETS:
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
 
 
-# -- page parts -----------------------------------------------------------------------------------
-def sidebar_filters(client: ShopLensClient) -> tuple[schemas.Filters, float]:
-    """Filters from the server's facets; the brands offered are those of the chosen categories."""
-    facets = client.facets()
+# -- filters ----------------------------------------------------------------------------------------
+def _chose(kind: str, widget: str) -> None:
+    """A facet list changed: keep the choice under a key of its own (the list's widget is redrawn
+    under a new key whenever its counts change, see `facet_select`)."""
+    st.session_state[f"chosen_{kind}"] = list(st.session_state.get(widget) or [])
+    _reset_paging()
+
+
+def _threshold_moved() -> None:
+    st.session_state["threshold_moved"] = True
+    _reset_paging()
+
+
+def _clear_filters() -> None:
+    for kind in ("categories", "brands"):
+        st.session_state[f"chosen_{kind}"] = []
+    st.session_state["f_min_price"] = None
+    st.session_state["f_max_price"] = None
+    st.session_state["f_in_stock"] = False
+    st.session_state["filters_generation"] = st.session_state.get("filters_generation", 0) + 1
+    _reset_paging()
+
+
+def facet_select(
+    kind: str, label: str, options: list[str], counts: dict[str, int] | None, placeholder: str
+) -> list[str]:
+    """A multiselect of `options`, each with its product count ("Shoes (12)") when known.
+
+    Streamlit stores a multiselect's choice as the labels shown, so a label whose count changes
+    would drop out of the choice. The choice lives under `chosen_<kind>` instead, and the widget's
+    key names its labels: new counts make a new widget, preset with the same choice."""
+    chosen = [c for c in st.session_state.get(f"chosen_{kind}", []) if c in options]
+    st.session_state[f"chosen_{kind}"] = chosen
+
+    def label_of(option: str) -> str:
+        return f"{option} ({counts.get(option, 0):,})" if counts is not None else option  # absent: none left
+
+    labels = "\n".join([str(st.session_state.get("filters_generation", 0)), *map(label_of, options)])
+    widget = f"f_{kind}_{hashlib.blake2s(labels.encode(), digest_size=6).hexdigest()}"
+    return st.sidebar.multiselect(
+        label,
+        options,
+        default=chosen,
+        format_func=label_of,
+        key=widget,
+        placeholder=placeholder,
+        on_change=_chose,
+        args=(kind, widget),
+    )
+
+
+def sidebar_filters(client: ShopLensClient, health: schemas.Health) -> tuple[schemas.Filters, float | None]:
+    """Category and brand lists whose counts follow each other (the brands offered are those of
+    the chosen categories, the categories those of the chosen brands), typed price bounds, stock,
+    and the match threshold."""
     sb = st.sidebar
     sb.header("Filters")
-    categories = sb.multiselect(
-        "Category", facets.categories, key="f_categories", placeholder="All categories", on_change=_reset_paging
+    facets = client.facets()
+    in_stock = bool(st.session_state.get("f_in_stock", False))
+    chosen_categories = [c for c in st.session_state.get("chosen_categories", []) if c in facets.categories]
+    chosen_brands = [b for b in st.session_state.get("chosen_brands", []) if b in facets.brands]
+    stamp = (health.counts.products, health.counts.images)
+    low, high = st.session_state.get("f_min_price"), st.session_state.get("f_max_price")
+    if low is not None and high is not None and low > high:
+        low, high = high, low
+    category_counts, brand_counts = state.facet_counts(
+        client,
+        stamp,
+        schemas.Filters(
+            category=chosen_categories, brand=chosen_brands, min_price=low, max_price=high, in_stock=in_stock
+        ),
     )
-    brands_offered = client.facets(categories).brands if categories else facets.brands
-    brands = sb.multiselect("Brand", brands_offered, key="f_brands", placeholder="All brands", on_change=_reset_paging)
-    min_price = max_price = None
-    if facets.min_price is not None and facets.max_price is not None and facets.max_price > facets.min_price:
-        low, high = float(math.floor(facets.min_price)), float(math.ceil(facets.max_price))
-        chosen = sb.slider(
-            "Price",
-            low,
-            high,
-            (low, high),
-            step=1.0 if high - low >= 10 else 0.5,
-            key="f_price",
-            on_change=_reset_paging,
-        )
-        if chosen[0] > low:
-            min_price = chosen[0]
-        if chosen[1] < high:
-            max_price = chosen[1]
-    in_stock = sb.checkbox("In stock only", key="f_in_stock", on_change=_reset_paging)
+    # only options with products left under the other filters (and those chosen)
+    categories_offered = [c for c in facets.categories if category_counts.get(c) or c in chosen_categories]
+    categories = facet_select("categories", "Category", categories_offered, category_counts, "All categories")
+    brands_offered = [b for b in facets.brands if brand_counts.get(b) or b in chosen_brands]
+    brands = facet_select("brands", "Brand", brands_offered, brand_counts, "All brands")
+    min_price, max_price = price_inputs(facets)
+    sb.checkbox("In stock only", key="f_in_stock", on_change=_reset_paging)
+    if categories or brands or min_price is not None or max_price is not None or in_stock:
+        sb.button("Clear filters", key="clear_filters", on_click=_clear_filters, type="tertiary")
+    configured = state.current_settings().min_score  # None: the server's thresholds, calibrated on the catalog
     with sb.expander("Match threshold"):
-        min_score = st.slider(
+        chosen_score = st.slider(
             "Minimum match score",
             0.0,
             1.0,
-            float(min(max(state.current_settings().min_score, 0.0), 1.0)),
+            float(min(max(configured or 0.0, 0.0), 1.0)),
             0.01,
             key="f_min_score",
+            on_change=_threshold_moved,
             help="Results scoring below this are hidden. Raise it to see only close matches.",
         )
+    min_score = chosen_score if configured is not None or st.session_state.get("threshold_moved") else None
     filters = schemas.Filters(
-        category=categories, brand=brands, min_price=min_price, max_price=max_price, in_stock=in_stock
+        category=categories,
+        brand=brands,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=bool(st.session_state.get("f_in_stock", False)),
     )
     return filters, min_score
 
 
+def price_inputs(facets: schemas.Facets) -> tuple[float | None, float | None]:
+    """Typed lowest and highest prices (empty: no bound), the shop's range as placeholders."""
+    sb = st.sidebar
+    symbol = state.currency_symbol(state.shop_currency())
+    unit = f" ({symbol})" if symbol else ""
+    low = math.floor(facets.min_price) if facets.min_price is not None else None
+    high = math.ceil(facets.max_price) if facets.max_price is not None else None
+    left, right = sb.columns(2, gap="small")
+    with left:
+        min_price = st.number_input(
+            f"Min price{unit}",
+            min_value=0.0,
+            value=None,
+            step=1.0,
+            format="%.2f",
+            key="f_min_price",
+            placeholder=f"{low:,}" if low is not None else "any",
+            on_change=_reset_paging,
+        )
+    with right:
+        max_price = st.number_input(
+            f"Max price{unit}",
+            min_value=0.0,
+            value=None,
+            step=1.0,
+            format="%.2f",
+            key="f_max_price",
+            placeholder=f"{high:,}" if high is not None else "any",
+            on_change=_reset_paging,
+        )
+    if min_price is not None and max_price is not None and min_price > max_price:
+        sb.caption("The min price was above the max price: searching between the two.")
+        min_price, max_price = max_price, min_price
+    return min_price, max_price
+
+
+def filter_summary(filters: schemas.Filters) -> str:
+    """The filters in force, in a few words (on a phone the sidebar that holds them is folded)."""
+    parts = [*filters.category, *filters.brand]
+    currency = state.shop_currency()
+    if filters.min_price is not None and filters.max_price is not None:
+        parts.append(
+            f"{state.format_price(filters.min_price, currency)}–{state.format_price(filters.max_price, currency)}"
+        )
+    elif filters.min_price is not None:
+        parts.append(f"from {state.format_price(filters.min_price, currency)}")
+    elif filters.max_price is not None:
+        parts.append(f"up to {state.format_price(filters.max_price, currency)}")
+    if filters.in_stock:
+        parts.append("in stock")
+    return " · ".join(state.escape(p) for p in parts)
+
+
+# -- page parts -----------------------------------------------------------------------------------
 def photo_too_large(data: bytes) -> bool:
     """An early, friendly word about an oversize photo, before sending it. Only a courtesy: the
     server is the authority on what it takes (and answers 413 or 422 with its own message)."""
@@ -127,13 +253,13 @@ def photo_too_large(data: bytes) -> bool:
 
 def product_card(client: ShopLensClient, item: schemas.Hit | schemas.Product, key: str, score: bool = True) -> None:
     """A search hit (with its match score) or a catalog product, as one card of the grid."""
-    with st.container(border=True):
+    with st.container(border=True, gap="xsmall", key=f"card-{key}"):
         state.show_product_image(client, item.image_url)
         st.markdown(f"**{state.escape(item.title)}**")
         stock = "" if item.in_stock else " · out of stock"
         line = f"{state.format_price(item.price, item.currency)}{stock}"
         if score and isinstance(item, schemas.Hit):
-            line += f"  \nmatch score {item.score:.2f}"
+            line += f"  \nmatch {item.score:.2f}"
         st.caption(line)
         st.button("View product", key=key, on_click=_open_product, args=(item.sku,), width="stretch")
 
@@ -141,34 +267,72 @@ def product_card(client: ShopLensClient, item: schemas.Hit | schemas.Product, ke
 def product_grid(
     client: ShopLensClient, items: list[schemas.Hit] | list[schemas.Product], key_prefix: str, score: bool = True
 ) -> None:
+    """Cards in rows of four: two halves side by side that stack on a phone, each half a pair of
+    columns that never wraps, so a phone shows two cards a row."""
+    pair = GRID_COLUMNS // 2
     for start in range(0, len(items), GRID_COLUMNS):
-        columns = st.columns(GRID_COLUMNS, gap="medium")
-        for column, item in zip(columns, items[start : start + GRID_COLUMNS], strict=False):
-            with column:
-                product_card(client, item, f"{key_prefix}-{item.sku}", score)
+        row = items[start : start + GRID_COLUMNS]
+        for h, half in enumerate(st.columns(2, gap="small")):
+            cards = row[h * pair : (h + 1) * pair]
+            if not cards:
+                break
+            with half:
+                for column, item in zip(st.columns(pair, gap="small", wrap=False), cards, strict=False):
+                    with column:
+                        product_card(client, item, f"{key_prefix}-{item.sku}", score)
 
 
-def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: float) -> None:
-    st.title("ShopLens")
-    st.caption("Snap or upload a photo of something you like and find it in the shop. Add words to steer the search.")
+def photo_inputs(generation: int, another: bool) -> None:
+    """The photo pickers: a file (a phone offers its camera there too) or the camera widget."""
     settings = state.current_settings()
-    with st.container(border=True):
-        photo_col, text_col, preview_col = st.columns([3, 3, 1.4], gap="large")
-        generation = st.session_state.get("photo_generation", 0)
-        with photo_col:
-            if st.toggle("Use my camera", key="use_camera", on_change=_reset_paging):
-                st.camera_input(
-                    "Take a photo", key=f"camera-{generation}", on_change=_photo_changed, args=(f"camera-{generation}",)
-                )
-            else:
-                st.file_uploader(
-                    f"Upload a photo ({format_labels(photo=True)})",
-                    type=PHOTO_TYPES,
-                    key=f"photo-{generation}",
-                    on_change=_photo_changed,
-                    args=(f"photo-{generation}",),
-                    max_upload_size=max(1, math.ceil(settings.max_image_bytes / 2**20)),
-                )
+    if st.toggle("Use my camera", key="use_camera", on_change=_reset_paging):
+        st.camera_input(
+            "Take another photo" if another else "Take a photo",
+            key=f"camera-{generation}",
+            on_change=_photo_changed,
+            args=(f"camera-{generation}",),
+        )
+    else:
+        st.file_uploader(
+            f"{'Another' if another else 'Upload a'} photo ({format_labels(photo=True)})",
+            type=PHOTO_TYPES,
+            key=f"photo-{generation}",
+            on_change=_photo_changed,
+            args=(f"photo-{generation}",),
+            max_upload_size=max(1, math.ceil(settings.max_image_bytes / 2**20)),
+        )
+
+
+def photo_preview(photo: tuple[str, bytes], usable: bool) -> None:
+    """The photo in use, small, with the way to drop it; a photo the server refused is named only."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="small", key="preview"):
+        if usable:
+            st.image(photo[1], width=PREVIEW_WIDTH)
+        with st.container(gap="xxsmall", width="content"):
+            st.caption(f"{'Your photo' if usable else 'Not usable'} · {state.escape(photo[0])}")
+            st.button("Clear photo", on_click=_clear_photo, key="clear_photo", type="tertiary")
+
+
+def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: float | None) -> None:
+    photo: tuple[str, bytes] | None = st.session_state.get("query_photo")
+    text = str(st.session_state.get("query_text", "")).strip()
+    if photo is None and not text:
+        st.caption(
+            "Snap or upload a photo of something you like and find it in the shop. Add words to steer the search."
+        )
+    generation = st.session_state.get("photo_generation", 0)
+    chosen = photo
+    with st.container(border=True, key="search_box"):
+        if photo is None:
+            photo_col, text_col = st.columns(2, gap="medium")
+            with photo_col:
+                photo_inputs(generation, another=False)
+        else:
+            preview_col, text_col = st.columns([1, 2], gap="medium")
+            with preview_col:
+                preview = st.container()  # filled once the server has taken the photo, or refused it
+                with st.expander("Use another photo"):
+                    photo_inputs(generation, another=True)
         with text_col:
             text = st.text_input(
                 "Describe it (optional)",
@@ -176,7 +340,6 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
                 on_change=_reset_paging,
                 placeholder="e.g. red running shoes, or with a photo: in blue",
             ).strip()
-        photo: tuple[str, bytes] | None = st.session_state.get("query_photo")
         if photo is not None and photo_too_large(photo[1]):
             photo = None
         weight = 0.5
@@ -192,8 +355,11 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
                 )
                 st.caption("← more like the photo · more like the words →")
     if photo is None and not text:
-        if st.session_state.get("query_photo") is None:
+        if chosen is None:
             st.info("Upload a photo (or type a few words) to see matching products.")
+        else:  # too large to send
+            with preview:
+                photo_preview(chosen, usable=False)
         showcase(client)
         return
     top_k = min(st.session_state.get("top_k", PAGE_SIZE), schemas.MAX_TOP_K)
@@ -204,12 +370,14 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         with st.spinner("Searching…"):
             result = client.search(query, photo[1] if photo else None, photo[0] if photo else "photo.jpg")
     except Exception as exc:
+        if chosen is not None:
+            with preview:
+                photo_preview(chosen, usable=photo is not None and getattr(exc, "code", None) != BAD_IMAGE)
         st.error(_search_error(exc))
         return
-    if photo is not None:  # shown back once the server has accepted it as a photo
-        with preview_col:
-            st.image(photo[1], caption="Your photo", width="stretch")
-            st.button("Clear photo", on_click=_clear_photo, key="clear_photo", type="tertiary")
+    if chosen is not None:
+        with preview:
+            photo_preview(chosen, usable=photo is not None)
     show_results(client, result, filters, min_score, top_k)
 
 
@@ -221,30 +389,32 @@ def _search_error(exc: BaseException) -> str:
 
 
 def show_results(
-    client: ShopLensClient, result: schemas.SearchResult, filters: schemas.Filters, min_score: float, top_k: int
+    client: ShopLensClient,
+    result: schemas.SearchResult,
+    filters: schemas.Filters,
+    min_score: float | None,
+    top_k: int,
 ) -> None:
-    with st.container(key="results"):
+    with st.container(key="results", gap="small"):
         for note in result.notes:
             st.caption(f"Note: {note}")
+        narrowed = filter_summary(filters)
         if not result.hits:
-            narrowed = (
-                filters.category
-                or filters.brand
-                or filters.min_price is not None
-                or filters.max_price is not None
-                or filters.in_stock
-            )
             hint = "remove some filters, " if narrowed else ""
+            threshold = (
+                f"the match threshold ({min_score:.2f})" if min_score is not None else "the shop's match threshold"
+            )
             st.warning(
-                f"**No good match.** Nothing in the shop scores above the match threshold ({min_score:.2f}) for "
-                "this search. "
+                f"**No good match.** Nothing in the shop scores above {threshold} for this search. "
                 f"Try another photo, {hint}or lower the threshold in the sidebar."
             )
             return
-        st.subheader(f"{len(result.hits)} matching product{'s' if len(result.hits) != 1 else ''}")
-        st.caption(f"Found in {result.took_ms:.0f} ms (reading your query: {result.embed_ms:.0f} ms)")
+        count = len(result.hits)
+        with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key="results_head"):
+            st.subheader(f"{count} matching product{'s' if count != 1 else ''}", anchor=False, width="content")
+            st.caption(f"in {result.took_ms:,.0f} ms" + (f" · {narrowed}" if narrowed else ""), width="content")
         product_grid(client, result.hits, "hit")
-        if len(result.hits) >= top_k and top_k < schemas.MAX_TOP_K:
+        if count >= top_k and top_k < schemas.MAX_TOP_K:
             st.button("Show more", on_click=_more, key="more")
 
 
@@ -256,12 +426,12 @@ def showcase(client: ShopLensClient) -> None:
         st.error(state.friendly_error(exc))
         return
     if page.products:
-        st.subheader("In the shop")
+        st.subheader("In the shop", anchor=False)
         product_grid(client, page.products, "show", score=False)
 
 
 def product_page(client: ShopLensClient, sku: str) -> None:
-    st.button("← Back to results", on_click=_close_product, key="back")
+    st.button("← Back to results", on_click=_close_product, key="back", type="tertiary")
     product = state.product_or_explain(
         client, sku, st.warning, f"There is no product with SKU {sku!r} in the shop (any more)."
     )
@@ -272,14 +442,14 @@ def product_page(client: ShopLensClient, sku: str) -> None:
     with left:
         state.show_product_image(client, images[0] if images else None, 720)
         if len(images) > 1:
-            for column, url in zip(st.columns(min(len(images) - 1, 4)), images[1:5], strict=False):
+            for column, url in zip(st.columns(min(len(images) - 1, 4), wrap=False), images[1:5], strict=False):
                 with column:
                     state.show_product_image(client, url, 240)
             for url in images[5:]:
                 state.show_product_image(client, url, 240)
     with right:
-        st.title(product.title)
-        st.subheader(state.format_price(product.price, product.currency))
+        st.title(product.title, anchor=False)
+        st.subheader(state.format_price(product.price, product.currency), anchor=False)
         st.markdown(":green[In stock]" if product.in_stock else ":red[Out of stock]")
         facts = [
             f
@@ -301,7 +471,7 @@ def product_page(client: ShopLensClient, sku: str) -> None:
                 for k, v in attributes.items()
             ]
             st.markdown("**Details**\n\n" + "\n".join(lines))
-    st.subheader("More like this")
+    st.subheader("More like this", anchor=False)
     try:
         similar = client.similar(sku, top_k=GRID_COLUMNS * 2)
     except Exception as exc:
@@ -334,7 +504,6 @@ def shop_page() -> None:
     client, health = state.server_or_stop()
     try:
         if health.counts.products == 0:
-            st.title("ShopLens")
             st.info(
                 "The shop's catalog is empty, so there is nothing to search yet. An admin can upload a catalog on the "
                 "**Admin** page, or load the demo shop with `shoplens demo`."
@@ -347,7 +516,7 @@ def shop_page() -> None:
                 "nothing. The model was probably changed after the catalog was loaded: an admin should run "
                 "`shoplens reindex`."
             )
-        filters, min_score = sidebar_filters(client)
+        filters, min_score = sidebar_filters(client, health)
         sku = st.query_params.get("sku")
         if sku:
             product_page(client, sku)
@@ -358,9 +527,33 @@ def shop_page() -> None:
         st.error(state.friendly_error(exc))
 
 
+# The content starts below Streamlit's 60 px header bar; phones get narrower margins and tighter
+# cards; the price boxes in the sidebar are typed into, so they lose their +/- steppers (and fit
+# side by side).
 STYLE = """<style>
-[data-testid="stMainBlockContainer"] { padding-top: 3rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 4rem; }
+.st-key-brand p { font-size: 1.5rem; font-weight: 700; margin: 0; line-height: 2.25rem; white-space: nowrap; }
+[data-testid="stSidebar"] [data-testid="stNumberInputStepDown"],
+[data-testid="stSidebar"] [data-testid="stNumberInputStepUp"] { display: none; }
+@media (max-width: 640px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 0.75rem; padding-right: 0.75rem; }
+  [class*="st-key-card-"] { padding: 0.5rem; }
+  [class*="st-key-card-"] [data-testid="stMarkdownContainer"] p { font-size: 0.875rem; }
+  .st-key-brand p { font-size: 1.25rem; line-height: 2rem; }
+  [data-testid="stMainBlockContainer"] h1 { font-size: 1.875rem; }
+}
 </style>"""
+
+
+def top_bar(pages: list[st.Page]) -> None:
+    """The app's own navigation, the same on every page and every width (Streamlit's folds into
+    the sidebar on a phone): the shop's name, then a link to each page."""
+    with st.container(horizontal=True, vertical_alignment="center", horizontal_alignment="distribute", key="topbar"):
+        with st.container(width="content", key="brand"):
+            st.markdown(":material/image_search: ShopLens")
+        with st.container(horizontal=True, width="content", gap="xsmall", key="nav"):
+            for page in pages:
+                st.page_link(page)
 
 
 def main() -> None:
@@ -368,9 +561,12 @@ def main() -> None:
     st.html(STYLE)
     pages = [
         st.Page(shop_page, title="Shop", icon=":material/storefront:", default=True),
-        st.Page(Path(__file__).parent / "pages" / "admin.py", title="Admin", icon=":material/lock:", url_path="admin"),
+        st.Page(Path(__file__).parent / "admin.py", title="Admin", icon=":material/lock:", url_path="admin"),
     ]
-    st.navigation(pages, position="top").run()
+    current = st.navigation(pages, position="hidden")
+    top_bar(pages)
+    current.run()
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

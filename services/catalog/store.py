@@ -18,6 +18,10 @@ from services.catalog.models import IngestRun, Product, ProductImage, utcnow
 from services.errors import Unavailable
 
 MAX_STORED_ERRORS = 1000
+ABANDONED = (
+    "abandoned: the process stopped before recording how the run ended (killed, crashed, or cut off from the "
+    "database); the next run resumes its pending work"
+)
 
 
 class CatalogUnavailable(Unavailable):
@@ -148,6 +152,20 @@ class CatalogStore:
                 or 0,
             }
 
+    def awaiting_images(self) -> list[str]:
+        """SKUs with an image whose download failed: a later ingest run fetches it again."""
+        with self.session() as session:
+            return list(session.scalars(select(Product.sku).where(Product.image_failures > 0).order_by(Product.sku)))
+
+    def synced_point_count(self) -> int:
+        """How many points the vector store must hold at least: a text point per synced product plus
+        one per image of it. Fewer in the store means points were lost (e.g. its folder deleted)."""
+        with self.session() as session:
+            synced = Product.synced_state.is_not(None)
+            products = session.scalar(select(func.count()).select_from(Product).where(synced)) or 0
+            images = session.scalar(select(func.count()).select_from(ProductImage).join(Product).where(synced)) or 0
+            return products + images
+
     def facets(self, categories: Iterable[str] = ()) -> Facets:
         """Categories, brands and the price range; brands only of `categories` when given."""
         categories = list(categories)
@@ -219,6 +237,22 @@ class CatalogStore:
             run.errors = errors[:MAX_STORED_ERRORS]
             run.message = message
             run.finished_at = utcnow()
+            if status in ("succeeded", "partial"):
+                self._settle_abandoned(session, run_id)
+
+    @staticmethod
+    def _settle_abandoned(session: Session, run_id: int) -> None:
+        """Abandoned runs say their pending work is done once it is: a later run finished and no
+        product waits for its vectors any more (until then they say the work is pending)."""
+        pending = session.scalar(select(func.count()).select_from(Product).where(Product.synced_state.is_(None)))
+        if pending:
+            return
+        session.execute(
+            update(IngestRun)
+            .where(IngestRun.id < run_id, IngestRun.status == "interrupted", IngestRun.message == ABANDONED)
+            .values(message=ABANDONED.replace("the next run resumes", f"run {run_id} has since finished"))
+            .execution_options(synchronize_session=False)
+        )
 
     def record_failed_run(self, trigger: str, source: str, embedder: str, message: str) -> int:
         """A run that failed before it could start (its catalog could not be read): the history
@@ -228,7 +262,9 @@ class CatalogStore:
         return run_id
 
     def abandon_running_runs(self) -> int:
-        """Runs still marked running when the ingest lock is free were killed: say so."""
+        """Runs still marked running when the ingest lock is free were killed, crashed or lost the
+        database before they could record their end: say so, and no more (their work is not done
+        yet: `finish_run` says so once a later run has done it)."""
         with self.session() as session:
             result = session.execute(
                 update(IngestRun)
@@ -236,7 +272,7 @@ class CatalogStore:
                 .values(
                     status="interrupted",
                     finished_at=utcnow(),
-                    message="the process stopped before finishing (killed or crashed); the next run completed its work",
+                    message=ABANDONED,
                 )
             )
             return rowcount(result)

@@ -19,7 +19,11 @@ from services.errors import Unavailable
 
 IMAGE, TEXT = "image", "text"
 _NAMESPACE = uuid.UUID("6f1c7d2e-3b8a-4c55-9a51-5e0f3c2b9d10")
-KEYWORD_FIELDS = ("sku", "kind", "category", "brand")
+KEYWORD_FIELDS = ("sku", "kind", "category", "brand", "codes")
+# Text points' full text (services/lexical.py), BM25-ranked by the backend's text index; never
+# part of a Hit's payload (it is long and only the engine reads it).
+LEXICAL = "lexical"
+FACET_FIELDS = ("category", "brand")
 FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
 
@@ -89,13 +93,19 @@ class PointFilter(ProductFilter):
 
     kind: str | None = None
     skus: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()  # compacted identifiers (services/lexical.py), on text points
 
     def clauses(self) -> tuple[list[Clause], list[Clause]]:
         """(must, must not)."""
         must = [Clause("kind", equals=self.kind)] if self.kind is not None else []
         must += [
             Clause(key, any_of=values)
-            for key, values in (("sku", self.skus), ("category", self.categories), ("brand", self.brands))
+            for key, values in (
+                ("sku", self.skus),
+                ("category", self.categories),
+                ("brand", self.brands),
+                ("codes", self.codes),
+            )
             if values
         ]
         if self.min_price is not None or self.max_price is not None:
@@ -138,7 +148,7 @@ def _holds(clause: Clause, payload: dict[str, Any]) -> bool:
         low, high = clause.within
         return value is not None and (low is None or value >= low) and (high is None or value <= high)
     if clause.any_of:
-        return value in clause.any_of
+        return any(v in clause.any_of for v in value) if isinstance(value, list) else value in clause.any_of
     return value == clause.equals and type(value) is type(clause.equals)
 
 
@@ -192,6 +202,17 @@ class VectorBackend(ABC):
 
     @abstractmethod
     def count(self, flt: PointFilter | None = None) -> int: ...
+
+    @abstractmethod
+    def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
+        """Text points ranked by BM25 of `text` over their `lexical` field, best first; only
+        points holding at least one of its words."""
+
+    @abstractmethod
+    def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
+        """The values of a keyword field among the points `flt` passes, with their counts, most
+        frequent first. Counts are the engine's fast estimate (exact counting scans every
+        passing point: ~40 ms at 20k points); they are exact while the store is small."""
 
     def search_grouped(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
         """Best point per product, best first.

@@ -36,6 +36,7 @@ from services.vectors.base import (
     FLOAT_FIELDS,
     IMAGE,
     KEYWORD_FIELDS,
+    LEXICAL,
     TEXT,
     Clause,
     Hit,
@@ -64,7 +65,7 @@ def _stored(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, **shadow} if shadow else payload
 
 
-def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams]:
+def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams | qe.TextIndexParams]:
     """Every filterable field gets an index; only category and brand get extra graph links.
 
     Extra links per value keep a filtered graph search connected for mid-selective filters
@@ -73,16 +74,22 @@ def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams]
     link by; their links would cost build time and buy nothing.
     """
     linked = {"category", "brand"}
-    indexes: dict[str, qe.KeywordIndexParams | qe.FloatIndexParams] = {
+    indexes: dict[str, qe.KeywordIndexParams | qe.FloatIndexParams | qe.TextIndexParams] = {
         key: qe.KeywordIndexParams(enable_hnsw=key in linked) for key in KEYWORD_FIELDS
     }
     indexes.update({key: qe.FloatIndexParams(enable_hnsw=False) for key in FLOAT_FIELDS})
     indexes.update({f"{_SHADOW}{key}": qe.KeywordIndexParams(enable_hnsw=False) for key in BOOL_FIELDS})
+    # the word tokenizer both backends rank with (services/lexical.py); BM25 scoring on
+    indexes[LEXICAL] = qe.TextIndexParams(scoring=True, enable_hnsw=False)
     return indexes
 
 
 def _visible(payload: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (payload or {}).items() if not k.startswith(_SHADOW)}
+
+
+def _hit_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (payload or {}).items() if not k.startswith(_SHADOW) and k != LEXICAL}
 
 
 @dataclass(frozen=True)
@@ -219,11 +226,10 @@ class EdgeBackend(VectorBackend):
     def ensure(self, image_dim: int, text_dim: int) -> None:
         self._dim = max(image_dim, text_dim)
         with self.shard.lock:
-            fresh = self.shard.engine is None and self.shard.live() is None
-            engine = self.shard.open(self._config(image_dim, text_dim))
-            if fresh:
-                for key, params in _payload_indexes().items():
-                    engine.update(qe.UpdateOperation.create_field_index(key, params))
+            present = set(self.shard.open(self._config(image_dim, text_dim)).info().payload_schema)
+        missing = {k: v for k, v in _payload_indexes().items() if k not in present}
+        if missing:  # a new store, or one made before an index existed: it gets it now
+            self._update([qe.UpdateOperation.create_field_index(k, v) for k, v in missing.items()])
 
     def _engine(self) -> qe.EdgeShard:
         return self.shard.open(None)
@@ -292,7 +298,23 @@ class EdgeBackend(VectorBackend):
         )
         with self.shard.lock:
             points = self._engine().query(request)
-        return [Hit(str(p.id), float(p.score), _visible(p.payload)) for p in points]
+        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in points]
+
+    def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
+        if not text.strip():
+            return []
+        request = qe.QueryRequest(
+            limit=limit, query=qe.TextQuery(LEXICAL, text), filter=to_filter(flt), with_payload=True
+        )
+        with self.shard.lock:
+            points = self._engine().query(request)
+        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in points]
+
+    def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
+        request = qe.FacetRequest(key, limit=limit, exact=False, filter=to_filter(flt))
+        with self.shard.lock:
+            hits = self._engine().facet(request)
+        return [(str(h.value), int(h.count)) for h in hits]
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         offset = None

@@ -18,6 +18,7 @@ from services.vectors.base import (
     FLOAT_FIELDS,
     IMAGE,
     KEYWORD_FIELDS,
+    LEXICAL,
     TEXT,
     Clause,
     Hit,
@@ -118,25 +119,31 @@ class QdrantBackend(VectorBackend):
         return self.client._client._client.__class__.__name__ == "QdrantLocal"
 
     def ensure(self, image_dim: int, text_dim: int) -> None:
-        if self.client.collection_exists(self.collection):
-            return
-        self.client.create_collection(
-            self.collection,
-            vectors_config={
-                IMAGE: models.VectorParams(size=image_dim, distance=models.Distance.COSINE),
-                TEXT: models.VectorParams(size=text_dim, distance=models.Distance.COSINE),
-            },
-            shard_number=self._shards,
-            replication_factor=self._replicas,
-        )
-        if not self.is_embedded:  # qdrant-client's embedded mode scans; indexes matter on servers
-            schema = {
-                **{k: models.PayloadSchemaType.KEYWORD for k in KEYWORD_FIELDS},
-                **{k: models.PayloadSchemaType.FLOAT for k in FLOAT_FIELDS},
-                **{k: models.PayloadSchemaType.BOOL for k in BOOL_FIELDS},
-            }
-            for name, kind in schema.items():
-                self.client.create_payload_index(self.collection, name, field_schema=kind)
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config={
+                    IMAGE: models.VectorParams(size=image_dim, distance=models.Distance.COSINE),
+                    TEXT: models.VectorParams(size=text_dim, distance=models.Distance.COSINE),
+                },
+                shard_number=self._shards,
+                replication_factor=self._replicas,
+            )
+        present = set(self.client.get_collection(self.collection).payload_schema or {})
+        # BM25 needs the text index in every mode; filters need the others on servers only
+        # (qdrant-client's embedded mode scans)
+        schema: dict[str, Any] = {LEXICAL: models.TextIndexParams(type=models.TextIndexType.TEXT, scoring=True)}
+        if not self.is_embedded:
+            schema.update(
+                {
+                    **{k: models.PayloadSchemaType.KEYWORD for k in KEYWORD_FIELDS},
+                    **{k: models.PayloadSchemaType.FLOAT for k in FLOAT_FIELDS},
+                    **{k: models.PayloadSchemaType.BOOL for k in BOOL_FIELDS},
+                }
+            )
+        for name, kind in schema.items():
+            if name not in present:  # a collection made before an index existed gets it now
+                self.client.create_payload_index(self.collection, name, field_schema=kind, wait=True)
 
     def drop(self) -> None:
         if self.client.collection_exists(self.collection):
@@ -183,7 +190,7 @@ class QdrantBackend(VectorBackend):
             limit=limit,
             with_payload=True,
         )
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in result.points]
+        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in result.points]
 
     def search_grouped(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
         result = self.client.query_points_groups(
@@ -197,7 +204,9 @@ class QdrantBackend(VectorBackend):
             with_payload=True,
         )
         return [
-            Hit(str(g.hits[0].id), float(g.hits[0].score), g.hits[0].payload or {}) for g in result.groups if g.hits
+            Hit(str(g.hits[0].id), float(g.hits[0].score), _hit_payload(g.hits[0].payload))
+            for g in result.groups
+            if g.hits
         ]
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
@@ -219,6 +228,27 @@ class QdrantBackend(VectorBackend):
     def count(self, flt: PointFilter | None = None) -> int:
         return self.client.count(self.collection, count_filter=to_filter(flt), exact=True).count
 
+    def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
+        if not text.strip():
+            return []
+        result = self.client.query_points(
+            self.collection,
+            query=models.TextQuery(text=text),
+            using=LEXICAL,
+            query_filter=to_filter(flt),
+            limit=limit,
+            with_payload=models.PayloadSelectorExclude(exclude=[LEXICAL]),
+        )
+        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in result.points]
+
+    def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
+        response = self.client.facet(self.collection, key, facet_filter=to_filter(flt), limit=limit, exact=False)
+        return [(str(h.value), int(h.count)) for h in response.hits]
+
 
 def _record(point: Any) -> Record:
     return record(point.id, point.payload or {}, point.vector)
+
+
+def _hit_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (payload or {}).items() if k != LEXICAL}

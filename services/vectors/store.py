@@ -18,7 +18,7 @@ import numpy as np
 
 from services.embedders.base import EmbedderIdentity
 from services.settings import Settings
-from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, VectorBackend
+from services.vectors.base import TEXT, Hit, IndexBuild, PointData, PointFilter, VectorBackend
 
 
 def _qdrant(settings: Settings, collection: str) -> VectorBackend:
@@ -179,6 +179,27 @@ class VectorStore:
 
     def count(self, kind: str | None = None) -> int:
         return self.backend.count(None if kind is None else PointFilter(kind=kind))
+
+    def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
+        """Products whose text holds words of `text`, by BM25 (one text point per product)."""
+        return self.backend.lexical_search(text, PointFilter(**{**flt.__dict__, "kind": TEXT}), limit)
+
+    def with_codes(self, codes: Sequence[str], flt: PointFilter) -> list[str]:
+        """SKUs whose identifiers (compacted: services/lexical.py) are among `codes`."""
+        if not codes:
+            return []
+        passing = PointFilter(**{**flt.__dict__, "kind": TEXT, "codes": tuple(codes)})
+        return [str(r.payload.get("sku")) for batch in self.backend.scroll(passing, False) for r in batch]
+
+    def facets(self, flt: PointFilter, limit: int = 100) -> dict[str, list[tuple[str, int]]]:
+        """Category and brand counts of the products `flt` passes (counted on their text points,
+        one per product), each list under every filter but its own: the counts a shopper's
+        sidebar shows beside options it can add ("Shoes (12)" while "Bags" is ticked)."""
+        products = {**flt.__dict__, "kind": TEXT}
+        return {
+            "category": self.backend.facet("category", PointFilter(**{**products, "categories": ()}), limit),
+            "brand": self.backend.facet("brand", PointFilter(**{**products, "brands": ()}), limit),
+        }
 
     def close(self) -> None:
         self.backend.close()

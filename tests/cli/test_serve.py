@@ -141,3 +141,30 @@ def test_the_pages_and_the_api_need_two_free_ports(
     port = free_port()
     assert cli.main(["serve", "--port", str(port), "--api-port", str(port)]) == cli.EXIT_USER_ERROR
     assert "cannot share port" in capsys.readouterr().err and execs == []
+
+
+def test_the_pages_hide_streamlits_developer_chrome() -> None:
+    """Shoppers see no Deploy button or developer menu and only the app's navigation, whether the
+    pages start through `shoplens serve`/`pages` (flags) or `streamlit run ui/storefront.py`
+    (ui/.streamlit/config.toml, read beside the entry script); Streamlit's banner stays quiet."""
+    import logging
+    import tomllib
+
+    def flags(command: list[str]) -> dict[str, str]:
+        return {command[i].removeprefix("--"): command[i + 1] for i in range(5, len(command) - 1, 2)}
+
+    command = demo.streamlit_command(8501, "127.0.0.1")
+    assert command[3:5] == ["run", str(demo.STOREFRONT)]
+    given = flags(command)
+    assert given["client.toolbarMode"] == "viewer" and given["client.showSidebarNavigation"] == "false"
+    assert given["server.address"] == "127.0.0.1" and given["server.headless"] == "true"
+    assert given["logger.hideWelcomeMessage"] == "true"
+    config = tomllib.loads((demo.STOREFRONT.parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"] == {"toolbarMode": "viewer", "showSidebarNavigation": False}
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # `shoplens --debug serve`: Streamlit may talk
+    try:
+        assert flags(demo.streamlit_command())["logger.hideWelcomeMessage"] == "false"
+    finally:
+        root.setLevel(level)

@@ -14,7 +14,7 @@ from ingest.pipeline import IngestResult, ingestor_for
 from ingest.readers import read_catalog
 from ingest.reconcile import collect_stats
 from services.context import ShopLens
-from services.search import SearchFilters, SearchRequest
+from services.search import LEXICAL_WEIGHT, SearchFilters, SearchRequest
 from services.vectors import TEXT, PointFilter
 from tests.support.catalog import (
     product_photo,
@@ -75,7 +75,9 @@ def test_text_search_and_photo_plus_text(app: ShopLens, tmp_path: Path) -> None:
     q_img, q_txt = e.embed_image(photo), e.embed_text(text)
     product_text = e.embed_text(f"{read_rows(catalog)[3]['title']}. {read_rows(catalog)[3]['description']}")
     expected = 0.7 * float(q_img @ stored) + 0.3 * (0.5 * float(q_txt @ stored) + 0.5 * float(q_txt @ product_text))
-    assert both.hits[0].score == pytest.approx(expected, abs=1e-4)
+    assert both.hits[0].semantic == pytest.approx(expected, abs=1e-4)
+    # its words are the product's title: BM25 adds its share to the semantic score
+    assert both.hits[0].lexical == 1.0 and both.hits[0].score == pytest.approx(expected + 0.3 * LEXICAL_WEIGHT)
 
 
 def test_filters_are_applied(app: ShopLens, tmp_path: Path) -> None:

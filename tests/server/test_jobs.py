@@ -73,6 +73,7 @@ def test_an_upload_job_runs_while_eight_shoppers_search(server: Server, tmp_path
     assert final.counts["new"] == 24 and final.counts["images_embedded"] == 24 and final.run_id
     assert final.done == final.total == 24 and final.images_per_second and final.images_per_second > 0
     assert any(0 < j.done < j.total for j in seen) or any(j.status == "running" for j in seen)
+    assert list((server.home / "uploads").iterdir()) == []  # the upload's staging copy went with the job
     with server.client(None) as client:
         assert client.search(schemas.SearchQuery(top_k=1), _jpeg(product_photo(1000 * 110))).hits[0].sku == "SKU-0110"
         assert client.health().counts.products == PRODUCTS + 24

@@ -16,11 +16,14 @@ class RouteServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.drips: dict[str, float] = {}  # path -> seconds between bytes of the body (a slow server)
-        routes, drips = self.routes, self.drips
+        self.hits: dict[str, int] = {}  # path -> requests answered
+        routes, drips, hits = self.routes, self.drips, self.hits
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status, ctype, body, delay = routes.get(self.path.split("?")[0], (404, "text/plain", b"not found", 0.0))
+                path = self.path.split("?")[0]
+                hits[path] = hits.get(path, 0) + 1
+                status, ctype, body, delay = routes.get(path, (404, "text/plain", b"not found", 0.0))
                 time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)

@@ -21,7 +21,7 @@ from tests.support.server_process import PASSWORD, ServerProcess, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STOREFRONT = str(ROOT / "ui" / "storefront.py")
-ADMIN = str(ROOT / "ui" / "pages" / "admin.py")
+ADMIN = str(ROOT / "ui" / "admin.py")
 PRODUCTS = 8
 
 __all__ = [

@@ -233,13 +233,11 @@ def test_bulk_upload_with_a_zip_lands_and_shows_in_search(admin_server: ServerPr
     assert [data for data in at.session_state["reports"].values() if b"UP-009" in data and b"not a price" in data]
     assert product_count(admin_server) == 4
     assert header(at).startswith("Catalog: 4 products, 4 photos")  # the header is current after the ingest
-    folders = list((home / "uploads").iterdir())
-    assert len(folders) == 1 and sorted(p.name for p in (folders[0] / "images" / "images").iterdir()) == [
-        f"a{i}.jpg" for i in range(4)
-    ]
+    # the upload's staging folder is gone once its run has ended (its 4 photos are in the media store)
+    assert uploaded_files(home) == []
 
     runs = table(at, "runs")
-    assert runs["trigger"][0] == "admin" and runs["new"][0] == 4
+    assert runs["trigger"][0] == "admin" and runs["result"][0] == "4 new · 1 failed"
 
     shop = AppTest.from_file(STOREFRONT, default_timeout=TIMEOUT).run()
     shop.file_uploader[0].set_value(("mine.jpg", jpeg(2), "image/jpeg")).run()
@@ -353,3 +351,27 @@ def test_delete_a_product(admin_server: ServerProcess) -> None:
     stats = client.stats()  # its vectors went with it, and only its
     assert stats.consistent
     assert stats.qdrant == {k: v - 1 for k, v in points_before.items()}
+
+
+def test_progress_tells_products_done_the_rate_and_the_time_left() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from server import schemas
+    from ui.admin import changes, progress_text, short_source
+
+    started = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    running = schemas.Job.model_construct(
+        status="running", finished=False, done=100, total=400, images_per_second=35.2, started_at=started, message=None
+    )
+    assert progress_text(running, now=started + timedelta(seconds=20)) == (
+        0.25,
+        "100 of 400 products (25%) · 35.2 images/s · about 60 s left",
+    )
+    waiting = running.model_copy(update={"done": 0, "total": 0, "message": "waiting for another ingest run"})
+    assert progress_text(waiting) == (0.0, "waiting for another ingest run")
+    assert progress_text(running.model_copy(update={"status": "queued"}))[1] == "queued, waiting for the job before it"
+    assert short_source("upload big.csv (20260101T120000123456Z)") == "upload big.csv"
+    assert short_source("https://shop.example/feeds/export.csv") == "shop.example/…/export.csv"
+    assert short_source("/srv/catalogs/catalog.csv") == "catalog.csv"
+    assert changes({"new": 150, "changed": 0, "failed": 2}) == "150 new · 2 failed"
+    assert changes({"unchanged": 0}) == "nothing to do"

@@ -1,9 +1,11 @@
 """The pages in a real browser: `shoplens serve` with its pages on free ports, Debian's Chromium
 via Playwright (one browser for the module).
 
-Saves full-page screenshots under artifacts/ (gitignored) for a person to look at: the storefront
-at 1280 and at 390 px wide (search results and a product page), and the admin page while an
-upload's job waits and after it ended.
+A phone (390 × 844) and a wide screen (1280): after a photo upload the first result is in view
+without scrolling and cards share rows; typed price bounds filter; Streamlit's developer chrome
+is hidden; the admin page, entered by its own URL, has the app's navigation, follows an upload's
+job and counts the catalog afresh. Saves screenshots under artifacts/ (gitignored) for a person to
+look at: the storefront's first screen and whole page at both widths, a product page, the admin page.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from tests.support.catalog import product_photo, product_row, write_catalog
+from tests.support.catalog import product_photo, product_row, read_rows, write_catalog, write_rows
 from tests.support.server_process import PASSWORD, ServerProcess, running_server
 from tests.ui.conftest import ROOT
 
@@ -38,16 +40,27 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "artifacts"
 WAIT = 60_000  # ms
+PHONE = {"width": 390, "height": 844}
+CARDS = ".st-key-results [class*='st-key-card-']"  # the result cards, best first
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, openclip_env: dict[str, str]) -> Iterator[ServerProcess]:
-    """`shoplens serve` with its pages, the catalog ingested through the API."""
+    """`shoplens serve` with its pages, the catalog ingested through the API. Odd products have no
+    currency in the catalog: the shop's currency (USD) is shown for them."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
     base = tmp_path_factory.mktemp("browser")
     catalog = write_catalog(base / "catalog", 8)
-    with running_server(base / "server", openclip_env, catalog=catalog, pages=True) as server:
+    rows = read_rows(catalog)
+    for i, row in enumerate(rows):
+        if i % 2:
+            row["currency"] = ""
+    write_rows(catalog, rows)
+    # an explicit threshold of 0 (the pages inherit it): every product of this small shop matches
+    with running_server(
+        base / "server", openclip_env, catalog=catalog, pages=True, SHOPLENS_CURRENCY="USD", SHOPLENS_MIN_SCORE="0"
+    ) as server:
         yield server
 
 
@@ -63,60 +76,140 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def full_page_screenshot(page: Any, path: Path, width: int) -> None:
-    """Streamlit scrolls inside its main block: grow the window to the content for a full picture."""
+def settled(page: Any) -> None:
+    """The page run has finished (no element left over from the run before) and every photo on
+    the page has loaded."""
     from playwright.sync_api import expect
 
-    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT)  # the run has finished
-    for _ in range(2):  # measure again once the window has grown
-        height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
-        page.set_viewport_size({"width": width, "height": max(800, int(height) + 60)})
-        page.wait_for_timeout(300)
-    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    path.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT)
+    expect(page.locator("[data-testid='stElementContainer'][data-stale='true']")).to_have_count(0, timeout=WAIT)
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=WAIT)
 
 
-@pytest.mark.parametrize("width", [1280, 390])
-def test_upload_a_photo_and_see_the_product(served: ServerProcess, browser: Any, width: int) -> None:
+def screenshots(page: Any, name: str, width: int) -> None:
+    """The first screen as the visitor sees it, then the whole page: Streamlit scrolls inside its
+    main block, so the window grows to the content for the full picture."""
+    settled(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-{width}-first-screen.png"))
+    viewport = page.viewport_size
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+    page.set_viewport_size({"width": width, "height": max(viewport["height"], int(height) + 60)})
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight <= window.innerHeight + 1", timeout=WAIT
+    )
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size(viewport)
+
+
+def upload_photo(page: Any, served: ServerProcess, product: int) -> Any:
+    """A shopper's upload of a product's own photo; returns the result cards once they show."""
     from playwright.sync_api import expect
 
-    assert served.catalog is not None and served.pages_url is not None
-    photo = served.catalog.parent / "images" / "p5-0.jpg"
-    page = browser.new_page(viewport={"width": width, "height": 900})
+    assert served.catalog is not None
+    uploader = page.get_by_test_id("stFileUploader")
+    expect(uploader).to_be_visible(timeout=WAIT)
+    uploader.locator('input[type="file"]').set_input_files(str(served.catalog.parent / "images" / f"p{product}-0.jpg"))
+    expect(page.locator(".st-key-results").get_by_text("matching products")).to_be_visible(timeout=WAIT)
+    settled(page)
+    return page.locator(CARDS)
+
+
+def box(locator: Any) -> dict[str, float]:
+    found = locator.bounding_box()
+    assert found is not None, locator
+    return found
+
+
+def test_on_a_phone_the_first_results_show_without_scrolling(served: ServerProcess, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    assert served.pages_url is not None
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
     try:
         page.goto(served.pages_url)
-        uploader = page.get_by_test_id("stFileUploader")
-        expect(uploader).to_be_visible(timeout=WAIT)
-        expect(page.get_by_text("In the shop", exact=True)).to_be_visible()
-        expect(page.locator("[data-testid='stImage'] img")).to_have_count(8, timeout=WAIT)  # thumbnails from the API
-        uploader.locator('input[type="file"]').set_input_files(str(photo))
-        results = page.locator(".st-key-results")
-        expect(results.get_by_text("matching products")).to_be_visible(timeout=WAIT)
-        first_card = results.get_by_test_id("stColumn").first
-        expect(first_card).to_contain_text("Product 5 bag")
-        expect(first_card).to_contain_text("match score 1.00")
-        expect(first_card.locator("[data-testid='stImage'] img")).to_be_visible()
-        expect(page.get_by_text("Your photo")).to_be_visible()
-        expect(page.get_by_text("Catalog: 8 products, 8 photos")).to_be_visible()
-        full_page_screenshot(page, ARTIFACTS / f"storefront-{width}.png", width)
-        first_card.get_by_role("button", name="View product").click()
-        expect(page.get_by_text("More like this")).to_be_visible(timeout=WAIT)
-        expect(page.get_by_role("heading", name="Product 5 bag")).to_be_visible()
+        expect(page.get_by_test_id("stMainMenu")).to_be_visible(timeout=WAIT)  # the toolbar is drawn ...
+        expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)  # ... without Streamlit's Deploy
+        for name in ("Shop", "Admin"):  # the app's own navigation, not folded into the sidebar
+            link = page.get_by_role("link", name=name)
+            expect(link).to_be_in_viewport()
+        cards = upload_photo(page, served, 5)
+        first, second = cards.nth(0), cards.nth(1)
+        expect(first).to_contain_text("Product 5 bag")
+        expect(first).to_contain_text("$35.00")  # no currency in its row: the shop's, formatted
+        expect(first).to_contain_text("match 1.00")
+        a, b = box(first), box(second)
+        assert a["x"] >= 0 and a["y"] >= 0, a
+        assert a["x"] + a["width"] <= PHONE["width"] and a["y"] + a["height"] <= PHONE["height"], a  # no scrolling
+        assert b["y"] == pytest.approx(a["y"], abs=1) and b["x"] >= a["x"] + a["width"], (a, b)  # one row
+        assert b["x"] + b["width"] <= PHONE["width"], b
+        expect(page.get_by_text("Your photo · p5-0.jpg")).to_be_in_viewport()  # shown back, small
+        expect(page.get_by_text("Catalog: 8 products, 8 photos")).to_be_attached()
+        screenshots(page, "storefront", PHONE["width"])
+
+        first.get_by_role("button", name="View product").click()
+        expect(page.get_by_role("heading", name="Product 5 bag")).to_be_visible(timeout=WAIT)
         expect(page.get_by_text("SKU SKU-0005")).to_be_visible()
-        expect(page.get_by_role("button", name="View product")).to_have_count(
-            7, timeout=WAIT
-        )  # the others, most alike first
-        full_page_screenshot(page, ARTIFACTS / f"product-{width}.png", width)
+        expect(page.get_by_role("button", name="View product")).to_have_count(7, timeout=WAIT)  # the others
+        screenshots(page, "product", PHONE["width"])
+
+        page.get_by_role("button", name="← Back to results").click()
+        # back: the photo in use is still the one shown, the picker offers another (never a stale file)
+        expect(page.get_by_text("Your photo · p5-0.jpg")).to_be_visible(timeout=WAIT)
+        expect(page.locator(CARDS).first).to_contain_text("Product 5 bag", timeout=WAIT)
+        page.get_by_text("Use another photo").click()
+        picker = page.get_by_test_id("stFileUploader")
+        expect(picker).to_be_visible()
+        picker.locator('input[type="file"]').set_input_files(str(served.catalog.parent / "images" / "p3-0.jpg"))
+        expect(page.get_by_text("Your photo · p3-0.jpg")).to_be_visible(timeout=WAIT)
+        expect(page.locator(CARDS).first).to_contain_text("Product 3 lamp", timeout=WAIT)
     finally:
         page.close()
-    # the storefront searched but never ingested: the fixture's run through the API is the only one
-    assert [r.trigger for r in served.client(admin=True).runs()] == ["api"]
 
 
-def test_admin_upload_is_followed_to_its_end(served: ServerProcess, browser: Any, tmp_path: Path) -> None:
-    """In a browser the running job's progress refreshes itself (a fragment polling every second)
-    until the summary shows and the header counts the new products, without a click."""
+def test_on_a_wide_screen_cards_fill_rows_and_typed_prices_filter(served: ServerProcess, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    assert served.pages_url is not None
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(served.pages_url)
+        expect(page.get_by_text("In the shop", exact=True)).to_be_visible(timeout=WAIT)
+        expect(page.locator("[data-testid='stImage'] img")).to_have_count(8, timeout=WAIT)  # thumbnails from the API
+        cards = upload_photo(page, served, 5)
+        expect(cards).to_have_count(8)
+        rows = [box(cards.nth(i))["y"] for i in range(8)]
+        assert rows[:4] == pytest.approx([rows[0]] * 4, abs=1) and rows[4] > rows[0] + 100, rows  # four a row
+        assert box(cards.nth(0))["y"] + box(cards.nth(0))["height"] <= 900  # the first row in view
+        screenshots(page, "storefront", 1280)
+
+        sidebar = page.get_by_test_id("stSidebar")
+        lowest = sidebar.get_by_label("Min price ($)")
+        lowest.fill("15")
+        lowest.press("Enter")
+        expect(page.get_by_text("7 matching products")).to_be_visible(timeout=WAIT)  # 15, 20, … 45
+        highest = sidebar.get_by_label("Max price ($)")
+        highest.fill("25")
+        highest.press("Enter")
+        expect(page.get_by_text("3 matching products")).to_be_visible(timeout=WAIT)
+        settled(page)
+        expect(cards).to_have_count(3)
+        titles = sorted(cards.nth(i).locator("strong").inner_text() for i in range(3))
+        assert titles == ["Product 1 bag", "Product 2 chair", "Product 3 lamp"]
+        expect(page.locator(".st-key-results")).to_contain_text("$15.00–$25.00")  # the filters in force, said
+        expect(cards.filter(has_text="Product 2 chair")).to_contain_text("€20.00")  # its own currency
+        highest.fill("15")
+        highest.press("Enter")
+        expect(page.get_by_text("1 matching product", exact=True)).to_be_visible(timeout=WAIT)  # bounds included
+    finally:
+        page.close()
+
+
+def test_admin_by_its_own_url_follows_an_upload_to_its_end(served: ServerProcess, browser: Any, tmp_path: Path) -> None:
+    """Entered by its URL, the admin page has the app's navigation (not Streamlit's automatic
+    sidebar); a running job's progress refreshes itself (a fragment polling every second) until
+    the summary shows and the header counts the new products, without a click; the history fits."""
     from playwright.sync_api import expect
 
     rows = [product_row(i, [f"b{i}.jpg"], sku=f"BR-{i:03d}", title=f"Browser thing {i}") for i in range(40, 44)]
@@ -136,6 +229,9 @@ def test_admin_upload_is_followed_to_its_end(served: ServerProcess, browser: Any
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         page.goto(f"{served.pages_url}/admin")
+        expect(page.get_by_label("Admin password")).to_be_visible(timeout=WAIT)
+        expect(page.get_by_role("link", name="Shop")).to_be_visible()
+        expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
         page.get_by_label("Admin password").fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_text("Catalog: 8 products, 8 photos")).to_be_visible(timeout=WAIT)
@@ -147,11 +243,17 @@ def test_admin_upload_is_followed_to_its_end(served: ServerProcess, browser: Any
         with FileLock(str(served.home / "ingest.lock")):  # another ingest run holds the store: the job waits
             page.get_by_role("button", name="Ingest 4 products").click()
             expect(page.get_by_text("waiting for another ingest run", exact=False).first).to_be_visible(timeout=WAIT)
-            full_page_screenshot(page, ARTIFACTS / "admin-job-running-1280.png", 1280)
+            screenshots(page, "admin-job-waiting", 1280)
         expect(page.get_by_text("4 new", exact=False).first).to_be_visible(timeout=WAIT)  # no click: the page polls
         expect(page.get_by_text("Catalog: 12 products, 12 photos")).to_be_visible(timeout=WAIT)
         expect(page.get_by_role("button", name="Ingest 4 products")).to_have_count(0)  # not twice
-        full_page_screenshot(page, ARTIFACTS / "admin-1280.png", 1280)
+        screenshots(page, "admin", 1280)
+        page.get_by_role("tab", name="Ingest runs").click()
+        grid = page.locator(".st-key-runs .dvn-scroller")
+        expect(grid).to_have_count(1, timeout=WAIT)
+        width, visible = grid.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert width <= visible, (width, visible)  # every column in view: nothing scrolls sideways
+        screenshots(page, "admin-runs", 1280)
     finally:
         page.close()
     assert served.client().product("BR-041").title == "Browser thing 41"

@@ -3,6 +3,7 @@ process (the module's `shop`: a catalog ingested through the API)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tests.support.server_process import ServerProcess, closed_port, server_env,
 from tests.ui.conftest import STOREFRONT, Shop, copy_home, pages_use, png_bytes, texts
 
 TIMEOUT = 60
+KINDS = ["shoe", "bag", "chair", "lamp"] * 2  # the synthetic catalog's products 0-7; product i costs 10 + 5 i
 
 
 def open_storefront() -> AppTest:
@@ -25,6 +27,21 @@ def upload(at: AppTest, data: bytes, name: str = "query.jpg", mime: str = "image
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def facet(at: AppTest, label: str):
+    """The sidebar's Category or Brand list (its widget key changes with its counts)."""
+    return next(m for m in at.sidebar.multiselect if m.label == label)
+
+
+def photo_shown_back(at: AppTest) -> str | None:
+    """The name of the photo the search box shows as in use, if any."""
+    try:
+        preview = at.get_by_key("preview")
+    except KeyError:
+        return None
+    captions = [c.value for c in preview.caption if c.value.startswith("Your photo · ")]
+    return captions[0].removeprefix("Your photo · ").replace("\\", "") if captions else None
 
 
 def result_titles(at: AppTest) -> list[str]:
@@ -43,19 +60,32 @@ def test_first_visit_shows_the_shop_and_how_to_start(shop: Shop) -> None:
     assert "In the shop" in shown
     assert "Product 0 shoe" in shown
     assert "openclip" in shown and "8 products, 8 photos" in shown  # footer: embedder and catalog size
-    assert at.sidebar.multiselect(key="f_categories").options == ["Bags", "Chairs", "Lamps", "Shoes"]
-    assert at.sidebar.multiselect(key="f_brands").options == ["Acme", "Globex", "Initech"]
-    showcase = [i for i in at.image if not i.captions or "Your photo" not in i.captions]
-    assert len(showcase) == 8  # every product's photo, fetched as a thumbnail from the API
+    # every list with its product count (8 products: 2 of each category; brands 3, 3, 2)
+    assert facet(at, "Category").options == ["Bags (2)", "Chairs (2)", "Lamps (2)", "Shoes (2)"]
+    assert facet(at, "Brand").options == ["Acme (3)", "Globex (3)", "Initech (2)"]
+    assert not photo_shown_back(at)
+    assert len(at.image) == 8  # every product's photo, fetched as a thumbnail from the API
 
 
-def test_brands_are_those_of_the_chosen_categories(shop: Shop) -> None:
+def test_category_and_brand_counts_follow_each_other(shop: Shop) -> None:
     at = open_storefront()
-    at.sidebar.multiselect(key="f_brands").set_value(["Initech"]).run()
-    at.sidebar.multiselect(key="f_categories").set_value(["Shoes"]).run()  # products 0 and 4: Acme, Globex
+    facet(at, "Category").set_value(["Shoes"]).run()  # products 0 and 4: Acme, Globex
     assert not at.exception
-    assert at.sidebar.multiselect(key="f_brands").options == ["Acme", "Globex"]
-    assert at.sidebar.multiselect(key="f_brands").value == []  # Initech makes no shoes
+    assert facet(at, "Brand").options == ["Acme (1)", "Globex (1)"]  # Initech makes no shoes
+    facet(at, "Brand").set_value(["Acme"]).run()  # Acme: products 0 (shoe), 3 (lamp), 6 (chair)
+    assert facet(at, "Category").options == ["Chairs (1)", "Lamps (1)", "Shoes (1)"]
+    assert facet(at, "Category").value == ["Shoes"]  # the choice survives its new count
+    assert facet(at, "Brand").value == ["Acme"]
+    facet(at, "Category").set_value(["Chairs", "Shoes"]).run()
+    assert facet(at, "Brand").options == ["Acme (2)", "Globex (1)", "Initech (1)"]
+    assert facet(at, "Brand").value == ["Acme"]
+    facet(at, "Category").set_value(["Chairs"]).run()  # chairs 2 (Initech) and 6 (Acme)
+    assert facet(at, "Brand").options == ["Acme (1)", "Initech (1)"]
+    at.sidebar.checkbox(key="f_in_stock").check().run()  # product 6 is out of stock
+    assert facet(at, "Brand").options == ["Acme (0)", "Initech (1)"]  # a chosen brand stays, even at 0
+    at.sidebar.button(key="clear_filters").click().run()
+    assert facet(at, "Category").value == [] and facet(at, "Brand").value == []
+    assert not at.sidebar.checkbox(key="f_in_stock").value
 
 
 def test_search_by_photo_finds_the_product_first(shop: Shop) -> None:
@@ -64,25 +94,37 @@ def test_search_by_photo_finds_the_product_first(shop: Shop) -> None:
     assert titles[0] == "Product 3 lamp"
     shown = texts(at)
     assert "matching products" in shown
-    assert "Found in" in shown and " ms" in shown
-    assert [i for i in at.image if "Your photo" in i.captions]  # the query photo is shown back
+    assert re.search(r"\bin \d+ ms\b", shown)
+    assert photo_shown_back(at) == "query.jpg"  # the query photo is shown back, small (one more image)
+    assert len(at.image) == len(titles) + 1
 
 
 def test_filters_change_the_results(shop: Shop) -> None:
     at = upload(open_storefront(), shop.photo(3))  # product 3 is a lamp, out of stock
     assert result_titles(at)[0] == "Product 3 lamp"
-    at.sidebar.multiselect(key="f_categories").set_value(["Shoes"]).run()
+    facet(at, "Category").set_value(["Shoes"]).run()
     titles = result_titles(at)
     assert titles and all(t.endswith("shoe") for t in titles)
     assert "Product 3 lamp" not in titles
-    at.sidebar.multiselect(key="f_categories").set_value([]).run()
+    facet(at, "Category").set_value([]).run()
     at.sidebar.checkbox(key="f_in_stock").check().run()
     titles = result_titles(at)
     # in the synthetic catalog products 0, 3 and 6 are out of stock
     assert titles and not {"Product 0 shoe", "Product 3 lamp", "Product 6 chair"} & set(titles)
     at.sidebar.checkbox(key="f_in_stock").uncheck().run()
-    at.sidebar.slider(key="f_price").set_value((10.0, 22.0)).run()  # prices 10, 15, 20
+    at.sidebar.number_input(key="f_min_price").set_value(10).run()  # typed, to the cent
+    at.sidebar.number_input(key="f_max_price").set_value(20).run()  # prices 10, 15, 20 (bounds included)
     assert sorted(result_titles(at)) == ["Product 0 shoe", "Product 1 bag", "Product 2 chair"]
+    at.sidebar.number_input(key="f_max_price").set_value(19.99).run()
+    assert sorted(result_titles(at)) == ["Product 0 shoe", "Product 1 bag"]
+    at.sidebar.number_input(key="f_min_price").set_value(None).run()  # emptied: no lower bound
+    at.sidebar.number_input(key="f_max_price").set_value(12.5).run()
+    assert result_titles(at) == ["Product 0 shoe"]
+    at.sidebar.number_input(key="f_min_price").set_value(40).run()  # above the max: the two are swapped
+    assert sorted(result_titles(at)) == [
+        f"Product {i} {kind}" for i, kind in enumerate(KINDS) if 12.5 <= 10 + 5 * i <= 40
+    ]
+    assert "min price was above the max price" in "\n".join(c.value for c in at.sidebar.caption)
 
 
 def test_minimum_score_gives_a_clear_no_match_message(shop: Shop) -> None:
@@ -164,10 +206,10 @@ def test_product_page_shows_details_and_more_like_this(shop: Shop) -> None:
     # the shopper's photo, words and weight survive the visit to the product page
     assert at.text_input(key="query_text").value == "shoe"
     assert at.slider(key="text_weight").value == 0.0
-    assert [i for i in at.image if "Your photo" in i.captions]
+    assert photo_shown_back(at) == "query.jpg"
     assert result_titles(at)[0] == "Product 4 shoe"
     at.button(key="clear_photo").click().run()
-    assert not [i for i in at.image if "Your photo" in i.captions]
+    assert not photo_shown_back(at)
     assert at.file_uploader[0].value is None
     assert result_titles(at)  # the words alone still search
 
@@ -260,3 +302,17 @@ print(sorted(m for m in sys.modules if m in forbidden or m.startswith(tuple(f + 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_prices_show_their_currency_else_the_shop_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui.state import format_price
+
+    monkeypatch.delenv("SHOPLENS_CURRENCY", raising=False)
+    assert format_price(18.99, None) == "18.99"  # neither the row nor the shop names one: the bare number
+    assert format_price(1299, "EUR") == "€1,299.00"
+    assert format_price(1.25, "kwd") == "KWD1.250"  # three minor digits
+    assert format_price(None, "EUR") == "price on request"
+    monkeypatch.setenv("SHOPLENS_CURRENCY", "usd")
+    assert format_price(18.99, None) == "$18.99"
+    assert format_price(18.99, "EUR") == "€18.99"  # the row's own currency first
+    assert format_price(18.99, None, locale="zh_CN") == "US$18.99"  # another locale: one argument

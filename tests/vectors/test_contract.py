@@ -17,12 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.vectors.base import IMAGE, TEXT, Hit, PointData, PointFilter, VectorBackend, VectorStoreUnavailable
+from services.vectors.base import (
+    FACET_FIELDS,
+    IMAGE,
+    LEXICAL,
+    TEXT,
+    Hit,
+    PointData,
+    PointFilter,
+    VectorBackend,
+    VectorStoreUnavailable,
+)
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
 from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client
 
 IMAGE_DIM, TEXT_DIM = 32, 24
 CATEGORIES, BRANDS = ("Bags", "Shoes", "Hats", "Coats"), ("Acme", "Globex", "Initech")
+COLOURS = ("red", "green", "blue", "black", "white")
 N_PRODUCTS = 120
 # An index that builds on a few hundred points and is used for every unfiltered search.
 SMALL_INDEX = EdgeTuning(m=16, ef_construct=128, ef_search=256, indexing_threshold_kb=4, full_scan_threshold_kb=1)
@@ -63,7 +74,13 @@ def make_points(seed: int = 3) -> list[PointData]:
                 f"00000000-0000-4000-9000-{i:012d}",
                 TEXT,
                 _unit(rng.standard_normal(TEXT_DIM)),
-                {**payload, "kind": TEXT},
+                {
+                    **payload,
+                    "kind": TEXT,
+                    "lexical": f"{sku} {category} by {payload['brand']} "
+                    f"{COLOURS[i % 5]} {COLOURS[i % 3]} pattern{i % 7}",
+                    "codes": [f"sku{i:03d}", f"40{i:08d}"],
+                },
             )
         )
     return points
@@ -280,8 +297,56 @@ def test_backends_agree_with_each_other(tmp_path: Path) -> None:
                 assert_same(other, first)
             counts = {b.count(flt) for b in backends.values()}
             assert len(counts) == 1
+        for text in ("red", "green hats", "pattern3 white", "bags acme blue"):
+            flt = PointFilter(kind=TEXT, in_stock_only=True)
+            lexical = {k: dict(_ids_scores(b.lexical_search(text, flt, 200))) for k, b in backends.items()}
+            first = lexical.pop("qdrant-local")
+            for other in lexical.values():  # the same points, each with the same BM25 score (ties in any order)
+                assert other.keys() == first.keys(), text
+                np.testing.assert_allclose([other[k] for k in first], list(first.values()), rtol=1e-3)
     finally:
         close_all()
+
+
+# -- lexical search, identifiers and facets ---------------------------------------------------
+def _words(payload: dict) -> set[str]:
+    return set(payload[LEXICAL].lower().split())
+
+
+def test_lexical_search_ranks_points_holding_the_words(loaded: VectorBackend) -> None:
+    texts = [p for p in POINTS if p.kind == TEXT]
+    for query, flt in [
+        ("green", PointFilter(kind=TEXT)),
+        ("Blue Hats", PointFilter(kind=TEXT)),
+        ("white pattern2", PointFilter(kind=TEXT, categories=("Coats", "Bags"))),
+        ("blue", PointFilter(kind=TEXT, min_price=20, max_price=60, in_stock_only=True)),
+    ]:
+        words = set(query.lower().split())
+        hits = loaded.lexical_search(query, flt, 200)
+        holding = {p.id for p in texts if flt.matches(p.payload) and words & _words(p.payload)}
+        assert {h.point_id for h in hits} == holding, query
+        overlap = [len(words & _words(next(p.payload for p in texts if p.id == h.point_id))) for h in hits]
+        assert overlap == sorted(overlap, reverse=True)  # more of the words first (rare words count more)
+        assert all(LEXICAL not in h.payload and h.payload["kind"] == TEXT for h in hits)
+    assert loaded.lexical_search("xyzzy qwerty", PointFilter(kind=TEXT), 10) == []
+    assert loaded.lexical_search("  ", PointFilter(kind=TEXT), 10) == []
+
+
+def test_codes_and_facets_match_the_payloads(loaded: VectorBackend) -> None:
+    found = [
+        r.payload["sku"]
+        for b in loaded.scroll(PointFilter(kind=TEXT, codes=("sku007", "4000000011")), False)
+        for r in b
+    ]
+    assert sorted(found) == ["SKU-007", "SKU-011"]
+    for flt in [PointFilter(kind=TEXT), PointFilter(kind=TEXT, categories=("Bags", "Hats"), in_stock_only=True)]:
+        for key in FACET_FIELDS:
+            want: dict[str, int] = {}
+            for p in POINTS:
+                if p.kind == TEXT and flt.matches(p.payload):
+                    want[p.payload[key]] = want.get(p.payload[key], 0) + 1
+            got = loaded.facet(key, flt, 50)
+            assert dict(got) == want and [c for _, c in got] == sorted(want.values(), reverse=True)
 
 
 # -- the embedded engine's own promises -----------------------------------------------------

@@ -8,11 +8,15 @@ which goes on (and can be followed) after this tab is closed.
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
@@ -89,6 +93,7 @@ def login(url: str) -> ShopLensClient | None:
 
 # -- upload -----------------------------------------------------------------------------------------
 def upload_tab(client: ShopLensClient) -> None:
+    recent = current_jobs(client)
     st.markdown(
         "Upload a catalog with a `sku` and a `title` column (optional: `description`, `category`, `brand`, `price`, "
         "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product "
@@ -139,7 +144,7 @@ def upload_tab(client: ShopLensClient) -> None:
         )
         preview_and_submit(client, upload, key, generation)
     st.divider()
-    jobs_section(client)
+    recent_jobs(recent)
 
 
 def preview_and_submit(client: ShopLensClient, upload: Upload, key: tuple[object, ...], generation: int) -> None:
@@ -203,10 +208,10 @@ def show_preview(preview: schemas.UploadPreview) -> None:
 
 
 # -- jobs -------------------------------------------------------------------------------------------
-def jobs_section(client: ShopLensClient) -> None:
-    """The job this session started, then the server's recent jobs: an ingest goes on in the
-    server whether or not a tab watches it, so a fresh visit shows what is running."""
-    st.subheader("Ingest jobs")
+def current_jobs(client: ShopLensClient) -> list[schemas.Job]:
+    """The end of the job this session started, and the progress of every running job, at the top
+    of the page where the merchant looks; returns the server's recent jobs. An ingest goes on in
+    the server whether or not a tab watches it, so a fresh visit shows what is running."""
     mine_id: str | None = st.session_state.get("job_id")
     try:
         recent = client.jobs(limit=RECENT_JOBS)
@@ -223,24 +228,69 @@ def jobs_section(client: ShopLensClient) -> None:
     running = tuple(j.id for j in ([mine] if mine is not None else []) + recent if not j.finished)
     if running:
         live_progress(tuple(dict.fromkeys(running)))
+    return recent
+
+
+def recent_jobs(recent: list[schemas.Job]) -> None:
+    st.subheader("Ingest jobs", anchor=False)
     if recent:
         rows = [
             {
                 "started": j.started_at or j.created_at,
-                "kind": j.kind,
                 "trigger": j.trigger,
                 "status": j.status,
                 "products": f"{j.done:,} of {j.total:,}" if j.total else "",
-                "source": j.source,
-                "message": j.message or "",
+                "source": short_source(j.source),
+                "result": job_result(j),
             }
             for j in recent
         ]
         st.caption(f"The last {len(recent)} job(s) on this server")
         with st.container(key="jobs"):
-            st.dataframe(rows, hide_index=True, width="stretch")
+            st.dataframe(
+                rows,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss", width=150),
+                    "trigger": st.column_config.TextColumn("trigger", width=70),
+                    "status": st.column_config.TextColumn("status", width=90),
+                    "products": st.column_config.TextColumn("products", width=110),
+                    "source": st.column_config.TextColumn("source", width="medium"),
+                    "result": st.column_config.TextColumn("result", width="large"),
+                },
+            )
     else:
         st.caption("No ingest jobs yet.")
+
+
+COUNTED = ("new", "changed", "unchanged", "pruned", "failed")  # a run's counts, in the order a merchant reads them
+
+
+def changes(counts: dict[str, Any]) -> str:
+    """A run's counts in a few words, zeros left out: "150 new · 2 failed"."""
+    parts = [f"{int(counts[name]):,} {name}" for name in COUNTED if counts.get(name)]
+    return " · ".join(parts) or "nothing to do"
+
+
+def job_result(job: schemas.Job) -> str:
+    if not job.finished:
+        return job.message or ""
+    if job.status in ("failed", "interrupted") or not job.counts:
+        return job.message or job.status
+    return changes(job.counts) + (f" · {job.problem_count:,} problems" if job.problem_count else "")
+
+
+def short_source(source: str) -> str:
+    """A catalog's name as a merchant knows it: the file name (an upload's without the server's
+    timestamp), or a URL's host and file."""
+    if source.startswith("upload "):
+        return re.sub(r" \([0-9TZ]+\)$", "", source)
+    parts = urlsplit(source)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        name = parts.path.rstrip("/").rsplit("/", 1)[-1]
+        return f"{parts.netloc}/…/{name}" if name else parts.netloc
+    return Path(source).name or source
 
 
 @st.fragment(run_every=1)
@@ -261,17 +311,40 @@ def live_progress(job_ids: tuple[str, ...]) -> None:
         progress_bar(job)
 
 
-def progress_bar(job: schemas.Job) -> None:
+def progress_text(job: schemas.Job, now: datetime | None = None) -> tuple[float, str]:
+    """How far a running job is, as a fraction and in words: products done of the total, the
+    embedding rate and, once it can be told, the time left."""
     if job.status == "queued":
-        value, text = 0.0, "queued, waiting for the job before it"
-    elif not job.total:
-        value, text = 0.0, job.message or "reading the catalog"
-    else:
-        value = min(job.done / job.total, 1.0)
-        text = f"{job.done:,} of {job.total:,} products"
-        if job.images_per_second:
-            text += f", {job.images_per_second:.1f} images/s"
-    st.progress(value, text=f"{state.escape(_short(job.source))}: {text}")
+        return 0.0, "queued, waiting for the job before it"
+    if not job.total:
+        return 0.0, job.message or "reading the catalog"
+    value = min(job.done / job.total, 1.0)
+    text = f"{job.done:,} of {job.total:,} products ({value:.0%})"
+    if job.images_per_second:
+        text += f" · {job.images_per_second:.1f} images/s"
+    if job.started_at is not None and 0 < job.done < job.total:
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+        if elapsed > 0:
+            left = elapsed / job.done * (job.total - job.done)
+            text += f" · about {_duration(left)} left"
+    if job.message:
+        text += f" · {job.message}"
+    return value, text
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def progress_bar(job: schemas.Job) -> None:
+    value, text = progress_text(job)
+    st.progress(value, text=f"{state.escape(short_source(job.source))}: {state.escape(text)}")
 
 
 def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
@@ -294,8 +367,7 @@ def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
             strict=False,
         ):
             column.metric(label, f"{int(counts.get(name, 0)):,}")
-    left, right = st.columns([3, 1])
-    with left:
+    with st.container(horizontal=True, vertical_alignment="center"):
         if job.problem_count and job.run_id is not None:
             data = report_bytes(client, job.run_id)
             if data is not None:
@@ -307,8 +379,7 @@ def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
                     mime="text/csv",
                     key="report",
                 )
-    with right:
-        if st.button("Dismiss", key="dismiss_job", type="tertiary"):
+        if st.button("Dismiss", key="dismiss_job"):
             st.session_state.pop("job_id", None)
             st.rerun()
 
@@ -337,21 +408,33 @@ def runs_tab(client: ShopLensClient) -> None:
             "started": r.started_at,
             "trigger": r.trigger,
             "status": r.status,
-            "source": r.source,
+            "source": short_source(r.source),
             "rows": r.rows_total,
-            "new": r.new,
-            "changed": r.changed,
-            "unchanged": r.unchanged,
-            "pruned": r.pruned,
-            "failed": r.failed,
+            "result": changes(r.model_dump()),
             "problems": r.error_count,
-            "seconds": r.seconds,
-            "embedder": r.embedder,
+            "took": r.seconds,
         }
         for r in runs
     ]
     with st.container(key="runs"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(
+            rows,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "run": st.column_config.NumberColumn("run", width=50),
+                "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss", width=150),
+                "trigger": st.column_config.TextColumn("trigger", width=70),
+                "status": st.column_config.TextColumn("status", width=90),
+                "source": st.column_config.TextColumn("source", width="medium"),
+                "rows": st.column_config.NumberColumn("rows", format="localized", width=70),
+                "result": st.column_config.TextColumn("result", width="medium"),
+                "problems": st.column_config.NumberColumn("problems", format="localized", width=75),
+                "took": st.column_config.NumberColumn("took", format="%.1f s", width=70),
+            },
+        )
+    embedders = sorted({r.embedder for r in runs})
+    st.caption(f"Search model{'s' if len(embedders) > 1 else ''} of these runs: {', '.join(embedders)}")
     with_reports = [r.id for r in runs if r.error_count and r.finished_at is not None]
     if with_reports:
         run_id = st.selectbox("Problem report of run", with_reports, key="report_run")
@@ -408,24 +491,20 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
-
-
 def main() -> None:
     st.set_page_config(page_title="ShopLens admin", page_icon="🔒", layout="wide")
-    st.title("Admin")
+    st.title("Admin", anchor=False)
     public, health = state.server_or_stop()
     client = login(public.base_url)
     if client is None:
         return
-    top = st.columns([6, 1])
-    with top[1]:
-        if st.button("Log out", key="logout"):
-            log_out()
-            st.rerun()
-    counts = health.counts  # fetched on this run: current after every ingest and delete
-    top[0].caption(f"Catalog: {counts.products:,} products, {counts.images:,} photos · server {client.base_url}")
+    counts = health.counts  # fetched on this run: current after every ingest and delete (both end in a new run)
+    with st.container(horizontal=True, vertical_alignment="center", horizontal_alignment="distribute", key="head"):
+        st.caption(
+            f"Catalog: {counts.products:,} products, {counts.images:,} photos · server {client.base_url}",
+            width="content",
+        )
+        st.button("Log out", key="logout", on_click=log_out)
     try:
         upload, runs, delete = st.tabs(["Upload a catalog", "Ingest runs", "Delete a product"])
         with upload:
@@ -444,4 +523,5 @@ def main() -> None:
         st.error(state.friendly_error(exc))
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()
