@@ -10,10 +10,11 @@ same search code a shopper's query takes:
 - its own products, asked the hard way: a catalog photo cropped, turned and re-encoded as a
   shopper's phone would; a product's category or title as a shopper would type it.
 The threshold of each query kind (photo, text) sits between the best scores nonsense reaches and
-the worst its own products reach. Where the two overlap, a photo threshold lets real products
-through (a shopper shown a poor match can still look; one shown nothing cannot buy), while a text
-threshold refuses the nonsense: a real text query nearly always shares words with its product,
-and those words make it a match whatever its semantic score (services/search.py). The
+the worst its own products reach. Where the two overlap (an ImageNet feature scores a scribble
+about as high as a poorly lit, cluttered photo of a product), a photo threshold meets them
+halfway, while a text threshold refuses the nonsense: a real text query nearly always shares
+words with its product, and those words make it a match whatever its semantic score
+(services/search.py). The
 thresholds are stored with the collection (store_meta), so every replica and CLI uses the same.
 """
 
@@ -108,8 +109,8 @@ def calibrate(
         views.append((shopper_view(photo, rng), None, sku))
     real_photo = _scores(score, views)
     real_text = _scores(score, [(None, p["query"], p["sku"]) for p in products])
-    photo_t = _between(noise_photo, real_photo, PHOTO_NOISE_QUANTILE, real_wins=True)
-    text_t = _between(noise_text, real_text, TEXT_NOISE_QUANTILE, real_wins=False)
+    photo_t = _between(noise_photo, real_photo, PHOTO_NOISE_QUANTILE, meet_halfway=True)
+    text_t = _between(noise_text, real_text, TEXT_NOISE_QUANTILE, meet_halfway=False)
     total = catalog.counts()["products"]
     details = {
         "photo": _summary(noise_photo, real_photo, photo_t, PHOTO_NOISE_QUANTILE),
@@ -122,7 +123,7 @@ def calibrate(
     return thresholds
 
 
-def _between(noise: Sequence[float], real: Sequence[float], noise_quantile: float, real_wins: bool) -> float:
+def _between(noise: Sequence[float], real: Sequence[float], noise_quantile: float, meet_halfway: bool) -> float:
     if not noise and not real:
         return 0.0
     if not real:
@@ -133,7 +134,7 @@ def _between(noise: Sequence[float], real: Sequence[float], noise_quantile: floa
     lo = float(np.quantile(noise, noise_quantile))
     if lo < hi:
         return lo + LEAN * (hi - lo)
-    return hi if real_wins else lo
+    return (lo + hi) / 2 if meet_halfway else lo  # photos: meet halfway; words: a real query matches by its words
 
 
 def _summary(noise: Sequence[float], real: Sequence[float], threshold: float, noise_quantile: float) -> dict[str, Any]:
