@@ -43,8 +43,13 @@ from services.vectors import close_embedded_clients
 
 REPEATS = 3
 BULK_COPIES = 10  # the ingestion runs load the 54-product sample 10 times over: 540 products
-# written by bench/offline_preprocessing.py and bench/api.py (which `main` runs too, unless --api-rounds 0)
-KEPT_SECTIONS = ("## Offline embedder: preprocessing", "## The server: API search and the CLI as its client")
+# written by bench/offline_preprocessing.py, bench/api.py and bench/shopper_photos.py (`main` runs the last two
+# too, unless --api-rounds 0 / --shopper-embedders "")
+KEPT_SECTIONS = (
+    "## Offline embedder: preprocessing",
+    "## The server: API search and the CLI as its client",
+    "## Shopper-style photo queries",
+)
 
 
 def vit_b32_dir(root: Path) -> Path:
@@ -346,6 +351,11 @@ def main() -> None:
     parser.add_argument(
         "--api-rounds", type=int, default=3, help="rounds of the server benchmark (bench.api); 0 to skip it"
     )
+    parser.add_argument(
+        "--shopper-embedders",
+        default="offline,offline-pad,vit-b-32",
+        help="embedders of the shopper-photo query-view benchmark (bench.shopper_photos); empty to skip it",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -373,6 +383,17 @@ def main() -> None:
         result = api_bench.run("offline", args.api_rounds, args.cache)
         print(json.dumps(result, indent=1), flush=True)
         api_bench.write_section(api_bench.section(result, machine()), args.out)
+    if args.shopper_embedders:
+        import torch
+
+        from bench import shopper_photos
+
+        torch.set_num_threads(1)  # one thread contends least on these 2 shared cores; its latencies say so
+        started = time.perf_counter()
+        shopper = shopper_photos.run(args.shopper_embedders.split(","), args.cache)
+        text = shopper_photos.section(shopper, ("tune", "held-out"), time.perf_counter() - started)
+        print(text, flush=True)
+        shopper_photos.write_section(text, args.out)
 
 
 if __name__ == "__main__":

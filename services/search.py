@@ -1,7 +1,8 @@
 """The only place that knows how a query becomes results.
 
 A query's semantic score is a weighted sum of cosine similarities ("components"): a photo
-against product images; a text against product images (when the embedder puts text and images
+against product images (the photo looked at whole and cropped to the product, each product
+scored by its best view: services/query_views.py); a text against product images (when the embedder puts text and images
 in one space) and against product texts. Each component fetches its best products from the
 vector store with the filters pushed down; with several components the candidates are rescored
 exactly from their stored vectors, so every semantic score is a true weighted cosine.
@@ -27,11 +28,12 @@ from PIL import Image
 from services.calibration import Thresholds, calibrate, load_thresholds, needs_calibration
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
-from services.embedders.base import Embedder, QueryKind
+from services.embedders.base import Embedder, EmbedError, QueryKind
 from services.errors import NotFound, ShopLensError
 from services.images import ImageLimits
 from services.lexical import document_words, lexical_query, query_codes, query_terms
 from services.media import MediaStore
+from services.query_views import query_vectors
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
 
 LEXICAL_WEIGHT = 0.3  # the best lexical match adds this much (times the text's share) to its semantic score
@@ -106,9 +108,15 @@ class _Candidate:
 
 @dataclass(frozen=True)
 class _Component:
-    vector: np.ndarray
+    """One weighted similarity of a query. A photo has several views (the whole photo and crops
+    to the product, services/query_views.py): a stored vector scores its best view."""
+
+    views: np.ndarray  # (views, dim) unit vectors
     using: str  # IMAGE or TEXT named vector
     weight: float
+
+    def score(self, stored: np.ndarray) -> float:
+        return self.weight * float((self.views @ stored).max())
 
 
 class SearchService:
@@ -159,7 +167,7 @@ class SearchService:
         if vector is None:  # no photo (or not indexed yet): its text instead
             vector, kind, using = self.embedder.embed_text(product.text), QueryKind.TEXT_TO_TEXT.value, TEXT
         request = SearchRequest(filters=filters, top_k=top_k, min_score=-1.0)  # neighbours, whatever their score
-        response = self._run([_Component(vector, using, 1.0)], request, "", 0.0 if using == IMAGE else 1.0)
+        response = self._run([_Component(vector[None, :], using, 1.0)], request, "", 0.0 if using == IMAGE else 1.0)
         response.took_ms, response.kinds = (time.perf_counter() - started) * 1000, [kind]
         return response
 
@@ -204,16 +212,17 @@ class SearchService:
     ) -> list[float | None]:
         """The best semantic score of each query, against one product or the whole catalog;
         photos and texts embedded in one batch each (calibration asks ~150 questions)."""
-        photos = [i for i in images if i is not None]
         words = [t.strip() for t in texts if t is not None and t.strip()]
-        photo_vectors = iter(self.embedder.embed_images(photos).vectors if photos else [])
         text_vectors = iter(self.embedder.embed_texts(words).vectors if words else [])
         scores: list[float | None] = []
         for image, text, sku in zip(images, texts, skus, strict=True):
-            image_vector = next(photo_vectors) if image is not None else None
+            try:  # a photo's views, as a shopper's photo is searched
+                image_views = query_vectors(self.embedder, image) if image is not None else None
+            except EmbedError:
+                image_views = None
             text_vector = next(text_vectors) if text is not None and text.strip() else None
-            components = self._weigh(image_vector, text_vector, 0.5)[0]
-            if not components or (image is not None and image_vector is None):
+            components = self._weigh(image_views, text_vector, 0.5)[0]
+            if not components or (image is not None and image_views is None):
                 scores.append(None)
                 continue
             found = self._semantic(components, SearchFilters(), 1, only=(sku,) if sku else ())
@@ -224,12 +233,12 @@ class SearchService:
     def _components(
         self, image: Image.Image | None, text: str, text_weight: float
     ) -> tuple[list[_Component], list[str], list[str], float]:
-        image_vector = self.embedder.embed_image(image) if image is not None else None
+        image_views = query_vectors(self.embedder, image) if image is not None else None
         text_vector = self.embedder.embed_text(text) if text else None
-        return self._weigh(image_vector, text_vector, text_weight)
+        return self._weigh(image_views, text_vector, text_weight)
 
     def _weigh(
-        self, image_vector: np.ndarray | None, text_vector: np.ndarray | None, text_weight: float
+        self, image_views: np.ndarray | None, text_vector: np.ndarray | None, text_weight: float
     ) -> tuple[list[_Component], list[str], list[str], float]:
         """The weighted components of a query (see the module docstring), its kinds, notes and
         the text's share of the score."""
@@ -237,18 +246,19 @@ class SearchService:
         components: list[_Component] = []
         kinds: list[str] = []
         notes: list[str] = []
-        text_share = 0.0 if text_vector is None else (1.0 if image_vector is None else min(max(text_weight, 0.0), 1.0))
-        if image_vector is not None:
-            components.append(_Component(image_vector, IMAGE, 1.0 - text_share))
+        text_share = 0.0 if text_vector is None else (1.0 if image_views is None else min(max(text_weight, 0.0), 1.0))
+        if image_views is not None:
+            components.append(_Component(image_views, IMAGE, 1.0 - text_share))
             kinds.append(QueryKind.IMAGE_TO_IMAGE.value)
         if text_vector is not None:
+            words = text_vector[None, :]
             if QueryKind.TEXT_TO_IMAGE in supported:
                 alpha = self.text_vector_weight
-                components.append(_Component(text_vector, IMAGE, text_share * (1 - alpha)))
-                components.append(_Component(text_vector, TEXT, text_share * alpha))
+                components.append(_Component(words, IMAGE, text_share * (1 - alpha)))
+                components.append(_Component(words, TEXT, text_share * alpha))
                 kinds += [QueryKind.TEXT_TO_IMAGE.value, QueryKind.TEXT_TO_TEXT.value]
             else:
-                components.append(_Component(text_vector, TEXT, text_share))
+                components.append(_Component(words, TEXT, text_share))
                 kinds.append(QueryKind.TEXT_TO_TEXT.value)
                 notes.append(
                     f"{self.embedder.identity.backend} has no shared photo-text space: text is matched "
@@ -320,15 +330,21 @@ class SearchService:
             return PointFilter(**{**flt.__dict__, "skus": only}) if only else flt
 
         if len(components) == 1 and not extra and not words:
+            # one similarity: each view's best products, each product at its best view. Exact: a
+            # product missing from a view's list cannot beat that view's listed products there.
             c = components[0]
-            return {
-                h.payload["sku"]: _Candidate(c.weight * h.score, h.payload.get("image_sha"))
-                for h in self.vectors.search_grouped(c.vector, c.using, restrict(c.using), limit)
-            }
+            found: dict[str, _Candidate] = {}
+            for view in c.views:
+                for h in self.vectors.search_grouped(view, c.using, restrict(c.using), limit):
+                    sku, score = h.payload["sku"], c.weight * h.score
+                    if sku not in found or score > found[sku].semantic:
+                        found[sku] = _Candidate(score, h.payload.get("image_sha"))
+            return dict(sorted(found.items(), key=lambda item: -item[1].semantic)[:limit])
         candidates: dict[str, None] = dict.fromkeys(extra or [])
         for c in components:
-            for hit in self.vectors.search_grouped(c.vector, c.using, restrict(c.using), limit):
-                candidates.setdefault(hit.payload["sku"], None)
+            for view in c.views:
+                for hit in self.vectors.search_grouped(view, c.using, restrict(c.using), limit):
+                    candidates.setdefault(hit.payload["sku"], None)
         if not candidates:
             return {}
         image_q = [c for c in components if c.using == IMAGE]
@@ -341,12 +357,12 @@ class SearchService:
             if sku is None:
                 continue
             if payload.get("kind") == IMAGE and IMAGE in vectors and image_q:
-                value = sum(c.weight * float(c.vector @ vectors[IMAGE]) for c in image_q)
+                value = sum(c.score(vectors[IMAGE]) for c in image_q)
                 if sku not in best or value > best[sku][0]:
                     best[sku] = (value, payload.get("image_sha"))
             elif payload.get("kind") == TEXT:
                 if TEXT in vectors and text_q:
-                    text_part[sku] = sum(c.weight * float(c.vector @ vectors[TEXT]) for c in text_q)
+                    text_part[sku] = sum(c.score(vectors[TEXT]) for c in text_q)
                 if words:
                     tokens[sku] = document_words(str(payload.get("lexical", "")))
         return {
