@@ -226,14 +226,14 @@ def markdown(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others."""
+def write_section(section: str, path: Path, heading: str = HEADING) -> None:
+    """Replace (or append) a benchmark's section of BENCHMARKS.md, leaving the others."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(HEADING)
+    start = text.find(heading)
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(HEADING))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("" if end == -1 else text[end:])
     path.write_text(text, encoding="utf-8")
 

@@ -49,6 +49,8 @@ KEPT_SECTIONS = (
     "## Offline embedder: preprocessing",
     "## The server: API search and the CLI as its client",
     "## Shopper-style photo queries",
+    "## Relevance: hybrid search and no good match",  # python -m bench.relevance
+    "## Hybrid search and facets at scale",  # python -m bench.hybrid
 )
 
 

@@ -408,6 +408,9 @@ def show_results(
                 f"**No good match.** Nothing in the shop scores above {threshold} for this search. "
                 f"Try another photo, {hint}or lower the threshold in the sidebar."
             )
+            if result.closest:  # shown apart, as what they are: the nearest, not matches
+                st.subheader("Closest in the shop (not good matches)", anchor=False)
+                product_grid(client, result.closest, "closest")
             return
         count = len(result.hits)
         with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key="results_head"):
