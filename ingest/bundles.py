@@ -193,6 +193,8 @@ def inspect_files(files: Sequence[tuple[str, bytes]], limits: BundleLimits | Non
         base = PurePosixPath(name.replace("\\", "/")).name
         if not base or base in {".", ".."}:
             raise BundleError(f"unusable file name {name!r}")
+        if not base.isprintable():  # a NUL (or another control character) no file system takes
+            raise BundleError(f"the file name {name!r} contains a control character; rename the file")
         if _is_junk(base) or not is_image_name(base):
             plan.skipped.append(name)
             continue

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from ingest.bundles import remove_upload, sweep_uploads
 from ingest.pipeline import ingestor_for
 from ingest.sources import load_catalog
@@ -40,3 +42,21 @@ def test_upload_staging_folders_are_swept_and_nothing_else(tmp_path: Path) -> No
     assert not remove_upload(home / "uploads" / ".." / "uploads", home) and (home / "uploads").exists()
     assert remove_upload(new, home) and not new.exists()
     assert sweep_uploads(tmp_path / "nowhere") == 0
+
+
+def test_an_uploaded_file_name_with_a_nul_byte_is_refused_clearly(settings_factory) -> None:
+    from ingest.bundles import BundleError
+    from server.admin import ingest_upload, plan_upload
+
+    catalog = b"sku,title,image\nA,Alpha,a.jpg\n"
+    with pytest.raises(BundleError, match="control character"):
+        plan_upload("c.csv", catalog, files=[("a\x00.jpg", b"xx")])
+    app = ShopLens(settings_factory())
+    try:  # the same through the saving path (a plan made by hand)
+        plan = plan_upload("c.csv", catalog)
+        plan.files = [("b\x00.jpg", b"yy")]
+        with pytest.raises(BundleError, match="control character"):
+            ingest_upload(app, plan)
+        assert app.catalog.counts()["products"] == 0
+    finally:
+        app.close()
