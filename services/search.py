@@ -33,7 +33,7 @@ from services.errors import NotFound, ShopLensError
 from services.images import ImageLimits
 from services.lexical import document_words, lexical_query, query_codes, query_terms
 from services.media import MediaStore
-from services.query_views import query_vectors
+from services.query_views import PER_IMAGE_BILLED, query_vectors
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
 
 LEXICAL_WEIGHT = 0.3  # the best lexical match adds this much (times the text's share) to its semantic score
@@ -203,6 +203,7 @@ class SearchService:
             self.limits,
             self.vectors.collection,
             QueryKind.TEXT_TO_IMAGE in self.embedder.supported_queries,
+            billed=self.embedder.identity.backend in PER_IMAGE_BILLED,
         )
         self._thresholds = None
         return result

@@ -136,3 +136,27 @@ def test_recalibration_follows_the_catalog(settings_factory, tmp_path: Path) -> 
         assert again is not None and again.products == 12
     finally:
         app.close()
+
+
+def test_a_billed_embedder_is_calibrated_with_half_the_questions(
+    settings_factory, tmp_path: Path, fake_dashscope
+) -> None:
+    """DashScope bills and rate-limits every call: calibration asks about half as many."""
+    app = ShopLens(
+        settings_factory(
+            min_score=None,
+            embedder="dashscope",
+            dashscope_base_url=fake_dashscope.base_url,
+            dashscope_api_key=fake_dashscope.api_key,
+            dashscope_requests_per_minute=100000,
+        )
+    )
+    try:
+        ingestor_for(app).ingest(load_catalog(str(write_catalog(tmp_path / "shop", 30))))
+        assert load_thresholds(app.catalog, app.vectors.collection) is not None
+        before = len(fake_dashscope.requests)
+        app.search.calibrate(force=True)
+        asked = len(fake_dashscope.requests) - before
+        assert 0 < asked <= 24 + 13 + 16 + 24  # products' photos and words, half the nonsense; one view a photo
+    finally:
+        app.close()

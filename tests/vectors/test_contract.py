@@ -411,3 +411,31 @@ def test_second_process_gets_a_clear_error(tmp_path: Path) -> None:
     close_all()
     with pytest.raises(VectorStoreUnavailable):
         EdgeBackend(tmp_path, "missing").retrieve(["00000000-0000-4000-8000-000000000000"])
+
+
+def test_a_store_made_before_lexical_search_gets_its_indexes(tmp_path: Path) -> None:
+    """Opening a collection made by an older ShopLens (no text or code index) adds them; the next
+    payload writes (an ingest re-syncs every product's payload, nothing re-embedded) feed them."""
+    import qdrant_edge as qe
+
+    old = EdgeBackend(tmp_path, "old", EdgeTuning())
+    old.ensure(IMAGE_DIM, TEXT_DIM)
+    old._update([qe.UpdateOperation.delete_field_index(LEXICAL), qe.UpdateOperation.delete_field_index("codes")])
+    texts = [p for p in POINTS if p.kind == TEXT]
+    old.upsert(
+        [
+            PointData(p.id, p.kind, p.vector, {k: v for k, v in p.payload.items() if k not in (LEXICAL, "codes")})
+            for p in texts
+        ]
+    )
+    close_all()
+    reopened = EdgeBackend(tmp_path, "old", EdgeTuning())
+    reopened.ensure(IMAGE_DIM, TEXT_DIM)
+    assert {LEXICAL, "codes"} <= set(reopened._engine().info().payload_schema)
+    assert reopened.lexical_search("green", PointFilter(kind=TEXT), 10) == []  # nothing written yet
+    reopened.overwrite_payloads({p.id: p.payload for p in texts})
+    assert reopened.lexical_search("green", PointFilter(kind=TEXT), 200)
+    assert [r.payload["sku"] for b in reopened.scroll(PointFilter(kind=TEXT, codes=("sku007",)), False) for r in b] == [
+        "SKU-007"
+    ]
+    close_all()
