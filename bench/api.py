@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench import sections
 from bench.augment import augmented_queries
 from bench.run import machine, settings_for, spread
 from cli.samples import sample_catalog
@@ -251,15 +252,8 @@ def section(result: dict[str, object], m: dict[str, str]) -> str:
 
 
 def write_section(text: str, out: Path) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it), leaving the rest."""
-    current = out.read_text() if out.exists() else "# ShopLens benchmarks\n"
-    if HEADING in current:
-        start = current.index(HEADING)
-        end = current.find("\n## ", start + 1)
-        current = current[:start] + text + (current[end + 1 :] if end != -1 else "")
-    else:
-        current = current.rstrip() + "\n\n" + text
-    out.write_text(current)
+    """This benchmark's section of BENCHMARKS.md, replaced (or appended)."""
+    sections.write_section(text, out, HEADING)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.sections import write_section
 from services.lexical import lexical_query, query_codes
 from services.vectors.base import TEXT, PointData, PointFilter
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
@@ -142,8 +143,6 @@ def markdown(r: dict[str, object]) -> str:
 
 
 def main() -> None:
-    from bench.relevance import write_section
-
     parser = argparse.ArgumentParser(prog="python -m bench.hybrid")
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 import services.search as search_module
 from bench.augment import augmented_queries
+from bench.sections import write_section
 from cli.samples import sample_catalog
 from ingest.pipeline import ingestor_for
 from ingest.readers import read_catalog
@@ -226,18 +227,6 @@ def markdown(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path, heading: str = HEADING) -> None:
-    """Replace (or append) a benchmark's section of BENCHMARKS.md, leaving the others."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if end == -1 else text[end:])
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.relevance")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoplens-bench")
@@ -246,7 +235,7 @@ def main() -> None:
     results = measure(args.cache)
     section = markdown(results)
     print(section)
-    write_section(section, args.out)
+    write_section(section, args.out, HEADING)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from PIL import Image
 
 from bench import vectors as vector_bench
 from bench.augment import augmented_queries
+from bench.sections import write_section
 from cli.samples import sample_catalog
 from ingest.evaluate import Query, evaluate
 from ingest.pipeline import ingestor_for
@@ -404,13 +405,13 @@ def main() -> None:
 
         text = relevance.markdown(relevance.measure(args.cache))
         print(text, flush=True)
-        relevance.write_section(text, args.out)
+        write_section(text, args.out, relevance.HEADING)
     if args.hybrid_products:
-        from bench import hybrid, relevance
+        from bench import hybrid
 
         text = hybrid.markdown(hybrid.run(args.hybrid_products, 200))
         print(text, flush=True)
-        relevance.write_section(text, args.out, hybrid.HEADING)
+        write_section(text, args.out, hybrid.HEADING)
 
 
 if __name__ == "__main__":

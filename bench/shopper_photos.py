@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from bench import sections
 from bench.augment import colour_jitter, random_background
 from services.embedders.base import Embedder
 from services.images import ImageLimits, decode_for_model, upright_rgb
@@ -742,15 +743,8 @@ def section(results: dict[str, dict], splits: Sequence[str], seconds: float) -> 
 
 
 def write_section(text: str, out: Path) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it), leaving the rest."""
-    current = out.read_text() if out.exists() else "# ShopLens benchmarks\n"
-    if HEADING in current:
-        start = current.index(HEADING)
-        end = current.find("\n## ", start + 1)
-        current = current[:start] + text + (current[end + 1 :] if end != -1 else "")
-    else:
-        current = current.rstrip() + "\n\n" + text
-    out.write_text(current)
+    """This benchmark's section of BENCHMARKS.md, replaced (or appended)."""
+    sections.write_section(text, out, HEADING)
 
 
 def run(embedders: Sequence[str], cache: Path, splits: Sequence[str] = ("tune", "held-out")) -> dict[str, dict]:

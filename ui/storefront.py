@@ -17,6 +17,7 @@ import hashlib
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # `streamlit run ui/storefront.py` puts only ui/ on the path
@@ -185,6 +186,21 @@ def sidebar_filters(client: ShopLensClient, health: schemas.Health) -> tuple[sch
     return filters, min_score
 
 
+def _price_box(column: Any, label: str, key: str, bound: int | None) -> float | None:
+    """A typed price (empty: no bound), the shop's own bound as the placeholder."""
+    with column:
+        return st.number_input(
+            label,
+            min_value=0.0,
+            value=None,
+            step=1.0,
+            format="%.2f",
+            key=key,
+            placeholder=f"{bound:,}" if bound is not None else "any",
+            on_change=_reset_paging,
+        )
+
+
 def price_inputs(facets: schemas.Facets) -> tuple[float | None, float | None]:
     """Typed lowest and highest prices (empty: no bound), the shop's range as placeholders."""
     sb = st.sidebar
@@ -193,28 +209,8 @@ def price_inputs(facets: schemas.Facets) -> tuple[float | None, float | None]:
     low = math.floor(facets.min_price) if facets.min_price is not None else None
     high = math.ceil(facets.max_price) if facets.max_price is not None else None
     left, right = sb.columns(2, gap="small")
-    with left:
-        min_price = st.number_input(
-            f"Min price{unit}",
-            min_value=0.0,
-            value=None,
-            step=1.0,
-            format="%.2f",
-            key="f_min_price",
-            placeholder=f"{low:,}" if low is not None else "any",
-            on_change=_reset_paging,
-        )
-    with right:
-        max_price = st.number_input(
-            f"Max price{unit}",
-            min_value=0.0,
-            value=None,
-            step=1.0,
-            format="%.2f",
-            key="f_max_price",
-            placeholder=f"{high:,}" if high is not None else "any",
-            on_change=_reset_paging,
-        )
+    min_price = _price_box(left, f"Min price{unit}", "f_min_price", low)
+    max_price = _price_box(right, f"Max price{unit}", "f_max_price", high)
     if min_price is not None and max_price is not None and min_price > max_price:
         sb.caption("The min price was above the max price: searching between the two.")
         min_price, max_price = max_price, min_price
