@@ -104,7 +104,9 @@ def reconcile_app(app: ShopLens, dry_run: bool = False) -> ReconcileReport:
     """
     if dry_run:
         return find_drift(app.catalog, app.vectors).report
-    return reconcile(ingestor_for(app))
+    report = reconcile(ingestor_for(app))
+    app.search.calibrate()  # a store from before the thresholds existed gets them (cheap when it has them)
+    return report
 
 
 def reconcile(ingestor: Ingestor, dry_run: bool = False) -> ReconcileReport:
