@@ -53,6 +53,7 @@ KEPT_SECTIONS = (
     "## Shopper-style photo queries",
     "## Relevance: hybrid search and no good match",  # python -m bench.relevance
     "## Hybrid search and facets at scale",  # python -m bench.hybrid
+    "## Catalog audit",  # python -m bench.audit
 )
 
 

@@ -110,3 +110,44 @@ def print_stats(stats: schemas.Stats, as_json: bool) -> None:
     print(f"SQL:    {sql.products} products, {sql.images} images, {sql.unsynced} pending vector sync")
     print(f"Qdrant: {qd['text_points']} text vectors, {qd['image_points']} image vectors")
     print("consistent: yes" if stats.consistent else "consistent: NO (run `shoplens reconcile` to repair it)")
+
+
+def print_audit(audit: schemas.Audit, args: argparse.Namespace, accepted: schemas.AuditAccepted | None = None) -> None:
+    """The audit as JSON (the contract, plus `accepted` when suggestions were accepted) or as
+    lines; `--report FILE.csv` gets one spreadsheet-safe row per finding."""
+    import csv
+
+    from services.audit import REPORT_COLUMNS, report_rows
+
+    data = audit.model_dump()
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        with args.report.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(REPORT_COLUMNS))
+            writer.writeheader()
+            writer.writerows(report_rows(data))
+    if args.json:
+        if accepted is not None:
+            data["accepted"] = accepted.model_dump()
+        print(json.dumps(data))
+        return
+    print(
+        f"audited {audit.products} products in {audit.seconds:.1f} s: {len(audit.duplicates)} near-duplicate groups, "
+        f"{len(audit.category_suggestions)} category suggestions, {len(audit.mismatches)} mismatches"
+    )
+    for note in audit.notes:
+        print(f"note: {note}")
+    for d in audit.duplicates:
+        print(f"duplicate  {' '.join(d.skus)}  (photo similarity {d.score:.3f})")
+    for s in audit.category_suggestions:
+        print(f"suggest    {s.sku}: {s.category}  (confidence {s.confidence:.2f})")
+    for m in audit.mismatches:
+        print(f"mismatch   {m.sku}: listed {m.listed}, looks like {m.suggested}  ({m.confidence:.2f}) — {m.reason}")
+    if args.report is not None:
+        print(f"report: {args.report}")
+    if accepted is not None:
+        print(f"accepted {len(accepted.changed)} suggestions")
+        for sku, category in accepted.changed.items():
+            print(f"  {sku}: {category}")
+        for sku, why in accepted.skipped.items():
+            print(f"  not changed {sku}: {why}", file=sys.stderr)

@@ -94,6 +94,22 @@ def cmd_reconcile(app: ShopLens, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(app: ShopLens, args: argparse.Namespace) -> int:
+    from cli.common import print_audit
+    from cli.remote import _check_confidence
+    from server import schemas
+    from services.audit import Auditor
+
+    _check_confidence(args.accept_above)
+    auditor = Auditor(app)
+    audit = schemas.Audit.model_validate(auditor.report().as_dict())
+    accepted = None
+    if args.accept or args.accept_above is not None:
+        accepted = schemas.AuditAccepted.model_validate(auditor.accept(args.accept, args.accept_above).as_dict())
+    print_audit(audit, args, accepted)
+    return 0
+
+
 def cmd_search(app: ShopLens, args: argparse.Namespace) -> int:
     from server.state import run_search
 

@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reindex", help="rebuild every vector from SQL and the media folder")
 
+    p = sub.add_parser(
+        "audit", help="near-duplicate listings, category suggestions and mismatches, from the stored vectors"
+    )
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--report", type=Path, help="write the findings to this CSV file")
+    p.add_argument("--fresh", action="store_true", help="audit anew even if the server holds a current audit")
+    accept = p.add_mutually_exclusive_group()
+    accept.add_argument(
+        "--accept-above", type=float, metavar="CONF", help="accept every suggestion at this confidence or above"
+    )
+    accept.add_argument("--accept", action="append", metavar="SKU", help="accept this product's suggestion (repeat)")
+
     p = sub.add_parser("eval", help="recall@1/5/10 and MRR of labelled queries (image or text → expected_sku)")
     p.add_argument(
         "queries",

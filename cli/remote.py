@@ -10,13 +10,22 @@ import time
 from datetime import UTC
 from pathlib import Path
 
-from cli.common import UserError, exit_code, print_hits, print_runs, print_stats, read_photo, search_query
+from cli.common import (
+    UserError,
+    exit_code,
+    print_audit,
+    print_hits,
+    print_runs,
+    print_stats,
+    read_photo,
+    search_query,
+)
 from ingest.records import RowError
 from server import schemas
 from server.client import ShopLensClient
 from services.fetch import is_url
 
-CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "schedule", "reconcile", "eval"})
+CLIENT_COMMANDS = frozenset({"ingest", "search", "stats", "runs", "reindex", "schedule", "reconcile", "eval", "audit"})
 
 
 def cmd_search(client: ShopLensClient, args: argparse.Namespace) -> int:
@@ -75,6 +84,22 @@ def cmd_stats(client: ShopLensClient, args: argparse.Namespace) -> int:
 def cmd_runs(client: ShopLensClient, args: argparse.Namespace) -> int:
     print_runs(client.runs(args.limit), args.json)
     return 0
+
+
+def cmd_audit(client: ShopLensClient, args: argparse.Namespace) -> int:
+    """Audited in the server (it holds the vectors); accepting goes through it too."""
+    _check_confidence(args.accept_above)
+    audit = client.audit(fresh=args.fresh)
+    accepted = None
+    if args.accept or args.accept_above is not None:
+        accepted = client.accept_audit(args.accept, args.accept_above)
+    print_audit(audit, args, accepted)
+    return 0
+
+
+def _check_confidence(value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise UserError("--accept-above takes a confidence between 0 and 1")
 
 
 def cmd_reconcile(client: ShopLensClient, args: argparse.Namespace) -> int:

@@ -219,6 +219,18 @@ def create_app(state: ServerState) -> FastAPI:
         """Do SQL and the vector store agree? (Counts only; no model is needed.)"""
         return state.stats()
 
+    @private.get("/audit", response_model=schemas.Audit, tags=["admin"])
+    def audit(fresh: bool = False) -> schemas.Audit:
+        """Near-duplicate listings, category suggestions and mismatches, from the stored vectors.
+        The last audit is answered again while the catalog is unchanged; `fresh` audits anew."""
+        return state.audit(fresh)
+
+    @private.post("/audit/accept", response_model=schemas.AuditAccepted, tags=["admin"])
+    def audit_accept(body: schemas.AuditAccept) -> schemas.AuditAccepted:
+        """Write suggested categories (the named SKUs, or all at or above `min_confidence`) to SQL
+        and to the products' vector payloads; nothing is re-embedded."""
+        return state.accept_audit(body)
+
     @private.delete("/products/{sku}", tags=["admin"])
     def delete(sku: str) -> dict[str, str]:
         """Remove a product: its SQL rows, its vectors, and photos no other product uses."""

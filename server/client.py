@@ -157,6 +157,17 @@ class ShopLensClient:
     def stats(self) -> schemas.Stats:
         return schemas.Stats.model_validate(self._call("GET", "/api/v1/stats"))
 
+    def audit(self, fresh: bool = False) -> schemas.Audit:
+        params = {"fresh": "true"} if fresh else None
+        return schemas.Audit.model_validate(self._call("GET", "/api/v1/audit", params=params, timeout=None))
+
+    def accept_audit(
+        self, skus: Sequence[str] | None = None, min_confidence: float | None = None
+    ) -> schemas.AuditAccepted:
+        body = schemas.AuditAccept(skus=list(skus) if skus is not None else None, min_confidence=min_confidence)
+        data = self._call("POST", "/api/v1/audit/accept", json=body.model_dump(exclude_none=True), timeout=None)
+        return schemas.AuditAccepted.model_validate(data)
+
     def ingest_source(
         self,
         url: str | None = None,

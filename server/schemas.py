@@ -239,3 +239,54 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class AuditDuplicate(BaseModel):
+    skus: list[str] = Field(description="different products whose photos are near-identical")
+    score: float = Field(description="the weakest photo similarity joining the group")
+
+
+class AuditSuggestion(BaseModel):
+    sku: str
+    category: str
+    confidence: float
+
+
+class AuditMismatch(BaseModel):
+    sku: str
+    listed: str | None
+    suggested: str | None
+    confidence: float
+    reason: str
+
+
+class Audit(BaseModel):
+    """`GET /api/v1/audit`: the JSON contract of `shoplens audit --json` too."""
+
+    duplicates: list[AuditDuplicate]
+    category_suggestions: list[AuditSuggestion]
+    mismatches: list[AuditMismatch]
+    products: int
+    duplicate_threshold: float | None
+    notes: list[str]
+    seconds: float
+
+
+class AuditAccept(BaseModel):
+    """Accept category suggestions: the named SKUs, or every one at or above a confidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skus: list[str] | None = Field(default=None, max_length=100_000)
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one(self) -> AuditAccept:
+        if (self.skus is None) == (self.min_confidence is None):
+            raise ValueError("send either skus or min_confidence")
+        return self
+
+
+class AuditAccepted(BaseModel):
+    changed: dict[str, str] = Field(description="SKU → the category written")
+    skipped: dict[str, str] = Field(description="SKU → why it was not changed")

@@ -28,6 +28,7 @@ from server.auth import LoginThrottle
 from server.discovery import ServerInfo
 from server.jobs import JobQueue, JobRequest
 from server.schedule import ServerSchedule
+from services.audit import Auditor
 from services.context import ShopLens
 from services.errors import NotFound, Throttled, TooLarge, Unauthorized, UsageError
 from services.fetch import is_url
@@ -92,6 +93,7 @@ class ServerState:
         self.schedule = schedule
         self.throttle = LoginThrottle(lockout_seconds=60.0)  # per client: slows guessing, never a long lock-out
         self.version = _version()
+        self.auditor = Auditor(app)  # the last catalog audit, while the catalog is unchanged
         self._warm = threading.Thread(target=self._warm_up, name="shoplens-warm-up", daemon=True)
         # content-addressed, so never stale; lru_cache is safe across the request threads
         self._thumbnail = lru_cache(maxsize=2048)(
@@ -217,6 +219,12 @@ class ServerState:
     # -- admin ----------------------------------------------------------------------------------
     def stats(self) -> schemas.Stats:
         return schemas.Stats.model_validate(collect_stats(self.app))
+
+    def audit(self, fresh: bool = False) -> schemas.Audit:
+        return schemas.Audit.model_validate(self.auditor.report(fresh).as_dict())
+
+    def accept_audit(self, body: schemas.AuditAccept) -> schemas.AuditAccepted:
+        return schemas.AuditAccepted.model_validate(self.auditor.accept(body.skus, body.min_confidence).as_dict())
 
     def preview(self, plan: UploadPlan) -> schemas.UploadPreview:
         sample = [

@@ -485,6 +485,73 @@ def delete_tab(client: ShopLensClient) -> None:
         )
 
 
+# -- the catalog audit -------------------------------------------------------------------------------
+def _accept(client: ShopLensClient, skus: list[str] | None, min_confidence: float | None = None) -> None:
+    """Runs before the next page run, which then shows the audit without the accepted rows."""
+    try:
+        accepted = client.accept_audit(skus, min_confidence)
+    except Exception as exc:
+        st.session_state["audit_error"] = state.friendly_error(exc)
+        return
+    st.session_state["audit_accepted"] = accepted.changed
+
+
+def audit_tab(client: ShopLensClient) -> None:
+    accepted = st.session_state.pop("audit_accepted", None)
+    if accepted is not None:
+        st.success(f"Accepted {len(accepted)} category suggestion{'s' if len(accepted) != 1 else ''}.")
+    failed = st.session_state.pop("audit_error", None)
+    if failed:
+        st.error(failed)
+    fresh = st.button("Audit again", key="audit_fresh")
+    audit = client.audit(fresh=fresh)
+    st.caption(
+        f"{audit.products:,} products audited in {audit.seconds:.1f} s from the stored vectors"
+        + (f" · duplicate threshold {audit.duplicate_threshold:.3f}" if audit.duplicate_threshold is not None else "")
+    )
+    for note in audit.notes:
+        st.info(_sentence(note[:1].upper() + note[1:]))
+    st.subheader(f"Near-duplicate listings ({len(audit.duplicates)})", anchor=False)
+    if audit.duplicates:
+        st.dataframe(
+            [{"products": ", ".join(d.skus), "photo similarity": d.score} for d in audit.duplicates],
+            hide_index=True,
+            width="stretch",
+        )
+    st.subheader(f"Category suggestions ({len(audit.category_suggestions)})", anchor=False)
+    if audit.category_suggestions:
+        with st.container(horizontal=True, vertical_alignment="bottom", key="audit_accept_all"):
+            floor = st.number_input("Confidence at least", 0.0, 1.0, 0.8, 0.05, key="audit_floor", width=180)
+            st.button(
+                "Accept all above",
+                key="audit_accept_above",
+                on_click=_accept,
+                args=(client, None, floor),
+            )
+        for s in audit.category_suggestions[:200]:
+            left, right = st.columns([4, 1], vertical_alignment="center")
+            left.markdown(f"`{state.escape(s.sku)}` → **{state.escape(s.category)}** · confidence {s.confidence:.2f}")
+            right.button("Accept", key=f"audit_accept_{s.sku}", on_click=_accept, args=(client, [s.sku]))
+        if len(audit.category_suggestions) > 200:
+            st.caption(f"… and {len(audit.category_suggestions) - 200:,} more (accept them above a confidence).")
+    st.subheader(f"Listings their photo contradicts ({len(audit.mismatches)})", anchor=False)
+    if audit.mismatches:
+        st.dataframe(
+            [
+                {
+                    "sku": m.sku,
+                    "listed": m.listed,
+                    "looks like": m.suggested,
+                    "confidence": m.confidence,
+                    "why": m.reason,
+                }
+                for m in audit.mismatches
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+
+
 # -- the page ----------------------------------------------------------------------------------------
 def _sentence(text: str) -> str:
     text = text.strip()
@@ -506,13 +573,15 @@ def main() -> None:
         )
         st.button("Log out", key="logout", on_click=log_out)
     try:
-        upload, runs, delete = st.tabs(["Upload a catalog", "Ingest runs", "Delete a product"])
+        upload, runs, delete, audit = st.tabs(["Upload a catalog", "Ingest runs", "Delete a product", "Audit"])
         with upload:
             upload_tab(client)
         with runs:
             runs_tab(client)
         with delete:
             delete_tab(client)
+        with audit:
+            audit_tab(client)
     except ApiError as exc:
         if exc.status == 401:  # the server no longer takes this session's password
             log_out()

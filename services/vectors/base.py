@@ -231,6 +231,13 @@ class VectorBackend(ABC):
                 return list(best.values())[:limit]
             fetch = min(fetch * 2, self.group_fetch_cap)
 
+    def search_batch(
+        self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
+    ) -> list[list[Hit]]:
+        """One `search` per vector (with its own filter), answered together where the engine can
+        plan them as one batch (the catalog audit asks one per stored photo)."""
+        return [self.search(v, using, f, limit) for v, f in zip(vectors, flts, strict=True)]
+
     def build_index(self) -> IndexBuild | None:
         """Build the search index once after a bulk load; servers index in the background."""
         return None

@@ -285,7 +285,22 @@ class EdgeBackend(VectorBackend):
         return [_record(r) for r in records]
 
     def search(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
-        request = qe.QueryRequest(
+        with self.shard.lock:
+            points = self._engine().query(self._nearest(vector, using, flt, limit))
+        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in points]
+
+    def search_batch(
+        self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
+    ) -> list[list[Hit]]:
+        requests = [self._nearest(v, using, f, limit) for v, f in zip(vectors, flts, strict=True)]
+        if not requests:
+            return []
+        with self.shard.lock:
+            answers = self._engine().query_batch(qe.QueryBatchRequest(requests))
+        return [[Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in points] for points in answers]
+
+    def _nearest(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> qe.QueryRequest:
+        return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=using),
             filter=to_filter(flt),
@@ -296,9 +311,6 @@ class EdgeBackend(VectorBackend):
                 hnsw_ef=max(self.tuning.ef_search, limit), acorn=qe.AcornSearchParams(enable=True, max_selectivity=0.4)
             ),
         )
-        with self.shard.lock:
-            points = self._engine().query(request)
-        return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in points]
 
     def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
         if not text.strip():

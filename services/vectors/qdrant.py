@@ -192,6 +192,24 @@ class QdrantBackend(VectorBackend):
         )
         return [Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in result.points]
 
+    def search_batch(
+        self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
+    ) -> list[list[Hit]]:
+        requests = [
+            models.QueryRequest(
+                query=np.asarray(v, dtype=np.float32).tolist(),
+                using=using,
+                filter=to_filter(f),
+                limit=limit,
+                with_payload=True,
+            )
+            for v, f in zip(vectors, flts, strict=True)
+        ]
+        if not requests:
+            return []
+        answers = self.client.query_batch_points(self.collection, requests=requests)
+        return [[Hit(str(p.id), float(p.score), _hit_payload(p.payload)) for p in a.points] for a in answers]
+
     def search_grouped(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
         result = self.client.query_points_groups(
             self.collection,

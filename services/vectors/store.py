@@ -165,6 +165,12 @@ class VectorStore:
         """Best point per product (grouped by sku), best first, cosine scores."""
         return self.backend.search_grouped(vector, using, flt, limit)
 
+    def search_batch(
+        self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
+    ) -> list[list[Hit]]:
+        """Best points of each vector under its own filter, in one batch where the engine can."""
+        return self.backend.search_batch(vectors, using, flts, limit)
+
     def points_for_skus(
         self, skus: Sequence[str], with_vectors: bool = True
     ) -> list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]:

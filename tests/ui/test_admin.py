@@ -190,13 +190,22 @@ def test_wrong_password_is_refused_and_slows_the_next_try(admin_server: ServerPr
 
 def test_right_password_opens_the_page(admin_server: ServerProcess) -> None:
     at = logged_in()
-    assert [t.label for t in at.tabs] == ["Upload a catalog", "Ingest runs", "Delete a product"]
+    assert [t.label for t in at.tabs] == ["Upload a catalog", "Ingest runs", "Delete a product", "Audit"]
     # the catalog picker offers what the server reads (the page, a mere client, keeps its own copy)
     assert set(picker(at, "catalog_file").proto.type) == set(CATALOG_SUFFIXES)
     assert header(at).startswith("Catalog: ") and admin_server.url in header(at)
     at.button(key="logout").click().run()
     assert not at.tabs and at.text_input(key="admin_password")
     assert "admin_credential" not in at.session_state
+
+
+def test_the_audit_tab_explains_an_empty_shop(admin_server: ServerProcess) -> None:
+    at = logged_in()
+    shown = texts(at)
+    assert "Near-duplicate listings (0)" in shown and "Category suggestions (0)" in shown
+    assert "The catalog is empty: nothing to audit." in shown
+    at.button(key="audit_fresh").click().run()
+    assert not at.exception, [e.value for e in at.exception]
 
 
 def test_a_server_that_does_not_answer_is_explained(

@@ -181,6 +181,18 @@ def test_point_search_is_exact(loaded: VectorBackend) -> None:
         )
 
 
+def test_batched_search_is_exact_under_each_querys_filter(loaded: VectorBackend) -> None:
+    """The catalog audit's batches: each query with its own filter (its own SKU left out)."""
+    qs = queries()
+    skus = sorted({str(p.payload["sku"]) for p in POINTS})
+    flts = [PointFilter(kind=IMAGE, exclude_skus=(skus[i % len(skus)],)) for i in range(len(qs))]
+    answers = loaded.search_batch(qs, IMAGE, flts, 12)
+    assert len(answers) == len(qs)
+    for q, flt, got in zip(qs, flts, answers, strict=True):
+        assert_same(_ids_scores(got), reference(POINTS, q, IMAGE, flt, 12, grouped=False))
+    assert loaded.search_batch([], IMAGE, [], 5) == []
+
+
 def test_grouping_reads_further_when_one_product_fills_the_page(loaded: VectorBackend) -> None:
     crowd = [
         PointData(
