@@ -52,6 +52,10 @@ def test_ingest_search_stats_reindex(run, tmp_path: Path) -> None:
     filtered = json.loads(run("search", "--image", str(query), "--json", "--category", "Bags", "--in-stock").stdout)
     assert filtered and all(h["category"] == "Bags" and h["in_stock"] for h in filtered)
 
+    phone = tmp_path / "IMG_0042.jpg"  # a 48-megapixel phone photo: decoded at a reduced scale, not refused
+    product_photo(4000).resize((8064, 6048)).save(phone, "JPEG", quality=70)
+    assert json.loads(run("search", "--image", str(phone), "--json", "--top-k", "1").stdout)[0]["sku"] == "SKU-0004"
+
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["consistent"] and stats["sql"]["products"] == 6 and stats["qdrant"]["image_points"] == 6
 

@@ -318,3 +318,17 @@ def test_prices_show_their_currency_else_the_shop_one(monkeypatch: pytest.Monkey
     assert format_price(18.99, None) == "$18.99"
     assert format_price(18.99, "EUR") == "€18.99"  # the row's own currency first
     assert format_price(18.99, None, locale="zh_CN") == "US$18.99"  # another locale: one argument
+
+
+def test_a_48_megapixel_phone_photo_finds_its_product(shop: Shop) -> None:
+    """The most common shopper photo today: decoded at a reduced scale by the server, not refused."""
+    import io
+
+    from PIL import Image
+
+    big = Image.open(io.BytesIO(shop.photo(4))).resize((8064, 6048))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=70)
+    at = upload(open_storefront(), buf.getvalue(), "IMG_0042.jpg")
+    assert result_titles(at)[0] == "Product 4 shoe"
+    assert photo_shown_back(at) == "IMG_0042.jpg"
