@@ -534,7 +534,7 @@ def audit_tab(client: ShopLensClient) -> None:
             right.button("Accept", key=f"audit_accept_{s.sku}", on_click=_accept, args=(client, [s.sku]))
         if len(audit.category_suggestions) > 200:
             st.caption(f"… and {len(audit.category_suggestions) - 200:,} more (accept them above a confidence).")
-    st.subheader(f"Listings their photo contradicts ({len(audit.mismatches)})", anchor=False)
+    st.subheader(f"Listings whose photo contradicts them ({len(audit.mismatches)})", anchor=False)
     if audit.mismatches:
         st.dataframe(
             [
