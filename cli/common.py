@@ -75,15 +75,11 @@ def print_hits(result: schemas.SearchResult, args: argparse.Namespace, where: st
 
 def price_text(price: float | None, currency: str | None) -> str:
     """In the currency's minor units: 12.345 KWD is not 12.35 KWD, 1500 JPY not 1500.00."""
-    from babel.numbers import get_currency_precision, is_currency
+    from services.prices import price_decimals
 
     if price is None:
         return "-"
-    if currency and is_currency(currency):
-        digits = get_currency_precision(currency)
-    else:  # as ingest keeps them: 2 decimals, or 3 when the third is not 0
-        digits = 3 if round(price * 100, 6) != round(price * 100) else 2
-    return f"{price:.{digits}f} {currency or ''}".strip()
+    return f"{price:.{price_decimals(price, currency)}f} {currency or ''}".strip()
 
 
 def print_runs(runs: list[schemas.Run], as_json: bool) -> None:

@@ -153,11 +153,12 @@ class Ingestor:
         workers: int = 4,
         retries: int = 3,
         image_retry_backoff: float = 60.0,
+        calibrate: Callable[[], object] | None = None,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.image_retry_backoff = image_retry_backoff
-        self.calibrate: Callable[[], object] | None = None  # after each run (SearchService.calibrate)
+        self.calibrate = calibrate  # after each run: the search thresholds follow the catalog
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
         self.current: IngestResult | None = None  # the run in progress (or last run), for progress reporters
@@ -241,7 +242,7 @@ class Ingestor:
                     if result.status == "running":
                         result.status, result.message = self._outcome(result)
                     result.seconds = time.monotonic() - started
-                    self._record(result.run_id, result)
+                    result.record(self.catalog)  # False while the database is away: logged there
                 return result
         except (OperationalError, InterfaceError) as exc:  # still failing after the retries: the database is away
             raise CatalogUnavailable(self._database_lost(exc, result)) from exc
@@ -288,11 +289,6 @@ class Ingestor:
                 self.calibrate()
             except Exception:  # searches keep the previous thresholds; the run's work is done
                 log.warning("calibrating the search thresholds failed", exc_info=True)
-
-    def _record(self, run_id: int, result: IngestResult) -> bool:
-        """Write how the run ended; False when the database is away (the first error is the one to
-        report, so this one is only logged; the next run marks the run abandoned)."""
-        return result.record(self.catalog)
 
     def prune(self, keep_skus: set[str]) -> int:
         """Remove products not in `keep_skus` from SQL, then Qdrant, then unreferenced media."""
@@ -530,7 +526,7 @@ def _progress_bar(total: int, desc: str) -> tqdm:
 
 def ingestor_for(app: ShopLens) -> Ingestor:
     s = app.settings
-    ingestor = Ingestor(
+    return Ingestor(
         app.catalog,
         app.vectors,
         app.embedder,
@@ -541,6 +537,5 @@ def ingestor_for(app: ShopLens) -> Ingestor:
         s.ingest_workers,
         s.ingest_retries,
         s.image_retry_backoff,
+        app.search.calibrate,
     )
-    ingestor.calibrate = app.search.calibrate
-    return ingestor

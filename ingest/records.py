@@ -11,8 +11,9 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from babel.numbers import get_currency_precision, is_currency
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.prices import minor_units
 
 KNOWN_FIELDS = ("sku", "title", "description", "category", "brand", "price", "currency", "in_stock", "image")
 REQUIRED_FIELDS = ("sku", "title")
@@ -171,7 +172,7 @@ def read_price(value: Any, currency: Any = None) -> Decimal | None:
         if written_code and code and written_code != code:
             raise ValueError(f"{_shown(value)} is in {written_code} but the row's currency is {code}")
         code = code or written_code
-        minor = _minor_units(code)
+        minor = minor_units(code)
         price = _decimal(_plain_number(number, value, minor, code, sign), value)
     else:
         raise ValueError(f"must be a number, not {type(value).__name__}")
@@ -191,13 +192,6 @@ def _shown(value: Any) -> str:
 
 
 @lru_cache(maxsize=512)
-def _minor_units(code: str | None) -> int | None:
-    """The currency's minor digits (2 for EUR, 3 for KWD, 0 for JPY); None for no or an unknown code."""
-    if code is None or not is_currency(code):
-        return None
-    return int(get_currency_precision(code))
-
-
 def _price_text(text: str) -> tuple[str, str | None, bool]:
     """(digits and separators, an ISO code written in the cell, whether a sign such as $ or € with
     0 or 2 minor digits was): '1 299,00 €' → ('1299,00', None, True); 'KWD 12.500' → ('12.500', 'KWD', False)."""
@@ -209,7 +203,7 @@ def _price_text(text: str) -> tuple[str, str | None, bool]:
         len(letters) == 1
         and len(letters[0]) == 3
         and letters[0].isascii()
-        and _minor_units(letters[0].upper()) is not None
+        and minor_units(letters[0].upper()) is not None
     ):
         code = letters[0].upper()
         text = text.replace(letters[0], "", 1)
@@ -273,7 +267,7 @@ def _decimal(text: str, value: Any) -> Decimal:
 
 def _quantize(price: Decimal, value: Any, code: str | None) -> Decimal:
     """To the currency's minor units; without a known currency to 2 decimals, or 3 when written."""
-    minor = _minor_units(code)
+    minor = minor_units(code)
     written = max(0, -int(price.as_tuple().exponent))
     places = minor if minor is not None else min(3, max(2, written))
     quantum = Decimal(1).scaleb(-places)

@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
+from sqlalchemy import select
 
 from services.catalog.meta import get_meta, set_meta
+from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.images import ImageError, ImageLimits, decode_for_model
 from services.media import MediaStore
@@ -165,21 +167,26 @@ def _scores(score: ScoreFn, questions: Sequence[tuple[Image.Image | None, str | 
 
 
 def _sample(catalog: CatalogStore, n: int, seed: int) -> list[dict[str, Any]]:
-    """Up to `n` products spread over the catalog: SKU, first photo, and a shopper's words."""
+    """Up to `n` products spread over the catalog: SKU, first photo, and a shopper's words. Only
+    the ids of the whole catalog are read; the rows of the chosen ones alone are loaded."""
     rng = random.Random(seed)
+    with catalog.session() as session:
+        ids = list(session.scalars(select(Product.id).order_by(Product.id)))
+    chosen = sorted(rng.sample(ids, min(n, len(ids))))
     rows: list[dict[str, Any]] = []
-    for batch in catalog.iter_products():
-        for product in batch:
-            words = product.title if rng.random() < 0.5 or not product.category else product.category
-            rows.append(
-                {
-                    "sku": product.sku,
-                    "media_path": product.images[0].media_path if product.images else None,
-                    "query": words,
-                }
-            )
-    rng.shuffle(rows)
-    return rows[:n]
+    for start in range(0, len(chosen), 200):
+        with catalog.session() as session:
+            part = chosen[start : start + 200]
+            for product in session.scalars(select(Product).where(Product.id.in_(part)).order_by(Product.id)):
+                words = product.title if rng.random() < 0.5 or not product.category else product.category
+                rows.append(
+                    {
+                        "sku": product.sku,
+                        "media_path": product.images[0].media_path if product.images else None,
+                        "query": words,
+                    }
+                )
+    return rows
 
 
 def shopper_view(photo: Image.Image, rng: random.Random) -> Image.Image:

@@ -18,6 +18,7 @@ import services.images  # noqa: F401 - registers the image errors' wording for `
 from server import schemas
 from server.client import ApiError, ServerUnavailable, ShopLensClient, find_server
 from services.errors import ShopLensError
+from services.prices import price_decimals
 from services.settings import Settings
 
 log = logging.getLogger("shoplens.ui")
@@ -150,7 +151,7 @@ def format_price(price: float | None, currency: str | None, locale: str = DEFAUL
     try:
         if code:
             return format_currency(price, code, locale=locale)
-        return format_decimal(price, format="#,##0.00", locale=locale)
+        return format_decimal(price, format="#,##0." + "0" * price_decimals(price, None), locale=locale)
     except (ValueError, LookupError, UnknownLocaleError):  # an unknown locale: the number and the code, plainly
         return f"{price:,.2f} {code or ''}".strip()
 

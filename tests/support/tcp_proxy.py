@@ -141,12 +141,7 @@ class TcpProxy:
                 kept = [c for c in conns if c in self._upstreams]
                 self._orphans.update(kept)
                 conns = [c for c in conns if c not in self._upstreams]
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
+        _drop(conns)
 
     def restore(self) -> None:
         self._up.set()
@@ -160,10 +155,14 @@ class TcpProxy:
         self.cut()
         with self._lock:
             orphans, self._orphans = list(self._orphans), set()
-        for conn in orphans:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
+        _drop(orphans)
         self._server.close()
+
+
+def _drop(conns: list[socket.socket]) -> None:
+    for conn in conns:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        except OSError:
+            pass
