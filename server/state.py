@@ -125,7 +125,7 @@ class ServerState:
         try:
             embedder = self.app.embedder
             embedder.embed_image(Image.new("RGB", (64, 64), (255, 255, 255)))
-            embedder.embed_text("warm up")
+            embedder.embed_text("warm up", query=True)
         except Exception:
             log.exception("the search model could not be loaded; searches will say why")
 

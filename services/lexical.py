@@ -43,6 +43,11 @@ def compact_code(text: str) -> str:
     return "".join(ch for ch in folded if ch.isalnum())
 
 
+def has_cjk(text: str | None) -> bool:
+    """Whether a query is written (partly) in Chinese, Japanese or Korean characters."""
+    return text is not None and _CJK.search(text) is not None
+
+
 def cjk_grams(text: str) -> str:
     """`text` with each run of CJK characters written as its characters and neighbour pairs."""
 

@@ -179,14 +179,15 @@ class SearchService:
             self._thresholds = (now, load_thresholds(self.catalog, self.vectors.collection))
         return self._thresholds[1]
 
-    def threshold(self, text_share: float, override: float | None = None) -> float:
-        """The semantic score a match needs: the request's, the setting's, or the calibrated one."""
+    def threshold(self, text_share: float, override: float | None = None, text: str = "") -> float:
+        """The semantic score a match needs: the request's, the setting's, or the calibrated one
+        (of the query's script: Chinese queries have their own, see services/calibration.py)."""
         if override is not None:
             return override
         if self.min_score is not None:
             return self.min_score
         calibrated = self.thresholds()
-        return calibrated.for_query(text_share) if calibrated is not None else 0.0
+        return calibrated.for_query(text_share, text) if calibrated is not None else 0.0
 
     def calibrate(self, force: bool = False) -> Thresholds | None:
         """Calibrate after the catalog changed enough (services/calibration.py); cheap otherwise."""
@@ -214,7 +215,7 @@ class SearchService:
         """The best semantic score of each query, against one product or the whole catalog;
         photos and texts embedded in one batch each (calibration asks ~150 questions)."""
         words = [t.strip() for t in texts if t is not None and t.strip()]
-        text_vectors = iter(self.embedder.embed_texts(words).vectors if words else [])
+        text_vectors = iter(self.embedder.embed_texts(words, queries=True).vectors if words else [])
         scores: list[float | None] = []
         for image, text, sku in zip(images, texts, skus, strict=True):
             try:  # a photo's views, as a shopper's photo is searched
@@ -235,7 +236,7 @@ class SearchService:
         self, image: Image.Image | None, text: str, text_weight: float
     ) -> tuple[list[_Component], list[str], list[str], float]:
         image_views = query_vectors(self.embedder, image) if image is not None else None
-        text_vector = self.embedder.embed_text(text) if text else None
+        text_vector = self.embedder.embed_text(text, query=True) if text else None
         return self._weigh(image_views, text_vector, text_weight)
 
     def _weigh(
@@ -271,7 +272,7 @@ class SearchService:
         self, components: list[_Component], request: SearchRequest, text: str, text_share: float
     ) -> SearchResponse:
         started = time.perf_counter()
-        threshold = self.threshold(text_share, request.min_score)
+        threshold = self.threshold(text_share, request.min_score, text)
         wanted = request.offset + request.top_k
         limit = max(wanted * 3, 30)
         codes: list[str] = []

@@ -2,7 +2,7 @@
 
 On CPU-only machines ShopLens installs PyTorch's CPU wheel beside PyPI's torchvision wheel, which
 is built against a different torch and whose compiled detection operators (nms, roi_align, …) do
-not register. open_clip and sentence-transformers only need torchvision's pure-Python image
+not register. open_clip and the offline embedder only need torchvision's pure-Python image
 transforms, so when (and only when) the real operators are missing we declare their schemas so
 that `import torchvision` succeeds; calling a detection operator still fails loudly.
 """

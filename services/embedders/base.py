@@ -130,14 +130,21 @@ class Embedder(ABC):
 
     @abstractmethod
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed one batch; raise on any failure."""
+        """Embed one batch of catalog texts (passages); raise on any failure."""
+
+    def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed one batch of shoppers' queries. Models trained asymmetrically (E5's "query: " and
+        "passage: ") embed the two sides differently; the others embed both the same way."""
+        return self._embed_texts(texts)
 
     def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
         return self._run(list(images), self._embed_images, self.identity.image_dim, self.image_batch_size)
 
-    def embed_texts(self, texts: Sequence[str]) -> Embedded:
+    def embed_texts(self, texts: Sequence[str], *, queries: bool = False) -> Embedded:
+        """Catalog texts, or with `queries` the texts shoppers typed."""
         items = [t if isinstance(t, str) else "" for t in texts]
-        return self._run(items, self._embed_texts, self.identity.text_dim, self.text_batch_size)
+        fn = self._embed_queries if queries else self._embed_texts
+        return self._run(items, fn, self.identity.text_dim, self.text_batch_size)
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
         """One query image; raises EmbedError."""
@@ -146,9 +153,9 @@ class Embedder(ABC):
             raise EmbedError(result.errors[0])
         return result.vectors[0]
 
-    def embed_text(self, text: str) -> np.ndarray:
-        """One query text; raises EmbedError."""
-        result = self.embed_texts([text])
+    def embed_text(self, text: str, *, query: bool = False) -> np.ndarray:
+        """One catalog text, or with `query` a shopper's query; raises EmbedError."""
+        result = self.embed_texts([text], queries=query)
         if result.errors:
             raise EmbedError(result.errors[0])
         return result.vectors[0]

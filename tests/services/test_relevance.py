@@ -157,6 +157,7 @@ def test_a_billed_embedder_is_calibrated_with_half_the_questions(
         before = len(fake_dashscope.requests)
         app.search.calibrate(force=True)
         asked = len(fake_dashscope.requests) - before
-        assert 0 < asked <= 24 + 13 + 16 + 24  # products' photos and words, half the nonsense; one view a photo
+        # products' photos and words, half the nonsense (photos, Latin and Chinese words); one view a photo
+        assert 0 < asked <= 24 + 13 + 16 + 16 + 24
     finally:
         app.close()
