@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     embedder: Literal["auto", "openclip", "offline", "dashscope"] = "auto"
     openclip_model: str = "ViT-B-32"
     openclip_pretrained: str | None = "laion2b_s34b_b79k"
+    openclip_languages: Literal["en", "multilingual"] = Field(
+        default="en",
+        description="en: openclip_model as set; multilingual: open_clip's xlm-roberta-base-ViT-B-32 "
+        "(laion5b_s13b_b90k) when openclip_model is left at its default, for Chinese and other queries",
+    )
     device: str = "auto"
     torch_threads: int = Field(default=0, ge=0, description="0: let torch decide")
     embed_batch_size: int = Field(default=32, ge=1)
@@ -96,6 +101,10 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^([A-Za-z]{3})?$",
         description="the shop's ISO 4217 currency (e.g. EUR), shown with prices whose catalog row gives none",
+    )
+
+    ui_language: Literal["auto", "en", "zh"] = Field(
+        default="auto", description="the pages' language; auto follows the browser's (English unless Chinese)"
     )
 
     admin_password: SecretStr | None = None
