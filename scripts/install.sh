@@ -47,6 +47,11 @@ if [[ "$extras" == *test* ]]; then
         (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
             || echo "warning: could not install Chromium; the browser test will fail" >&2
     fi
+    # the Chinese pages' browser tests need a CJK font, or Chromium draws every character as a box
+    if ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then
+        (apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fonts-noto-cjk >/dev/null)) \
+            || echo "warning: could not install fonts-noto-cjk; the Chinese browser tests will fail" >&2
+    fi
     if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
         pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
         for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done

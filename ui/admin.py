@@ -21,17 +21,20 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 import streamlit as st
+from babel.numbers import format_percent
 
 from server import schemas
 from server.client import ApiError, ShopLensClient
 from services.images import IMAGE_SUFFIXES
-from ui import state
+from ui import i18n, state
+from ui.i18n import N_, _, ngettext, number
 
-IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE = "A ZIP file", "Image files", "None (the catalog links to images by URL)"
+IMAGES_ZIP, IMAGES_FILES = N_("A ZIP file"), N_("Image files")
+IMAGES_NONE = N_("None (the catalog links to images by URL)")
 # What the file pickers offer (the server decides what it takes; these only spare a round trip).
 # The catalog suffixes copy ingest.readers.CATALOG_SUFFIXES: the pages, mere clients, do not import
 # ingest; tests/ui/test_admin.py keeps the two equal.
-CATALOG_TYPES = ["csv", "json", "jsonl", "ndjson", "tsv", "txt"]
+CATALOG_TYPES = ["csv", "gz", "json", "jsonl", "ndjson", "tsv", "txt", "xml"]
 IMAGE_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 MAX_CATALOG_MB = 64
 RECENT_JOBS = 5
@@ -71,12 +74,12 @@ def login(url: str) -> ShopLensClient | None:
     if client is not None:
         return client
     with st.form("login", clear_on_submit=True):
-        guess = st.text_input("Admin password", type="password", key="admin_password")
-        submitted = st.form_submit_button("Log in", type="primary")
+        guess = st.text_input(_("Admin password"), type="password", key="admin_password")
+        submitted = st.form_submit_button(_("Log in"), type="primary")
     if not submitted:
         return None
     if not guess:
-        st.error("Type the admin password.")
+        st.error(_("Type the admin password."))
         return None
     candidate = ShopLensClient(url, token=guess, session=_session_id())
     try:
@@ -95,31 +98,44 @@ def login(url: str) -> ShopLensClient | None:
 def upload_tab(client: ShopLensClient) -> None:
     recent = current_jobs(client)
     st.markdown(
-        "Upload a catalog with a `sku` and a `title` column (optional: `description`, `category`, `brand`, `price`, "
-        "`currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a product "
-        "detail). "
-        "Images are named by file name inside the ZIP or the uploaded files, or by http(s) URL."
+        _(
+            "Upload a catalog with a `sku` and a `title` column (optional: `description`, `category`, `brand`, "
+            "`price`, `currency`, `in_stock`, `image` — several images separated by `|`; any other column becomes a "
+            "product detail). Images are named by file name inside the ZIP or the uploaded files, or by http(s) URL."
+        )
+    )
+    st.caption(
+        _(
+            "Google Merchant Center feeds (XML or tab-separated, gzipped too) and Shopify or WooCommerce product "
+            "exports are recognised from their content and read as they are."
+        )
     )
     generation = st.session_state.get("upload_generation", 0)  # a new number: new, empty file pickers
+    state.uploader_words(f"catalog_file_{generation}", CATALOG_TYPES, MAX_CATALOG_MB)
     catalog_file = st.file_uploader(
-        "Catalog (CSV or JSON lines)",
+        _("Catalog (CSV, JSON lines, or a product feed or export)"),
         type=CATALOG_TYPES,
         key=f"catalog_file_{generation}",
         max_upload_size=MAX_CATALOG_MB,
     )
-    mode = st.radio("Product images", [IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE], horizontal=True, key="images_mode")
+    mode = st.radio(
+        _("Product images"), [IMAGES_ZIP, IMAGES_FILES, IMAGES_NONE], format_func=_, horizontal=True, key="images_mode"
+    )
     zip_file, image_files = None, []
     if mode == IMAGES_ZIP:
+        zip_limit = max(1, state.current_settings().max_upload_bytes // 2**20)
+        state.uploader_words(f"zip_file_{generation}", ["zip"], zip_limit)
         zip_file = st.file_uploader(
-            "Images as one ZIP file",
+            _("Images as one ZIP file"),
             type=["zip"],
             key=f"zip_file_{generation}",
-            max_upload_size=max(1, state.current_settings().max_upload_bytes // 2**20),
+            max_upload_size=zip_limit,
         )
     elif mode == IMAGES_FILES:
+        state.uploader_words(f"image_files_{generation}", IMAGE_TYPES)
         image_files = (
             st.file_uploader(
-                "Image files",
+                _(IMAGES_FILES),
                 type=IMAGE_TYPES,
                 accept_multiple_files=True,
                 key=f"image_files_{generation}",
@@ -127,10 +143,10 @@ def upload_tab(client: ShopLensClient) -> None:
             or []
         )
     if catalog_file is None:
-        st.info("Choose a catalog file to see a preview. Nothing is saved before you press **Ingest**.")
+        st.info(_("Choose a catalog file to see a preview. Nothing is saved before you press **Ingest**."))
     else:
         if mode == IMAGES_ZIP and zip_file is None:
-            st.caption("No ZIP chosen yet: the preview below lists the images the catalog will miss.")
+            st.caption(_("No ZIP chosen yet: the preview below lists the images the catalog will miss."))
         upload: Upload = (
             (catalog_file.name, catalog_file.getvalue()),
             zip_file.getvalue() if zip_file is not None else None,
@@ -154,22 +170,25 @@ def preview_and_submit(client: ShopLensClient, upload: Upload, key: tuple[object
         preview: schemas.UploadPreview = cached[1]
     else:
         try:
-            with st.spinner("Checking the upload…"):
+            with st.spinner(_("Checking the upload…")):
                 preview = client.preview_upload(*upload)
         except Exception as exc:
             st.session_state.pop("upload_preview", None)
-            st.error(f"Upload refused: {_sentence(state.friendly_error(exc))} Nothing was saved.")
+            reason = _sentence(state.friendly_error(exc))
+            st.error(_("Upload refused: {reason} Nothing was saved.").format(reason=reason))
             return
         st.session_state["upload_preview"] = (key, preview)
     show_preview(preview)
-    prune = st.checkbox("Also remove products that are not in this catalog", key=f"prune_{generation}")
-    label = f"Ingest {preview.rows_ok} product{'s' if preview.rows_ok != 1 else ''}"
+    prune = st.checkbox(_("Also remove products that are not in this catalog"), key=f"prune_{generation}")
+    label = ngettext("Ingest {count} product", "Ingest {count} products", preview.rows_ok).format(
+        count=number(preview.rows_ok)
+    )
     if not st.button(label, type="primary", disabled=preview.rows_ok == 0, key="ingest"):
         return
     try:
         job = client.ingest_upload(*upload, prune=prune, trigger="admin")
     except Exception as exc:
-        st.error(f"Ingest refused: {_sentence(state.friendly_error(exc))}")
+        st.error(_("Ingest refused: {reason}").format(reason=_sentence(state.friendly_error(exc))))
         return
     # the job is the server's now: follow it, and clear the pickers so it cannot go twice
     st.session_state["job_id"] = job.id
@@ -179,31 +198,51 @@ def preview_and_submit(client: ShopLensClient, upload: Upload, key: tuple[object
 
 
 def show_preview(preview: schemas.UploadPreview) -> None:
-    st.subheader("Preview")
+    st.subheader(_("Preview"))
     a, b, c, d = st.columns(4)
-    a.metric("Rows", preview.rows_total)
-    b.metric("Rows OK", preview.rows_ok)
-    c.metric("Rows with errors", preview.rows_with_errors)
-    d.metric("Images in upload", preview.images_in_upload)
+    a.metric(_("Rows"), number(preview.rows_total))
+    b.metric(_("Rows OK"), number(preview.rows_ok))
+    c.metric(_("Rows with errors"), number(preview.rows_with_errors))
+    d.metric(_("Images in upload"), number(preview.images_in_upload))
     if preview.skipped_files:
         names = ", ".join(preview.skipped_files[:8]) + (" …" if len(preview.skipped_files) > 8 else "")
-        st.caption(f"Skipped {len(preview.skipped_files)} file(s) that are not images: {names}")
+        skipped = len(preview.skipped_files)
+        st.caption(
+            ngettext(
+                "Skipped {count} file that is not an image: {names}",
+                "Skipped {count} files that are not images: {names}",
+                skipped,
+            ).format(count=number(skipped), names=names)
+        )
     if preview.problems:
         st.warning(
-            f"{len(preview.problems)} problem(s): rows with errors are skipped; rows with a missing image load "
-            "without it."
+            ngettext(
+                "{count} problem: rows with errors are skipped; rows with a missing image load without it.",
+                "{count} problems: rows with errors are skipped; rows with a missing image load without it.",
+                len(preview.problems),
+            ).format(count=number(len(preview.problems)))
         )
         with st.container(key="problems"):
             st.dataframe(
                 preview.problems,
                 hide_index=True,
                 column_order=["row", "sku", "problem", "field", "message"],
+                column_config={
+                    "row": _("row"),
+                    "sku": _("sku"),
+                    "problem": _("problem"),
+                    "field": _("field"),
+                    "message": _("message"),
+                },
                 width="stretch",
             )
     else:
-        st.success("Every row is valid and every image was found.")
+        st.success(_("Every row is valid and every image was found."))
     if preview.sample:
-        with st.expander(f"First {len(preview.sample)} of {preview.rows_ok} valid rows"):
+        shown = _("First {shown} of {count} valid rows").format(
+            shown=number(len(preview.sample)), count=number(preview.rows_ok)
+        )
+        with st.expander(shown):
             st.dataframe(preview.sample, hide_index=True, width="stretch")
 
 
@@ -232,60 +271,105 @@ def current_jobs(client: ShopLensClient) -> list[schemas.Job]:
 
 
 def recent_jobs(recent: list[schemas.Job]) -> None:
-    st.subheader("Ingest jobs", anchor=False)
+    st.subheader(_("Ingest jobs"), anchor=False)
     if recent:
         rows = [
             {
                 "started": j.started_at or j.created_at,
-                "trigger": j.trigger,
-                "status": j.status,
-                "products": f"{j.done:,} of {j.total:,}" if j.total else "",
+                "trigger": word(j.trigger),
+                "status": word(j.status),
+                "products": done_of_total(j),
                 "source": short_source(j.source),
                 "result": job_result(j),
             }
             for j in recent
         ]
-        st.caption(f"The last {len(recent)} job(s) on this server")
+        st.caption(
+            ngettext("The last job on this server", "The last {count} jobs on this server", len(recent)).format(
+                count=number(len(recent))
+            )
+        )
         with st.container(key="jobs"):
             st.dataframe(
                 rows,
                 hide_index=True,
                 width="stretch",
                 column_config={
-                    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss", width=150),
-                    "trigger": st.column_config.TextColumn("trigger", width=70),
-                    "status": st.column_config.TextColumn("status", width=90),
-                    "products": st.column_config.TextColumn("products", width=110),
-                    "source": st.column_config.TextColumn("source", width="medium"),
-                    "result": st.column_config.TextColumn("result", width="large"),
+                    "started": st.column_config.DatetimeColumn(_("started"), format="YYYY-MM-DD HH:mm:ss", width=150),
+                    "trigger": st.column_config.TextColumn(_("trigger"), width=70),
+                    "status": st.column_config.TextColumn(_("status"), width=90),
+                    "products": st.column_config.TextColumn(_("products"), width=110),
+                    "source": st.column_config.TextColumn(_("source"), width="medium"),
+                    "result": st.column_config.TextColumn(_("result"), width="large"),
                 },
             )
     else:
-        st.caption("No ingest jobs yet.")
+        st.caption(_("No ingest jobs yet."))
 
 
-COUNTED = ("new", "changed", "unchanged", "pruned", "failed")  # a run's counts, in the order a merchant reads them
+# a run's counts, in the order a merchant reads them, each in words
+COUNTED = {
+    "new": N_("{count} new"),
+    "changed": N_("{count} changed"),
+    "unchanged": N_("{count} unchanged"),
+    "pruned": N_("{count} pruned"),
+    "failed": N_("{count} failed"),
+}
+# the server's words for a job's trigger and status (API values, shown in the tables)
+WORDS = {
+    "api": N_("api"),
+    "admin": N_("admin"),
+    "cli": N_("cli"),
+    "schedule": N_("schedule"),
+    "demo": N_("demo"),
+    "queued": N_("queued"),
+    "running": N_("running"),
+    "succeeded": N_("succeeded"),
+    "partial": N_("partial"),
+    "failed": N_("failed"),
+    "interrupted": N_("interrupted"),
+}
+ENDED = {  # the end of a job without a message of its own
+    "succeeded": N_("The ingest succeeded."),
+    "partial": N_("The ingest partly succeeded."),
+    "failed": N_("The ingest failed."),
+    "interrupted": N_("The ingest was interrupted."),
+}
+
+
+def done_of_total(job: schemas.Job) -> str:
+    return _("{done} of {total}").format(done=number(job.done), total=number(job.total)) if job.total else ""
+
+
+def word(value: str) -> str:
+    """One of the server's words for a trigger or a status, in the page's language (an unknown
+    one as the server says it)."""
+    return _(WORDS[value]) if value in WORDS else value
 
 
 def changes(counts: dict[str, Any]) -> str:
     """A run's counts in a few words, zeros left out: "150 new · 2 failed"."""
-    parts = [f"{int(counts[name]):,} {name}" for name in COUNTED if counts.get(name)]
-    return " · ".join(parts) or "nothing to do"
+    parts = [_(text).format(count=number(int(counts[name]))) for name, text in COUNTED.items() if counts.get(name)]
+    return " · ".join(parts) or _("nothing to do")
 
 
 def job_result(job: schemas.Job) -> str:
     if not job.finished:
         return job.message or ""
     if job.status in ("failed", "interrupted") or not job.counts:
-        return job.message or job.status
-    return changes(job.counts) + (f" · {job.problem_count:,} problems" if job.problem_count else "")
+        return job.message or word(job.status)
+    problems = ngettext("{count} problem", "{count} problems", job.problem_count).format(
+        count=number(job.problem_count)
+    )
+    return changes(job.counts) + (f" · {problems}" if job.problem_count else "")
 
 
 def short_source(source: str) -> str:
     """A catalog's name as a merchant knows it: the file name (an upload's without the server's
     timestamp), or a URL's host and file."""
     if source.startswith("upload "):
-        return re.sub(r" \([0-9TZ]+\)$", "", source)
+        name = re.sub(r" \([0-9TZ]+\)$", "", source).removeprefix("upload ")
+        return _("upload {name}").format(name=name)
     parts = urlsplit(source)
     if parts.scheme in ("http", "https") and parts.netloc:
         name = parts.path.rstrip("/").rsplit("/", 1)[-1]
@@ -315,19 +399,21 @@ def progress_text(job: schemas.Job, now: datetime | None = None) -> tuple[float,
     """How far a running job is, as a fraction and in words: products done of the total, the
     embedding rate and, once it can be told, the time left."""
     if job.status == "queued":
-        return 0.0, "queued, waiting for the job before it"
+        return 0.0, _("queued, waiting for the job before it")
     if not job.total:
-        return 0.0, job.message or "reading the catalog"
+        return 0.0, job.message or _("reading the catalog")
     value = min(job.done / job.total, 1.0)
-    text = f"{job.done:,} of {job.total:,} products ({value:.0%})"
+    text = ngettext(
+        "{done} of {total} product ({percent})", "{done} of {total} products ({percent})", job.total
+    ).format(done=number(job.done), total=number(job.total), percent=format_percent(value, locale=i18n.babel_locale()))
     if job.images_per_second:
-        text += f" · {job.images_per_second:.1f} images/s"
+        text += " · " + _("{rate} images/s").format(rate=number(job.images_per_second, 1))
     if job.started_at is not None and 0 < job.done < job.total:
         started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
         elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
         if elapsed > 0:
             left = elapsed / job.done * (job.total - job.done)
-            text += f" · about {_duration(left)} left"
+            text += " · " + _("about {duration} left").format(duration=_duration(left))
     if job.message:
         text += f" · {job.message}"
     return value, text
@@ -336,10 +422,10 @@ def progress_text(job: schemas.Job, now: datetime | None = None) -> tuple[float,
 def _duration(seconds: float) -> str:
     seconds = max(1, round(seconds))
     if seconds < 90:
-        return f"{seconds} s"
+        return _("{count} s").format(count=number(seconds))
     if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+        return _("{count} min").format(count=number(round(seconds / 60)))
+    return _("{count} h").format(count=number(seconds / 3600, 1))
 
 
 def progress_bar(job: schemas.Job) -> None:
@@ -350,36 +436,39 @@ def progress_bar(job: schemas.Job) -> None:
 def show_finished(client: ShopLensClient, job: schemas.Job) -> None:
     """The end of this session's job: its summary, its counts and the problem report."""
     box = {"succeeded": st.success, "partial": st.warning, "interrupted": st.warning}.get(job.status, st.error)
-    box(job.message or f"The ingest {job.status}.")
+    box(job.message or (_(ENDED[job.status]) if job.status in ENDED else word(job.status)))
     counts = job.counts
     if counts:
         columns = st.columns(6)
         for column, (label, name) in zip(
             columns,
             (
-                ("New", "new"),
-                ("Changed", "changed"),
-                ("Unchanged", "unchanged"),
-                ("Pruned", "pruned"),
-                ("Failed", "failed"),
-                ("Photos embedded", "images_embedded"),
+                (_("New"), "new"),
+                (_("Changed"), "changed"),
+                (_("Unchanged"), "unchanged"),
+                (_("Pruned"), "pruned"),
+                (_("Failed"), "failed"),
+                (_("Photos embedded"), "images_embedded"),
             ),
             strict=False,
         ):
-            column.metric(label, f"{int(counts.get(name, 0)):,}")
+            column.metric(label, number(int(counts.get(name, 0))))
     with st.container(horizontal=True, vertical_alignment="center"):
         if job.problem_count and job.run_id is not None:
             data = report_bytes(client, job.run_id)
             if data is not None:
                 st.download_button(
-                    f"Download the problem report ({job.problem_count} "
-                    f"problem{'s' if job.problem_count != 1 else ''}, CSV)",
+                    ngettext(
+                        "Download the problem report ({count} problem, CSV)",
+                        "Download the problem report ({count} problems, CSV)",
+                        job.problem_count,
+                    ).format(count=number(job.problem_count)),
                     data,
                     file_name=f"run-{job.run_id}.csv",
                     mime="text/csv",
                     key="report",
                 )
-        if st.button("Dismiss", key="dismiss_job"):
+        if st.button(_("Dismiss"), key="dismiss_job"):
             st.session_state.pop("job_id", None)
             st.rerun()
 
@@ -400,14 +489,14 @@ def report_bytes(client: ShopLensClient, run_id: int) -> bytes | None:
 def runs_tab(client: ShopLensClient) -> None:
     runs = client.runs(limit=50)
     if not runs:
-        st.info("No ingest runs yet.")
+        st.info(_("No ingest runs yet."))
         return
     rows = [
         {
             "run": r.id,
             "started": r.started_at,
-            "trigger": r.trigger,
-            "status": r.status,
+            "trigger": word(r.trigger),
+            "status": word(r.status),
             "source": short_source(r.source),
             "rows": r.rows_total,
             "result": changes(r.model_dump()),
@@ -422,26 +511,30 @@ def runs_tab(client: ShopLensClient) -> None:
             hide_index=True,
             width="stretch",
             column_config={
-                "run": st.column_config.NumberColumn("run", width=50),
-                "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss", width=150),
-                "trigger": st.column_config.TextColumn("trigger", width=70),
-                "status": st.column_config.TextColumn("status", width=90),
-                "source": st.column_config.TextColumn("source", width="medium"),
-                "rows": st.column_config.NumberColumn("rows", format="localized", width=70),
-                "result": st.column_config.TextColumn("result", width="medium"),
-                "problems": st.column_config.NumberColumn("problems", format="localized", width=75),
-                "took": st.column_config.NumberColumn("took", format="%.1f s", width=70),
+                "run": st.column_config.NumberColumn(_("run"), width=50),
+                "started": st.column_config.DatetimeColumn(_("started"), format="YYYY-MM-DD HH:mm:ss", width=150),
+                "trigger": st.column_config.TextColumn(_("trigger"), width=70),
+                "status": st.column_config.TextColumn(_("status"), width=90),
+                "source": st.column_config.TextColumn(_("source"), width="medium"),
+                "rows": st.column_config.NumberColumn(_("rows"), format="localized", width=70),
+                "result": st.column_config.TextColumn(_("result"), width="medium"),
+                "problems": st.column_config.NumberColumn(_("problems"), format="localized", width=75),
+                "took": st.column_config.NumberColumn(_("took"), format=_("%.1f s"), width=70),
             },
         )
     embedders = sorted({r.embedder for r in runs})
-    st.caption(f"Search model{'s' if len(embedders) > 1 else ''} of these runs: {', '.join(embedders)}")
+    st.caption(
+        ngettext(
+            "Search model of these runs: {models}", "Search models of these runs: {models}", len(embedders)
+        ).format(models=", ".join(embedders))
+    )
     with_reports = [r.id for r in runs if r.error_count and r.finished_at is not None]
     if with_reports:
-        run_id = st.selectbox("Problem report of run", with_reports, key="report_run")
+        run_id = st.selectbox(_("Problem report of run"), with_reports, key="report_run")
         data = report_bytes(client, run_id)
         if data is not None:
             st.download_button(
-                "Download report (CSV)", data, file_name=f"run-{run_id}.csv", mime="text/csv", key="run_report"
+                _("Download report (CSV)"), data, file_name=f"run-{run_id}.csv", mime="text/csv", key="run_report"
             )
 
 
@@ -451,7 +544,9 @@ def _delete(client: ShopLensClient, sku: str) -> None:
         client.delete_product(sku)
     except Exception as exc:
         st.session_state["delete_error"] = (
-            f"No product with SKU {sku!r}." if state.is_not_found(exc) else state.friendly_error(exc)
+            _("No product with SKU {sku}.").format(sku=repr(sku))
+            if state.is_not_found(exc)
+            else state.friendly_error(exc)
         )
         return
     st.session_state["deleted"] = sku
@@ -462,14 +557,14 @@ def _delete(client: ShopLensClient, sku: str) -> None:
 def delete_tab(client: ShopLensClient) -> None:
     deleted = st.session_state.pop("deleted", None)
     if deleted:
-        st.success(f"Deleted {deleted}.")
+        st.success(_("Deleted {sku}.").format(sku=deleted))
     failed = st.session_state.pop("delete_error", None)
     if failed:
         st.error(failed)
-    sku = st.text_input("SKU of the product to delete", key="delete_sku").strip()
+    sku = st.text_input(_("SKU of the product to delete"), key="delete_sku").strip()
     if not sku:
         return
-    product = state.product_or_explain(client, sku, st.info, f"No product with SKU {sku!r}.")
+    product = state.product_or_explain(client, sku, st.info, _("No product with SKU {sku}.").format(sku=repr(sku)))
     if product is None:
         return
     left, right = st.columns([1, 4])
@@ -478,10 +573,16 @@ def delete_tab(client: ShopLensClient) -> None:
     with right:
         st.markdown(f"**{state.escape(product.title)}** · {state.format_price(product.price, product.currency)}")
         confirm = st.checkbox(
-            f"Yes, delete {sku} from the shop (its photos and search vectors too)", key="delete_confirm"
+            _("Yes, delete {sku} from the shop (its photos and search vectors too)").format(sku=sku),
+            key="delete_confirm",
         )
         st.button(
-            "Delete product", type="primary", disabled=not confirm, key="delete", on_click=_delete, args=(client, sku)
+            _("Delete product"),
+            type="primary",
+            disabled=not confirm,
+            key="delete",
+            on_click=_delete,
+            args=(client, sku),
         )
 
 
@@ -499,42 +600,62 @@ def _accept(client: ShopLensClient, skus: list[str] | None, min_confidence: floa
 def audit_tab(client: ShopLensClient) -> None:
     accepted = st.session_state.pop("audit_accepted", None)
     if accepted is not None:
-        st.success(f"Accepted {len(accepted)} category suggestion{'s' if len(accepted) != 1 else ''}.")
+        st.success(
+            ngettext(
+                "Accepted {count} category suggestion.", "Accepted {count} category suggestions.", len(accepted)
+            ).format(count=number(len(accepted)))
+        )
     failed = st.session_state.pop("audit_error", None)
     if failed:
         st.error(failed)
-    fresh = st.button("Audit again", key="audit_fresh")
+    fresh = st.button(_("Audit again"), key="audit_fresh")
     audit = client.audit(fresh=fresh)
-    st.caption(
-        f"{audit.products:,} products audited in {audit.seconds:.1f} s from the stored vectors"
-        + (f" · duplicate threshold {audit.duplicate_threshold:.3f}" if audit.duplicate_threshold is not None else "")
-    )
+    how = ngettext(
+        "{count} product audited in {seconds} s from the stored vectors",
+        "{count} products audited in {seconds} s from the stored vectors",
+        audit.products,
+    ).format(count=number(audit.products), seconds=number(audit.seconds, 1))
+    if audit.duplicate_threshold is not None:
+        how += " · " + _("duplicate threshold {threshold}").format(threshold=number(audit.duplicate_threshold, 3))
+    st.caption(how)
     for note in audit.notes:
         st.info(_sentence(note[:1].upper() + note[1:]))
-    st.subheader(f"Near-duplicate listings ({len(audit.duplicates)})", anchor=False)
+    st.subheader(_("Near-duplicate listings ({count})").format(count=number(len(audit.duplicates))), anchor=False)
     if audit.duplicates:
         st.dataframe(
             [{"products": ", ".join(d.skus), "photo similarity": d.score} for d in audit.duplicates],
             hide_index=True,
             width="stretch",
+            column_config={"products": _("products"), "photo similarity": _("photo similarity")},
         )
-    st.subheader(f"Category suggestions ({len(audit.category_suggestions)})", anchor=False)
+    st.subheader(
+        _("Category suggestions ({count})").format(count=number(len(audit.category_suggestions))), anchor=False
+    )
     if audit.category_suggestions:
         with st.container(horizontal=True, vertical_alignment="bottom", key="audit_accept_all"):
-            floor = st.number_input("Confidence at least", 0.0, 1.0, 0.8, 0.05, key="audit_floor", width=180)
+            floor = st.number_input(_("Confidence at least"), 0.0, 1.0, 0.8, 0.05, key="audit_floor", width=180)
             st.button(
-                "Accept all above",
+                _("Accept all above"),
                 key="audit_accept_above",
                 on_click=_accept,
                 args=(client, None, floor),
             )
         for s in audit.category_suggestions[:200]:
             left, right = st.columns([4, 1], vertical_alignment="center")
-            left.markdown(f"`{state.escape(s.sku)}` → **{state.escape(s.category)}** · confidence {s.confidence:.2f}")
-            right.button("Accept", key=f"audit_accept_{s.sku}", on_click=_accept, args=(client, [s.sku]))
+            left.markdown(
+                f"`{state.escape(s.sku)}` → **{state.escape(s.category)}** · "
+                + _("confidence {confidence}").format(confidence=number(s.confidence, 2))
+            )
+            right.button(_("Accept"), key=f"audit_accept_{s.sku}", on_click=_accept, args=(client, [s.sku]))
         if len(audit.category_suggestions) > 200:
-            st.caption(f"… and {len(audit.category_suggestions) - 200:,} more (accept them above a confidence).")
-    st.subheader(f"Listings whose photo contradicts them ({len(audit.mismatches)})", anchor=False)
+            st.caption(
+                _("… and {count} more (accept them above a confidence).").format(
+                    count=number(len(audit.category_suggestions) - 200)
+                )
+            )
+    st.subheader(
+        _("Listings whose photo contradicts them ({count})").format(count=number(len(audit.mismatches))), anchor=False
+    )
     if audit.mismatches:
         st.dataframe(
             [
@@ -549,6 +670,13 @@ def audit_tab(client: ShopLensClient) -> None:
             ],
             hide_index=True,
             width="stretch",
+            column_config={
+                "sku": _("sku"),
+                "listed": _("listed"),
+                "looks like": _("looks like"),
+                "confidence": _("confidence"),
+                "why": _("why"),
+            },
         )
 
 
@@ -559,21 +687,21 @@ def _sentence(text: str) -> str:
 
 
 def main() -> None:
-    st.set_page_config(page_title="ShopLens admin", page_icon="🔒", layout="wide")
-    st.title("Admin", anchor=False)
+    i18n.use_language()
+    st.set_page_config(page_title=_("ShopLens admin"), page_icon="🔒", layout="wide")
+    state.streamlit_words()
+    st.title(_("Admin"), anchor=False)
     public, health = state.server_or_stop()
     client = login(public.base_url)
     if client is None:
         return
     counts = health.counts  # fetched on this run: current after every ingest and delete (both end in a new run)
     with st.container(horizontal=True, vertical_alignment="center", horizontal_alignment="distribute", key="head"):
-        st.caption(
-            f"Catalog: {counts.products:,} products, {counts.images:,} photos · server {client.base_url}",
-            width="content",
-        )
-        st.button("Log out", key="logout", on_click=log_out)
+        st.caption(state.catalog_size(counts) + " · " + _("server {url}").format(url=client.base_url), width="content")
+        st.button(_("Log out"), key="logout", on_click=log_out)
     try:
-        upload, runs, delete, audit = st.tabs(["Upload a catalog", "Ingest runs", "Delete a product", "Audit"])
+        names = [_("Upload a catalog"), _("Ingest runs"), _("Delete a product"), _("Audit")]
+        upload, runs, delete, audit = st.tabs(names)
         with upload:
             upload_tab(client)
         with runs:
@@ -585,7 +713,7 @@ def main() -> None:
     except ApiError as exc:
         if exc.status == 401:  # the server no longer takes this session's password
             log_out()
-            st.error(f"{_sentence(exc.user_message)} Please log in again.")
+            st.error(_("{reason} Please log in again.").format(reason=_sentence(exc.user_message)))
         else:
             st.error(state.friendly_error(exc))
     except Exception as exc:

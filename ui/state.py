@@ -12,19 +12,20 @@ from collections.abc import Callable
 
 import streamlit as st
 from babel.core import UnknownLocaleError
+from babel.lists import format_list
 from babel.numbers import format_currency, format_decimal, get_currency_symbol
 
-import services.images  # noqa: F401 - registers the image errors' wording for `ApiError.user_message`
+import services.images  # registers the image errors' wording for `ApiError.user_message`
 from server import schemas
 from server.client import ApiError, ServerUnavailable, ShopLensClient, find_server
 from services.errors import ShopLensError
 from services.prices import price_decimals
 from services.settings import Settings
+from ui.i18n import N_, SOURCE_LANGUAGE, _, babel_locale, current_language, ngettext, number
 
 log = logging.getLogger("shoplens.ui")
-DEFAULT_LOCALE = "en_US"  # prices and numbers; one argument of format_price away from another
 THUMB_SIZE = 480  # one of the sizes the API makes: 96, 240, 480, 720, 1024
-SERVER_NOT_RUNNING = "The ShopLens server is not running: start it with `shoplens serve`."
+SERVER_NOT_RUNNING = N_("The ShopLens server is not running: start it with `shoplens serve`.")
 
 
 def current_settings() -> Settings:
@@ -52,14 +53,14 @@ def server_or_stop() -> tuple[ShopLensClient, schemas.Health]:
     this page run when no server answers (never a traceback)."""
     url = server_url()
     if url is None:
-        st.error(SERVER_NOT_RUNNING)
-        st.caption("No server was found: set SHOPLENS_SERVER_URL to its address, or start one for this data folder.")
+        st.error(_(SERVER_NOT_RUNNING))
+        st.caption(_("No server was found: set SHOPLENS_SERVER_URL to its address, or start one for this data folder."))
         st.stop()
     try:
         client = client_for(url)
         return client, client.health()
     except ServerUnavailable as exc:
-        st.error(SERVER_NOT_RUNNING)
+        st.error(_(SERVER_NOT_RUNNING))
         st.caption(exc.user_message)
     except Exception as exc:  # a server that answers, but wrongly
         st.error(friendly_error(exc))
@@ -73,7 +74,9 @@ def friendly_error(exc: BaseException) -> str:
     if isinstance(exc, ShopLensError):
         return exc.user_message
     log.exception("unexpected error in the pages", exc_info=exc)
-    return f"Something went wrong ({exc.__class__.__name__}). Please try again; if it keeps happening, tell the shop."
+    return _("Something went wrong ({error}). Please try again; if it keeps happening, tell the shop.").format(
+        error=exc.__class__.__name__
+    )
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -127,9 +130,10 @@ def show_product_image(client: ShopLensClient, image_url: str | None, size: int 
         except ShopLensError as exc:  # a photo that cannot be fetched must not break the page
             log.warning("no thumbnail for %s: %s", image_url, exc.message)
     if data is None:
+        missing = _("no photo")
         st.markdown(
             "<div style='aspect-ratio:1/1;background:#f3f4f6;border-radius:8px;display:flex;"
-            "align-items:center;justify-content:center;color:#9ca3af'>no photo</div>",
+            f"align-items:center;justify-content:center;color:#9ca3af'>{missing}</div>",
             unsafe_allow_html=True,
         )
         return
@@ -141,12 +145,13 @@ def shop_currency() -> str | None:
     return (current_settings().currency or "").upper() or None
 
 
-def format_price(price: float | None, currency: str | None, locale: str = DEFAULT_LOCALE) -> str:
-    """A price as a shopper of `locale` reads it: "$18.99", "€35.00", "KWD1.250"; in the
-    product's currency, else the shop's; without either, just the number ("18.99"). The one
-    place the pages format a price (another locale is one argument away)."""
+def format_price(price: float | None, currency: str | None, locale: str | None = None) -> str:
+    """A price as a shopper of `locale` (default: the page's language) reads it: "$18.99",
+    "€35.00", "KWD1.250", in Chinese "¥18.99", "US$18.99"; in the product's currency, else the
+    shop's; without either, just the number ("18.99"). The one place the pages format a price."""
+    locale = locale or babel_locale()
     if price is None:
-        return "price on request"
+        return _("price on request")
     code = (currency or "").strip().upper() or shop_currency()
     try:
         if code:
@@ -156,14 +161,67 @@ def format_price(price: float | None, currency: str | None, locale: str = DEFAUL
         return f"{price:,.2f} {code or ''}".strip()
 
 
-def currency_symbol(currency: str | None, locale: str = DEFAULT_LOCALE) -> str | None:
-    """The symbol a shopper of `locale` knows a currency by ("$", "€"), for labels."""
+def currency_symbol(currency: str | None, locale: str | None = None) -> str | None:
+    """The symbol a shopper of `locale` (default: the page's language) knows a currency by
+    ("$", "€"; "US$" in Chinese), for labels."""
     if not currency:
         return None
+    locale = locale or babel_locale()
     try:
         return get_currency_symbol(currency.upper(), locale=locale)
     except (ValueError, LookupError, UnknownLocaleError):
         return currency.upper()
+
+
+def catalog_size(counts: schemas.Counts) -> str:
+    """ "Catalog: 1,204 products, 3,810 photos", in the page's language (both pages say it)."""
+    products = ngettext("{count} product", "{count} products", counts.products).format(count=number(counts.products))
+    photos = ngettext("{count} photo", "{count} photos", counts.images).format(count=number(counts.images))
+    return _("Catalog: {products}, {photos}").format(products=products, photos=photos)
+
+
+def photo_formats() -> str:
+    """The formats a shopper's photo may be in, listed as the page's language lists ("JPEG, PNG,
+    or WebP"; "JPEG、PNG或WebP")."""
+    labels = list(dict.fromkeys(f.label for f in services.images.IMAGE_FORMATS.values() if f.photo))
+    return format_list(labels, style="or", locale=babel_locale())
+
+
+def uploader_words(key: str, types: list[str], max_mb: int | None = None) -> None:
+    """Put the words Streamlit draws itself in a file picker (its button, its "200MB per file •
+    CSV" line) into the page's language. Streamlit has no setting for them, so a style rule
+    scoped to the picker with `key` hides its English and shows ours in its place; in English
+    there is nothing to do. Call it beside the picker."""
+    if current_language() == SOURCE_LANGUAGE:
+        return
+    size = max_mb if max_mb is not None else int(st.get_option("server.maxUploadSize"))
+    shown = [t.upper() for t in types if not (t == "jpeg" and "jpg" in types)]  # as Streamlit lists them
+    note = _("{size} per file • {types}").format(size=f"{size}MB", types=", ".join(shown))
+    picker = f".st-key-{key} [data-testid='stFileUploaderDropzone']"
+    button = _css_string(_("Upload"))
+    st.html(
+        "<style>"
+        f"{picker} button [data-testid='stMarkdownContainer'] p {{ display: none; }}"
+        f"{picker} button [data-testid='stMarkdownContainer']::after {{ content: {button}; }}"
+        f"{picker} [data-testid='stFileUploaderDropzoneInstructions'] span {{ font-size: 0; }}"
+        f"{picker} [data-testid='stFileUploaderDropzoneInstructions'] span::after "
+        f"{{ content: {_css_string(note)}; font-size: 0.875rem; }}"
+        "</style>"
+    )
+
+
+def streamlit_words() -> None:
+    """Put the words Streamlit shows on every page into the page's language: the keyboard's
+    "Skip to main content" link (see `uploader_words` for the way). Call it once a page run."""
+    if current_language() == SOURCE_LANGUAGE:
+        return
+    link = "[data-testid='stSkipToContent']"
+    words = _css_string(_("Skip to main content"))
+    st.html(f"<style>{link} {{ font-size: 0; }}{link}::after {{ content: {words}; font-size: 1rem; }}</style>")
+
+
+def _css_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("<", "\\3c ") + '"'
 
 
 def escape(text: str) -> str:

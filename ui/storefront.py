@@ -9,6 +9,10 @@ and no business rule, and there is one way to search: through the server.
 Phone first: a grid shows two cards a row on a phone and four on a wide screen (pairs of columns
 that never wrap, in columns that do), and once a photo is chosen the search box shrinks to a
 thumbnail, so the first results show without scrolling at 390 × 844.
+
+Both pages speak the visitor's language, English or Chinese (ui/i18n.py: `SHOPLENS_UI_LANGUAGE`,
+the browser's language, or `?lang=`): every word they show goes through `_()`, and prices and
+counts are written by Babel for that language.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import streamlit as st
 
 from server import schemas
 from server.client import ShopLensClient
-from services.images import PHOTO_SUFFIXES, format_labels
-from ui import state
+from services.images import PHOTO_SUFFIXES
+from ui import i18n, state
+from ui.i18n import _, ngettext, number
 
 PHOTO_TYPES = sorted(s.lstrip(".") for s in PHOTO_SUFFIXES)
 PAGE_SIZE = 12
@@ -117,7 +122,7 @@ def facet_select(
     st.session_state[f"chosen_{kind}"] = chosen
 
     def label_of(option: str) -> str:
-        return f"{option} ({counts.get(option, 0):,})" if counts is not None else option  # absent: none left
+        return f"{option} ({number(counts.get(option, 0))})" if counts is not None else option  # absent: none left
 
     labels = "\n".join([str(st.session_state.get("filters_generation", 0)), *map(label_of, options)])
     widget = f"f_{kind}_{hashlib.blake2s(labels.encode(), digest_size=6).hexdigest()}"
@@ -138,7 +143,7 @@ def sidebar_filters(client: ShopLensClient, health: schemas.Health) -> tuple[sch
     the chosen categories, the categories those of the chosen brands), typed price bounds, stock,
     and the match threshold."""
     sb = st.sidebar
-    sb.header("Filters")
+    sb.header(_("Filters"))
     facets = client.facets()
     in_stock = bool(st.session_state.get("f_in_stock", False))
     chosen_categories = [c for c in st.session_state.get("chosen_categories", []) if c in facets.categories]
@@ -156,24 +161,24 @@ def sidebar_filters(client: ShopLensClient, health: schemas.Health) -> tuple[sch
     )
     # only options with products left under the other filters (and those chosen)
     categories_offered = [c for c in facets.categories if category_counts.get(c) or c in chosen_categories]
-    categories = facet_select("categories", "Category", categories_offered, category_counts, "All categories")
+    categories = facet_select("categories", _("Category"), categories_offered, category_counts, _("All categories"))
     brands_offered = [b for b in facets.brands if brand_counts.get(b) or b in chosen_brands]
-    brands = facet_select("brands", "Brand", brands_offered, brand_counts, "All brands")
+    brands = facet_select("brands", _("Brand"), brands_offered, brand_counts, _("All brands"))
     min_price, max_price = price_inputs(facets)
-    sb.checkbox("In stock only", key="f_in_stock", on_change=_reset_paging)
+    sb.checkbox(_("In stock only"), key="f_in_stock", on_change=_reset_paging)
     if categories or brands or min_price is not None or max_price is not None or in_stock:
-        sb.button("Clear filters", key="clear_filters", on_click=_clear_filters, type="tertiary")
+        sb.button(_("Clear filters"), key="clear_filters", on_click=_clear_filters, type="tertiary")
     configured = state.current_settings().min_score  # None: the server's thresholds, calibrated on the catalog
-    with sb.expander("Match threshold"):
+    with sb.expander(_("Match threshold")):
         chosen_score = st.slider(
-            "Minimum match score",
+            _("Minimum match score"),
             0.0,
             1.0,
             float(min(max(configured or 0.0, 0.0), 1.0)),
             0.01,
             key="f_min_score",
             on_change=_threshold_moved,
-            help="Results scoring below this are hidden. Raise it to see only close matches.",
+            help=_("Results scoring below this are hidden. Raise it to see only close matches."),
         )
     min_score = chosen_score if configured is not None or st.session_state.get("threshold_moved") else None
     filters = schemas.Filters(
@@ -196,7 +201,7 @@ def _price_box(column: Any, label: str, key: str, bound: int | None) -> float | 
             step=1.0,
             format="%.2f",
             key=key,
-            placeholder=f"{bound:,}" if bound is not None else "any",
+            placeholder=number(bound) if bound is not None else _("any"),
             on_change=_reset_paging,
         )
 
@@ -205,14 +210,15 @@ def price_inputs(facets: schemas.Facets) -> tuple[float | None, float | None]:
     """Typed lowest and highest prices (empty: no bound), the shop's range as placeholders."""
     sb = st.sidebar
     symbol = state.currency_symbol(state.shop_currency())
-    unit = f" ({symbol})" if symbol else ""
     low = math.floor(facets.min_price) if facets.min_price is not None else None
     high = math.ceil(facets.max_price) if facets.max_price is not None else None
     left, right = sb.columns(2, gap="small")
-    min_price = _price_box(left, f"Min price{unit}", "f_min_price", low)
-    max_price = _price_box(right, f"Max price{unit}", "f_max_price", high)
+    min_label = _("Min price ({symbol})").format(symbol=symbol) if symbol else _("Min price")
+    max_label = _("Max price ({symbol})").format(symbol=symbol) if symbol else _("Max price")
+    min_price = _price_box(left, min_label, "f_min_price", low)
+    max_price = _price_box(right, max_label, "f_max_price", high)
     if min_price is not None and max_price is not None and min_price > max_price:
-        sb.caption("The min price was above the max price: searching between the two.")
+        sb.caption(_("The min price was above the max price: searching between the two."))
         min_price, max_price = max_price, min_price
     return min_price, max_price
 
@@ -226,11 +232,11 @@ def filter_summary(filters: schemas.Filters) -> str:
             f"{state.format_price(filters.min_price, currency)}–{state.format_price(filters.max_price, currency)}"
         )
     elif filters.min_price is not None:
-        parts.append(f"from {state.format_price(filters.min_price, currency)}")
+        parts.append(_("from {price}").format(price=state.format_price(filters.min_price, currency)))
     elif filters.max_price is not None:
-        parts.append(f"up to {state.format_price(filters.max_price, currency)}")
+        parts.append(_("up to {price}").format(price=state.format_price(filters.max_price, currency)))
     if filters.in_stock:
-        parts.append("in stock")
+        parts.append(_("in stock"))
     return " · ".join(state.escape(p) for p in parts)
 
 
@@ -242,7 +248,9 @@ def photo_too_large(data: bytes) -> bool:
     if len(data) <= limit:
         return False
     st.error(
-        f"This photo is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. Please use a smaller photo."
+        _("This photo is {size} MB; the limit is {limit} MB. Please use a smaller photo.").format(
+            size=number(len(data) / 2**20, 1), limit=number(limit / 2**20)
+        )
     )
     return True
 
@@ -252,12 +260,12 @@ def product_card(client: ShopLensClient, item: schemas.Hit | schemas.Product, ke
     with st.container(border=True, gap="xsmall", key=f"card-{key}"):
         state.show_product_image(client, item.image_url)
         st.markdown(f"**{state.escape(item.title)}**")
-        stock = "" if item.in_stock else " · out of stock"
+        stock = "" if item.in_stock else " · " + _("out of stock")
         line = f"{state.format_price(item.price, item.currency)}{stock}"
         if score and isinstance(item, schemas.Hit):
-            line += f"  \nmatch {item.score:.2f}"
+            line += "  \n" + _("match {score}").format(score=number(item.score, 2))
         st.caption(line)
-        st.button("View product", key=key, on_click=_open_product, args=(item.sku,), width="stretch")
+        st.button(_("View product"), key=key, on_click=_open_product, args=(item.sku,), width="stretch")
 
 
 def product_grid(
@@ -281,21 +289,25 @@ def product_grid(
 def photo_inputs(generation: int, another: bool) -> None:
     """The photo pickers: a file (a phone offers its camera there too) or the camera widget."""
     settings = state.current_settings()
-    if st.toggle("Use my camera", key="use_camera", on_change=_reset_paging):
+    if st.toggle(_("Use my camera"), key="use_camera", on_change=_reset_paging):
         st.camera_input(
-            "Take another photo" if another else "Take a photo",
+            _("Take another photo") if another else _("Take a photo"),
             key=f"camera-{generation}",
             on_change=_photo_changed,
             args=(f"camera-{generation}",),
         )
     else:
+        limit = max(1, math.ceil(settings.max_image_bytes / 2**20))
+        state.uploader_words(f"photo-{generation}", PHOTO_TYPES, limit)
         st.file_uploader(
-            f"{'Another' if another else 'Upload a'} photo ({format_labels(photo=True)})",
+            (_("Another photo ({formats})") if another else _("Upload a photo ({formats})")).format(
+                formats=state.photo_formats()
+            ),
             type=PHOTO_TYPES,
             key=f"photo-{generation}",
             on_change=_photo_changed,
             args=(f"photo-{generation}",),
-            max_upload_size=max(1, math.ceil(settings.max_image_bytes / 2**20)),
+            max_upload_size=limit,
         )
 
 
@@ -305,8 +317,8 @@ def photo_preview(photo: tuple[str, bytes], usable: bool) -> None:
         if usable:
             st.image(photo[1], width=PREVIEW_WIDTH)
         with st.container(gap="xxsmall", width="content"):
-            st.caption(f"{'Your photo' if usable else 'Not usable'} · {state.escape(photo[0])}")
-            st.button("Clear photo", on_click=_clear_photo, key="clear_photo", type="tertiary")
+            st.caption((_("Your photo") if usable else _("Not usable")) + f" · {state.escape(photo[0])}")
+            st.button(_("Clear photo"), on_click=_clear_photo, key="clear_photo", type="tertiary")
 
 
 def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: float | None) -> None:
@@ -314,7 +326,7 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
     text = str(st.session_state.get("query_text", "")).strip()
     if photo is None and not text:
         st.caption(
-            "Snap or upload a photo of something you like and find it in the shop. Add words to steer the search."
+            _("Snap or upload a photo of something you like and find it in the shop. Add words to steer the search.")
         )
     generation = st.session_state.get("photo_generation", 0)
     chosen = photo
@@ -327,14 +339,14 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
             preview_col, text_col = st.columns([1, 2], gap="medium")
             with preview_col:
                 preview = st.container()  # filled once the server has taken the photo, or refused it
-                with st.expander("Use another photo"):
+                with st.expander(_("Use another photo")):
                     photo_inputs(generation, another=True)
         with text_col:
             text = st.text_input(
-                "Describe it (optional)",
+                _("Describe it (optional)"),
                 key="query_text",
                 on_change=_reset_paging,
-                placeholder="e.g. red running shoes, or with a photo: in blue",
+                placeholder=_("e.g. red running shoes, or with a photo: in blue"),
             ).strip()
         if photo is not None and photo_too_large(photo[1]):
             photo = None
@@ -342,17 +354,17 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         if photo is not None and text:
             with text_col:
                 weight = st.slider(
-                    "Like this photo, but …",
+                    _("Like this photo, but …"),
                     0.0,
                     1.0,
                     step=0.05,
                     key="text_weight",
-                    help="Left: only the photo counts. Right: only your words count.",
+                    help=_("Left: only the photo counts. Right: only your words count."),
                 )
-                st.caption("← more like the photo · more like the words →")
+                st.caption(_("← more like the photo · more like the words →"))
     if photo is None and not text:
         if chosen is None:
-            st.info("Upload a photo (or type a few words) to see matching products.")
+            st.info(_("Upload a photo (or type a few words) to see matching products."))
         else:  # too large to send
             with preview:
                 photo_preview(chosen, usable=False)
@@ -363,7 +375,7 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
         **filters.model_dump(), text=text or None, weight=weight, top_k=top_k, min_score=min_score
     )
     try:
-        with st.spinner("Searching…"):
+        with st.spinner(_("Searching…")):
             result = client.search(query, photo[1] if photo else None, photo[0] if photo else "photo.jpg")
     except Exception as exc:
         if chosen is not None:
@@ -380,7 +392,7 @@ def search_page(client: ShopLensClient, filters: schemas.Filters, min_score: flo
 def _search_error(exc: BaseException) -> str:
     message = state.friendly_error(exc)
     if getattr(exc, "code", None) == BAD_IMAGE:
-        message += f" Please upload a {format_labels(photo=True)} photo."
+        message += " " + _("Please upload a {formats} photo.").format(formats=state.photo_formats())
     return message
 
 
@@ -393,28 +405,39 @@ def show_results(
 ) -> None:
     with st.container(key="results", gap="small"):
         for note in result.notes:
-            st.caption(f"Note: {note}")
+            st.caption(_("Note: {note}").format(note=note))
         narrowed = filter_summary(filters)
         if not result.hits:
-            hint = "remove some filters, " if narrowed else ""
-            threshold = (
-                f"the match threshold ({min_score:.2f})" if min_score is not None else "the shop's match threshold"
-            )
-            st.warning(
-                f"**No good match.** Nothing in the shop scores above {threshold} for this search. "
-                f"Try another photo, {hint}or lower the threshold in the sidebar."
-            )
+            if min_score is not None:
+                nothing = _(
+                    "**No good match.** Nothing in the shop scores above the match threshold ({threshold}) for this "
+                    "search."
+                ).format(threshold=number(min_score, 2))
+            else:
+                nothing = _(
+                    "**No good match.** Nothing in the shop scores above the shop's match threshold for this search."
+                )
+            if narrowed:
+                hint = _("Try another photo, remove some filters, or lower the threshold in the sidebar.")
+            else:
+                hint = _("Try another photo, or lower the threshold in the sidebar.")
+            st.warning(f"{nothing} {hint}")
             if result.closest:  # shown apart, as what they are: the nearest, not matches
-                st.subheader("Closest in the shop (not good matches)", anchor=False)
+                st.subheader(_("Closest in the shop (not good matches)"), anchor=False)
                 product_grid(client, result.closest, "closest")
             return
         count = len(result.hits)
         with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key="results_head"):
-            st.subheader(f"{count} matching product{'s' if count != 1 else ''}", anchor=False, width="content")
-            st.caption(f"in {result.took_ms:,.0f} ms" + (f" · {narrowed}" if narrowed else ""), width="content")
+            st.subheader(
+                ngettext("{count} matching product", "{count} matching products", count).format(count=number(count)),
+                anchor=False,
+                width="content",
+            )
+            took = _("in {ms} ms").format(ms=number(result.took_ms))
+            st.caption(took + (f" · {narrowed}" if narrowed else ""), width="content")
         product_grid(client, result.hits, "hit")
         if count >= top_k and top_k < schemas.MAX_TOP_K:
-            st.button("Show more", on_click=_more, key="more")
+            st.button(_("Show more"), on_click=_more, key="more")
 
 
 def showcase(client: ShopLensClient) -> None:
@@ -425,14 +448,14 @@ def showcase(client: ShopLensClient) -> None:
         st.error(state.friendly_error(exc))
         return
     if page.products:
-        st.subheader("In the shop", anchor=False)
+        st.subheader(_("In the shop"), anchor=False)
         product_grid(client, page.products, "show", score=False)
 
 
 def product_page(client: ShopLensClient, sku: str) -> None:
-    st.button("← Back to results", on_click=_close_product, key="back", type="tertiary")
+    st.button(_("← Back to results"), on_click=_close_product, key="back", type="tertiary")
     product = state.product_or_explain(
-        client, sku, st.warning, f"There is no product with SKU {sku!r} in the shop (any more)."
+        client, sku, st.warning, _("There is no product with SKU {sku} in the shop (any more).").format(sku=repr(sku))
     )
     if product is None:
         return
@@ -449,12 +472,12 @@ def product_page(client: ShopLensClient, sku: str) -> None:
     with right:
         st.title(product.title, anchor=False)
         st.subheader(state.format_price(product.price, product.currency), anchor=False)
-        st.markdown(":green[In stock]" if product.in_stock else ":red[Out of stock]")
+        st.markdown(":green[" + _("In stock") + "]" if product.in_stock else ":red[" + _("Out of stock") + "]")
         facts = [
             f
             for f in (
-                product.category and f"Category: **{state.escape(product.category)}**",
-                product.brand and f"Brand: **{state.escape(product.brand)}**",
+                product.category and _("Category: **{category}**").format(category=state.escape(product.category)),
+                product.brand and _("Brand: **{brand}**").format(brand=state.escape(product.brand)),
             )
             if f
         ]
@@ -463,14 +486,14 @@ def product_page(client: ShopLensClient, sku: str) -> None:
         if product.description:
             st.write(product.description)
         attributes = {k: v for k, v in product.attributes.items() if str(v).strip()}
-        st.caption(f"SKU {product.sku}")
+        st.caption(_("SKU {sku}").format(sku=product.sku))
         if attributes:
             lines = [
                 f"- {state.escape(k.replace('_', ' ').capitalize())}: **{state.escape(str(v))}**"
                 for k, v in attributes.items()
             ]
-            st.markdown("**Details**\n\n" + "\n".join(lines))
-    st.subheader("More like this", anchor=False)
+            st.markdown("**" + _("Details") + "**\n\n" + "\n".join(lines))
+    st.subheader(_("More like this"), anchor=False)
     try:
         similar = client.similar(sku, top_k=GRID_COLUMNS * 2)
     except Exception as exc:
@@ -479,23 +502,21 @@ def product_page(client: ShopLensClient, sku: str) -> None:
     if similar.hits:
         product_grid(client, similar.hits, "similar")
     else:
-        st.caption("Nothing similar found.")
+        st.caption(_("Nothing similar found."))
 
 
 def footer(health: schemas.Health) -> None:
     """The search model and the catalog's size, as the server reports them."""
     st.divider()
-    how = ""
+    model = health.embedder
     if not health.model_loaded:
-        how = " (loading…)"
+        model = _("{model} (loading…)").format(model=model)
     elif health.fallback_reason:
-        how = " (a fallback)"
-    why = f"Preferred models could not be loaded: {health.fallback_reason}" if health.fallback_reason else None
-    counts = health.counts
-    st.caption(
-        f"Search model: {health.embedder}{how} · Catalog: {counts.products:,} products, {counts.images:,} photos",
-        help=why,
-    )
+        model = _("{model} (a fallback)").format(model=model)
+    why = None
+    if health.fallback_reason:
+        why = _("Preferred models could not be loaded: {reason}").format(reason=health.fallback_reason)
+    st.caption(_("Search model: {model}").format(model=model) + " · " + state.catalog_size(health.counts), help=why)
 
 
 def shop_page() -> None:
@@ -504,16 +525,20 @@ def shop_page() -> None:
     try:
         if health.counts.products == 0:
             st.info(
-                "The shop's catalog is empty, so there is nothing to search yet. An admin can upload a catalog on the "
-                "**Admin** page, or load the demo shop with `shoplens demo`."
+                _(
+                    "The shop's catalog is empty, so there is nothing to search yet. An admin can upload a catalog "
+                    "on the **Admin** page, or load the demo shop with `shoplens demo`."
+                )
             )
             footer(health)
             return
         if health.vectors == 0:
             st.warning(
-                f"The search index holds nothing for the current search model ({health.embedder}), so searches find "
-                "nothing. The model was probably changed after the catalog was loaded: an admin should run "
-                "`shoplens reindex`."
+                _(
+                    "The search index holds nothing for the current search model ({model}), so searches find "
+                    "nothing. The model was probably changed after the catalog was loaded: an admin should run "
+                    "`shoplens reindex`."
+                ).format(model=health.embedder)
             )
         filters, min_score = sidebar_filters(client, health)
         sku = st.query_params.get("sku")
@@ -556,11 +581,13 @@ def top_bar(pages: list[st.Page]) -> None:
 
 
 def main() -> None:
+    i18n.use_language()
     st.set_page_config(page_title="ShopLens", page_icon="🔎", layout="wide")
     st.html(STYLE)
+    state.streamlit_words()
     pages = [
-        st.Page(shop_page, title="Shop", icon=":material/storefront:", default=True),
-        st.Page(Path(__file__).parent / "admin.py", title="Admin", icon=":material/lock:", url_path="admin"),
+        st.Page(shop_page, title=_("Shop"), icon=":material/storefront:", default=True),
+        st.Page(Path(__file__).parent / "admin.py", title=_("Admin"), icon=":material/lock:", url_path="admin"),
     ]
     current = st.navigation(pages, position="hidden")
     top_bar(pages)

@@ -8,9 +8,12 @@ The server is another process with a home of its own; the pages never open its s
 from __future__ import annotations
 
 import io
+import re
 import shutil
-from collections.abc import Iterator
+import string
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -32,8 +35,10 @@ __all__ = [
     "STOREFRONT",
     "Shop",
     "copy_home",
+    "english_left",
     "pages_use",
     "png_bytes",
+    "shop_words",
     "texts",
 ]
 
@@ -116,3 +121,47 @@ def texts(at) -> str:
     for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
         parts += [str(getattr(e, "value", "")) for e in getattr(at, kind)]
     return "\n".join(parts)
+
+
+@cache
+def translated_away(language: str = "zh") -> frozenset[str]:
+    """The English words of the pages' messages that their translation leaves out ("View", "product"
+    of "View product"), lowercased: none of them belongs on a page shown in `language`. Words a
+    translation keeps (CSV, ZIP, `shoplens serve`) and the `{fields}` are not among them."""
+    from babel.messages.pofile import read_po
+
+    def words(text: str) -> set[str]:
+        literal = "".join(part for part, *_ in string.Formatter().parse(text))
+        return {w.lower() for w in re.findall(r"[A-Za-z]{2,}", literal)}
+
+    with (ROOT / "ui" / "locales" / language / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        catalog = read_po(fh, locale=language)
+    away: set[str] = set()
+    for message in catalog:
+        if not message.id:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        kept = set().union(*map(words, strings))
+        away |= set().union(*map(words, ids)) - kept
+    return frozenset(away)
+
+
+def shop_words(client: ShopLensClient) -> list[str]:
+    """What the shop's own data puts on a page, in whatever language its catalog is written:
+    titles, descriptions, categories, brands, SKUs, details, the search model's name."""
+    found = [client.health().embedder]
+    for product in client.products(limit=100).products:
+        details = client.product(product.sku)
+        found += [details.sku, details.title, details.description or "", details.category or "", details.brand or ""]
+        for key, value in details.attributes.items():
+            found += [key.replace("_", " ").capitalize(), str(value)]
+    return [w for w in found if w]
+
+
+def english_left(text: str, data: Iterable[str] = (), language: str = "zh") -> list[str]:
+    """The English words of the pages' own messages left in `text` once the shop's `data` is taken
+    out: a page in `language` shows none."""
+    for item in sorted(set(data), key=len, reverse=True):
+        text = text.replace(item, " ")
+    return [w for w in re.findall(r"[A-Za-z]{2,}", text) if w.lower() in translated_away(language)]

@@ -6,12 +6,18 @@ without scrolling and cards share rows; typed price bounds filter; Streamlit's d
 is hidden; the admin page, entered by its own URL, has the app's navigation, follows an upload's
 job and counts the catalog afresh. Saves screenshots under artifacts/ (gitignored) for a person to
 look at: the storefront's first screen and whole page at both widths, a product page, the admin page.
+In Chinese (a second page process, set to `zh`, a client of the same server): the storefront at
+both widths and the admin page show no English word of the pages' own messages, prices carry
+their currency sign, and `auto` follows the browser's language; screenshots in /tmp/shots/zh_*.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +27,8 @@ import pytest
 from filelock import FileLock
 
 from tests.support.catalog import product_photo, product_row, read_rows, write_catalog, write_rows
-from tests.support.server_process import PASSWORD, ServerProcess, running_server
-from tests.ui.conftest import ROOT
+from tests.support.server_process import PASSWORD, ServerProcess, free_port, running_server
+from tests.ui.conftest import ROOT, english_left, shop_words
 
 pytestmark = pytest.mark.browser
 
@@ -39,6 +45,7 @@ CHROMIUM_ARGS = [
     "--no-default-browser-check",
 ]
 ARTIFACTS = ROOT / "artifacts"
+SHOTS = Path("/tmp/shots")  # the Chinese pages' screenshots
 WAIT = 60_000  # ms
 PHONE = {"width": 390, "height": 844}
 CARDS = ".st-key-results [class*='st-key-card-']"  # the result cards, best first
@@ -86,20 +93,31 @@ def settled(page: Any) -> None:
     page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=WAIT)
 
 
-def screenshots(page: Any, name: str, width: int) -> None:
+def screenshots(page: Any, name: str, width: int, folder: Path = ARTIFACTS) -> None:
     """The first screen as the visitor sees it, then the whole page: Streamlit scrolls inside its
-    main block, so the window grows to the content for the full picture."""
+    main block, so the window grows to the content for the full picture. The content may still
+    grow as the window does (a table laid out late), so the window grows until it holds it all."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     settled(page)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}-{width}-first-screen.png"))
+    folder.mkdir(exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}-{width}-first-screen.png"))
     viewport = page.viewport_size
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
-    page.set_viewport_size({"width": width, "height": max(viewport["height"], int(height) + 60)})
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight <= window.innerHeight + 1", timeout=WAIT
-    )
+    for _attempt in range(5):
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+        page.set_viewport_size({"width": width, "height": max(viewport["height"], int(height) + 60)})
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight <= window.innerHeight + 1",
+                timeout=5_000,
+            )
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        raise AssertionError(f"{name}: the page kept growing past the window")
     settled(page)
-    page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+    page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size(viewport)
 
 
@@ -238,6 +256,9 @@ def test_admin_by_its_own_url_follows_an_upload_to_its_end(served: ServerProcess
         pickers = page.get_by_test_id("stFileUploader")
         pickers.nth(0).locator('input[type="file"]').set_input_files(str(catalog))
         expect(pickers.nth(1)).to_be_visible(timeout=WAIT)  # the ZIP picker (images: a ZIP file)
+        # the run the catalog started has ended: a file given to a picker during a run can be lost
+        expect(page.get_by_text("No ZIP chosen yet", exact=False)).to_be_visible(timeout=WAIT)
+        settled(page)
         pickers.nth(1).locator('input[type="file"]').set_input_files(str(images))
         expect(page.get_by_text("Every row is valid and every image was found.")).to_be_visible(timeout=WAIT)
         with FileLock(str(served.home / "ingest.lock")):  # another ingest run holds the store: the job waits
@@ -257,3 +278,186 @@ def test_admin_by_its_own_url_follows_an_upload_to_its_end(served: ServerProcess
     finally:
         page.close()
     assert served.client().product("BR-041").title == "Browser thing 41"
+
+
+# -- the pages in Chinese ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zh_pages(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same pages in a second Streamlit process (a moment to start, no second server), set to
+    Chinese and to a shop currency in yuan, as a shop in China would set them."""
+    from cli.serve import streamlit_command
+
+    fonts = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False).stdout
+    if not fonts.strip():  # Chromium would draw every Chinese character as a box: screenshots worth nothing
+        pytest.fail("no Chinese font for Chromium: apt-get install -y fonts-noto-cjk")
+    port = free_port()
+    base = tmp_path_factory.mktemp("zh-pages")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLENS_")} | {
+        "SHOPLENS_SERVER_URL": served.url,
+        "SHOPLENS_HOME": str(base / "home"),
+        "SHOPLENS_UI_LANGUAGE": "zh",
+        "SHOPLENS_CURRENCY": "CNY",
+        "SHOPLENS_MIN_SCORE": "0",
+    }
+    with (base / "pages.log").open("wb") as log:
+        process = subprocess.Popen(
+            streamlit_command(port, "127.0.0.1"), env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/_stcore/health", process, base / "pages.log")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text(errors="replace")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout} s:\n{log.read_text(errors='replace')}")
+
+
+# the words a page shows: its visible text nodes (not an icon's name, such as "upload", nor code), the
+# placeholders of empty boxes, and the words a style rule puts in place of Streamlit's own
+# (`ui.state.uploader_words`)
+SHOWN_TEXT = """() => {
+  const app = document.querySelector('[data-testid="stApp"]'), out = [];
+  const walk = document.createTreeWalker(app, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const parent = walk.currentNode.parentElement;
+    // icons are names, not words; code (a column, a command) is never translated
+    if (!parent || parent.closest('[translate="no"], code, style, script')) continue;
+    if (getComputedStyle(parent).fontSize === '0px') continue;  // replaced by a style rule
+    if (parent.checkVisibility({visibilityProperty: true})) out.push(walk.currentNode.textContent);
+  }
+  for (const input of app.querySelectorAll('input[placeholder], textarea[placeholder]')) {
+    if (!input.value && input.checkVisibility()) out.push(input.placeholder);
+  }
+  for (const element of app.querySelectorAll('*')) {
+    const content = getComputedStyle(element, '::after').content;
+    if (content.startsWith('"') && element.checkVisibility()) out.push(JSON.parse(content));
+  }
+  return out.join('\\n');
+}"""
+
+
+def chrome_text(page: Any) -> str:
+    return page.evaluate(SHOWN_TEXT)
+
+
+@pytest.mark.parametrize(("viewport", "mobile"), [(PHONE, True), ({"width": 1280, "height": 800}, False)])
+def test_the_storefront_in_chinese(
+    served: ServerProcess, zh_pages: str, browser: Any, viewport: dict[str, int], mobile: bool
+) -> None:
+    """Searched by words: every word of the page is Chinese but the shop's own data, prices carry
+    their currency sign (the shop's yuan for rows without a currency), nothing runs off a phone."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=viewport, is_mobile=mobile, has_touch=mobile)
+    try:
+        page.goto(zh_pages)
+        expect(page.get_by_text("店内商品", exact=True)).to_be_visible(timeout=WAIT)
+        for name in ("商店", "管理"):
+            expect(page.get_by_role("link", name=name)).to_be_in_viewport()
+        expect(page.locator("[data-testid='stImage'] img")).to_have_count(8, timeout=WAIT)  # the showcase, drawn
+        expect(page.get_by_test_id("stFileUploaderDropzone")).to_be_visible()
+        settled(page)
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"zh_storefront-{viewport['width']}-first-visit.png"))
+        assert english_left(chrome_text(page), shop_words(served.client())) == [], chrome_text(page)
+        box_ = page.get_by_label("描述一下（可选）")
+        box_.fill("bag")
+        box_.press("Enter")
+        head = page.locator(".st-key-results_head")
+        expect(head).to_contain_text("件匹配商品", timeout=WAIT)
+        settled(page)
+        cards = page.locator(CARDS)
+        expect(cards.first).to_contain_text("匹配度")
+        prices = [cards.nth(i).get_by_test_id("stCaptionContainer").first.inner_text() for i in range(cards.count())]
+        assert prices and all(p.startswith(("¥", "€")) for p in prices), prices
+        assert any(p.startswith("¥35.00") for p in prices), prices  # no currency in its row: the shop's yuan
+        shown = chrome_text(page)
+        assert "上传" in shown and "单个文件不超过 20MB • JPG, PNG, WEBP" in shown  # Streamlit's own words too
+        assert english_left(shown, shop_words(served.client())) == [], shown
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= viewport["width"], width  # nothing wider than the screen
+        screenshots(page, "zh_storefront", viewport["width"], SHOTS)
+        if not mobile:  # the sidebar's filters, unfolded on a wide screen
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_label("最低价（¥）")).to_be_visible()
+            expect(sidebar.get_by_placeholder("全部分类")).to_be_visible()
+            assert "全部品牌" in chrome_text(page)
+            cards.first.get_by_role("button", name="查看商品").click()
+            expect(page.get_by_role("button", name="← 返回结果")).to_be_visible(timeout=WAIT)
+            expect(page.get_by_text("相似商品", exact=True)).to_be_visible(timeout=WAIT)
+            settled(page)
+            shown = chrome_text(page)
+            assert english_left(shown, shop_words(served.client())) == [], shown
+            screenshots(page, "zh_product", viewport["width"], SHOTS)
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize(
+    ("locale", "query", "shown", "hidden"),
+    [
+        ("zh-CN", "", "店内商品", "In the shop"),
+        ("en-US", "", "In the shop", "店内商品"),
+        ("en-US", "?lang=zh", "店内商品", "In the shop"),  # a shared link asks for Chinese
+    ],
+)
+def test_auto_follows_the_browser_language(
+    served: ServerProcess, browser: Any, locale: str, query: str, shown: str, hidden: str
+) -> None:
+    from playwright.sync_api import expect
+
+    assert served.pages_url is not None  # these pages say `auto`
+    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(served.pages_url + query)
+        expect(page.get_by_text(shown, exact=True)).to_be_visible(timeout=WAIT)
+        expect(page.get_by_text(hidden, exact=True)).to_have_count(0)
+    finally:
+        context.close()
+
+
+def test_the_admin_page_in_chinese(served: ServerProcess, zh_pages: str, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{zh_pages}/admin")
+        expect(page.get_by_label("管理员密码")).to_be_visible(timeout=WAIT)
+        page.get_by_label("管理员密码").fill(PASSWORD)
+        page.get_by_role("button", name="登录").click()
+        for tab in ("上传目录", "导入记录", "删除商品", "目录检查"):
+            expect(page.get_by_role("tab", name=tab)).to_be_visible(timeout=WAIT)
+        expect(page.get_by_role("button", name="退出登录")).to_be_visible()
+        expect(page.get_by_text("商品图片")).to_be_visible()  # the radio of the upload tab
+        expect(page.get_by_text("ZIP 压缩包")).to_be_visible()
+        settled(page)
+        shown = chrome_text(page)
+        assert english_left(shown, [*shop_words(served.client()), served.url]) == [], shown
+        screenshots(page, "zh_admin", 1280, SHOTS)
+        page.get_by_role("tab", name="导入记录").click()
+        expect(page.locator(".st-key-runs")).to_be_visible(timeout=WAIT)
+        settled(page)
+        screenshots(page, "zh_admin-runs", 1280, SHOTS)
+    finally:
+        page.close()

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.server_process import ServerProcess, closed_port, server_env, start_server
-from tests.ui.conftest import STOREFRONT, Shop, copy_home, pages_use, png_bytes, texts
+from tests.ui.conftest import STOREFRONT, Shop, copy_home, english_left, pages_use, png_bytes, shop_words, texts
 
 TIMEOUT = 60
 KINDS = ["shoe", "bag", "chair", "lamp"] * 2  # the synthetic catalog's products 0-7; product i costs 10 + 5 i
@@ -332,3 +332,35 @@ def test_a_48_megapixel_phone_photo_finds_its_product(shop: Shop) -> None:
     at = upload(open_storefront(), buf.getvalue(), "IMG_0042.jpg")
     assert result_titles(at)[0] == "Product 4 shoe"
     assert photo_shown_back(at) == "IMG_0042.jpg"
+
+
+def words_shown(at: AppTest) -> str:
+    """The page's text and its widgets' labels, placeholders and help (Markdown source: icons by name)."""
+    parts = [texts(at)]
+    for kind in ("button", "text_input", "number_input", "slider", "toggle", "checkbox", "multiselect", "expander"):
+        for widget in getattr(at, kind):
+            parts += [str(getattr(widget, name, "") or "") for name in ("label", "placeholder", "help")]
+    return re.sub(r":material/\w+:", " ", "\n".join(parts))  # an icon's name is no word
+
+
+def test_the_storefront_in_chinese(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every state a shopper meets, in Chinese: the first visit, results, no match, a product."""
+    monkeypatch.setenv("SHOPLENS_UI_LANGUAGE", "zh")
+    data = shop_words(shop.client())
+    at = open_storefront()
+    assert "店内商品" in texts(at) and "商品目录：8 件商品，8 张照片" in texts(at)
+    assert facet(at, "分类").options == ["Bags (2)", "Chairs (2)", "Lamps (2)", "Shoes (2)"]
+    assert english_left(words_shown(at), data) == [], words_shown(at)
+    at = upload(at, shop.photo(5), "p5.jpg")
+    assert result_titles(at)[0] == "Product 5 bag" and photo_shown_back(at) is None  # its caption is Chinese
+    assert "件匹配商品" in texts(at) and "你的照片 · p5.jpg" in texts(at)
+    at.text_input(key="query_text").set_value("蓝色").run()  # photo and words: the weight slider
+    assert at.slider(key="text_weight").label == "像这张照片，但……"
+    assert english_left(words_shown(at), data) == [], words_shown(at)
+    at.sidebar.slider(key="f_min_score").set_value(0.999).run()
+    assert "**没有足够相似的商品。**" in texts(at)
+    assert english_left(words_shown(at), data) == [], words_shown(at)
+    at.query_params["sku"] = "SKU-0002"
+    at.run()
+    assert "货号：SKU-0002" in texts(at) and "相似商品" in texts(at) and "€20.00" in texts(at)
+    assert english_left(words_shown(at), data) == [], words_shown(at)
