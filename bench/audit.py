@@ -110,6 +110,7 @@ def quality(app: ShopLens, originals: dict[str, str], trials: int) -> dict[str, 
     base = sorted(s for s in full if s not in originals)
     categories = sorted({full[s].category for s in base if full[s].category})
     threshold, details = audit_module.duplicate_threshold(app, len(full), force=True)
+    names = audit_module.category_names(app, categories)
     n = max(1, round(SHARE * len(base)))
     tally: Counter[str] = Counter()
     seconds = []
@@ -127,7 +128,7 @@ def quality(app: ShopLens, originals: dict[str, str], trials: int) -> dict[str, 
         for c, s in kept_copies.items():
             listed[c] = Listing(c, full[s].category, full[c].title, full[c].photos)
         started = time.perf_counter()
-        gathered = gather(app.vectors, listed)
+        gathered = gather(app.vectors, listed, names)
         suggestions, mismatches = judge(gathered.evidence, listed)
         groups = duplicate_groups(gathered.evidence, threshold)
         seconds.append(time.perf_counter() - started)
@@ -206,8 +207,10 @@ def speed(products: int, home: Path, categories: int = 200, seed: int = 3) -> di
         store.upsert(points)
     load = time.perf_counter() - started
     build = store.build_index()
+    names = tuple(f"c{c}" for c in range(categories))  # the names searched as words (text zero-shot)
+    as_queries = centres_t / np.linalg.norm(centres_t, axis=1, keepdims=True)
     started = time.perf_counter()
-    gathered = gather(store, listed)
+    gathered = gather(store, listed, audit_module.CategoryNames(names, as_queries))
     gather_s = time.perf_counter() - started
     started = time.perf_counter()
     suggestions, mismatches = judge(gathered.evidence, listed)

@@ -6,14 +6,16 @@ never re-embeds the catalog. It reads the points twice (category sums, then batc
 searches on the index, one per stored photo and one per text point, never an all-pairs matrix)
 and embeds only a handful of things: a few re-encoded copies of stored photos to calibrate the
 duplicate threshold for this embedder (kept with the collection, like the search thresholds),
-and, when photos and words share one space, the shop's own category names.
+and the shop's own category names (as shoppers' words, and when photos and words share one space,
+as captions).
 
 A product's category is scored by several voters, each leaving the product itself out:
 - its nearest other products by photo and by text, votes weighted by a softmax of similarity
   (the nearest neighbour counts most, a far one little);
 - the centroids of each category's photos and texts (a product far from every neighbour is
   still closer to its category's centre);
-- with a shared photo–text space, its photos against the category names (zero-shot).
+- its words against the category names, as a search for that category would find them (zero-shot);
+- with a shared photo–text space, its photos against the category names too.
 A plain nearest-neighbour vote of photos alone is what `bench/audit.py` compares against.
 """
 
@@ -49,10 +51,21 @@ NEIGHBOURS = 10  # products each product is compared with, per kind
 SEARCH_BATCH = 64  # searches sent to the engine at once
 # Voters and their weights; a voter with nothing to say (no photos, no categorised neighbours)
 # is left out and the others share its weight.
-WEIGHTS = {"image_knn": 1.0, "text_knn": 1.0, "image_centroid": 1.0, "text_centroid": 1.0, "zero_shot": 0.5}
-KNN_TEMPERATURE = 0.05  # cosine gap that shrinks a neighbour's vote by e
-CENTROID_TEMPERATURE = 0.04
-ZERO_SHOT_TEMPERATURE = 0.01  # CLIP's own logit scale (100)
+WEIGHTS = {
+    "image_knn": 1.0,
+    "text_knn": 1.0,
+    "image_centroid": 1.0,
+    "text_centroid": 1.0,
+    "zero_shot": 0.5,
+    "text_zero_shot": 1.0,
+}
+# Temperatures, as shares of the spread (standard deviation) of each voter's cosines over the
+# catalog: how far apart "near" and "far" lie depends on the model (multilingual-e5's text cosines
+# span a third of MobileNet's photo cosines), so a fixed cosine gap would let one model's voters
+# shout and another's whisper. A neighbour this share of a spread further away counts e times less.
+KNN_TEMPERATURE = 0.25
+CENTROID_TEMPERATURE = 0.4
+ZERO_SHOT_TEMPERATURE = 0.2
 # A listed category is called a mismatch when the vote puts another category this far ahead
 MISMATCH_CONFIDENCE = 0.5
 MISMATCH_LISTED_AT_MOST = 0.3
@@ -163,8 +176,19 @@ class Evidence:
     image_centroid: dict[str, float] = field(default_factory=dict)  # category -> mean cosine of its photos
     text_centroid: dict[str, float] = field(default_factory=dict)
     zero_shot: dict[str, float] = field(default_factory=dict)  # category -> photo vs the category's name
+    text_zero_shot: dict[str, float] = field(default_factory=dict)  # category -> its name searched, vs the words
     title: float | None = None  # photo vs its own title (shared space only)
     photos: int = 0
+
+
+@dataclass(frozen=True)
+class CategoryNames:
+    """The shop's category names embedded twice: as a shopper's query in the text space, and as a
+    caption in the photo space when the embedder has one shared space (else None)."""
+
+    names: tuple[str, ...] = ()
+    as_queries: np.ndarray | None = None
+    as_captions: np.ndarray | None = None
 
 
 @dataclass
@@ -185,8 +209,7 @@ def listings(app: ShopLens) -> dict[str, Listing]:
 def gather(
     vectors: VectorStore,
     listed: dict[str, Listing],
-    category_names: np.ndarray | None = None,
-    names: Sequence[str] = (),
+    category_names: CategoryNames = CategoryNames(),
     k: int = NEIGHBOURS,
 ) -> Gathered:
     """Read every point twice: sums per category, then batched searches and centroid cosines."""
@@ -195,7 +218,8 @@ def gather(
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     texts: dict[str, np.ndarray] = {}
-    want_texts = category_names is not None
+    captions, queries, names = category_names.as_captions, category_names.as_queries, category_names.names
+    want_texts = captions is not None
     points = {IMAGE: 0, TEXT: 0}
     for kind, sku, vector in _listed_points(vectors, listed):
         points[kind] += 1
@@ -232,16 +256,16 @@ def gather(
         if kind == IMAGE:
             item.photos += 1
             _mean_into(item.image_centroid, centroid, item.photos)
-            if category_names is not None and category_names.shape[1] == vector.shape[0]:
-                _mean_into(
-                    item.zero_shot, dict(zip(names, (category_names @ vector).tolist(), strict=True)), item.photos
-                )
+            if captions is not None and captions.shape[1] == vector.shape[0]:
+                _mean_into(item.zero_shot, dict(zip(names, (captions @ vector).tolist(), strict=True)), item.photos)
             own = texts.get(sku)
             if own is not None and own.shape == vector.shape:
                 cosine = float(own @ vector)
                 item.title = cosine if item.title is None else max(item.title, cosine)
         else:
             item.text_centroid = centroid
+            if queries is not None and queries.shape[1] == vector.shape[0]:
+                item.text_zero_shot = dict(zip(names, (queries @ vector).tolist(), strict=True))
         pending[str(kind)].append((sku, vector))
         if len(pending[str(kind)]) >= SEARCH_BATCH:
             flush(str(kind))
@@ -312,17 +336,47 @@ def softmax(scores: dict[str, float], temperature: float) -> dict[str, float]:
     return {c: w / total for c, w in weights.items()}
 
 
+VOTERS = tuple(WEIGHTS)
+SHARES = {
+    "image_knn": KNN_TEMPERATURE,
+    "text_knn": KNN_TEMPERATURE,
+    "zero_shot": ZERO_SHOT_TEMPERATURE,
+    "text_zero_shot": ZERO_SHOT_TEMPERATURE,
+}
+
+
+def _scores(evidence: Evidence, voter: str) -> dict[str, float]:
+    field_name = {"image_knn": "image", "text_knn": "text"}.get(voter, voter)
+    scores: dict[str, float] = getattr(evidence, field_name)
+    return scores
+
+
+def temperatures(evidence: Mapping[str, Evidence]) -> dict[str, float]:
+    """Each voter's temperature: its share of the spread of that voter's cosines in this catalog."""
+    out: dict[str, float] = {}
+    for voter in VOTERS:
+        values = [s for item in evidence.values() for s in _scores(item, voter).values()]
+        spread = float(np.std(values)) if len(values) > 1 else 0.0
+        out[voter] = SHARES.get(voter, CENTROID_TEMPERATURE) * max(spread, 1e-3)
+    return out
+
+
 def category_vote(
-    evidence: Evidence, categories: dict[str, str | None], weights: dict[str, float] | None = None
+    evidence: Evidence,
+    categories: dict[str, str | None],
+    weights: dict[str, float] | None = None,
+    temps: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Every voter's distribution over categories, mixed by weight: a probability per category."""
+    """Every voter's distribution over categories, mixed by weight: a probability per category.
+    `temps` (from `temperatures`) puts each voter on its model's scale; without, its share of a
+    spread of 0.1."""
     weights = WEIGHTS if weights is None else weights
+    temps = temps or {voter: SHARES.get(voter, CENTROID_TEMPERATURE) * 0.1 for voter in VOTERS}
     voters = {
-        "image_knn": knn_vote(evidence.image, categories, NEIGHBOURS, KNN_TEMPERATURE),
-        "text_knn": knn_vote(evidence.text, categories, NEIGHBOURS, KNN_TEMPERATURE),
-        "image_centroid": softmax(evidence.image_centroid, CENTROID_TEMPERATURE),
-        "text_centroid": softmax(evidence.text_centroid, CENTROID_TEMPERATURE),
-        "zero_shot": softmax(evidence.zero_shot, ZERO_SHOT_TEMPERATURE),
+        voter: knn_vote(_scores(evidence, voter), categories, NEIGHBOURS, temps[voter])
+        if voter.endswith("_knn")
+        else softmax(_scores(evidence, voter), temps[voter])
+        for voter in VOTERS
     }
     mixed: dict[str, float] = {}
     total = 0.0
@@ -382,8 +436,9 @@ def judge(
     categories = {sku: item.category for sku, item in listed.items()}
     suggestions: list[CategorySuggestion] = []
     mismatches: list[Mismatch] = []
+    temps = temperatures(evidence)
     for sku, item in evidence.items():
-        vote = category_vote(item, categories, weights)
+        vote = category_vote(item, categories, weights, temps)
         best = max(vote, key=lambda c: vote[c]) if vote else None
         listing = listed[sku]
         if listing.category is None:
@@ -505,8 +560,8 @@ def audit(app: ShopLens, force_calibration: bool = False) -> AuditReport:
         report.notes.append("no product has a category: there is nothing to learn categories from")
     elif len(categories) == 1:
         report.notes.append(f"the catalog has one category ({categories[0]}): no listing can contradict it")
-    names, name_vectors = _category_names(app, categories)
-    gathered = gather(app.vectors, listed, name_vectors, names)
+    names = category_names(app, categories)
+    gathered = gather(app.vectors, listed, names)
     if not gathered.evidence:
         raise AuditError(
             f"the vector store ({app.vectors.identity.describe()}) holds no vectors for the {len(listed)} products "
@@ -523,7 +578,7 @@ def audit(app: ShopLens, force_calibration: bool = False) -> AuditReport:
         report.duplicate_threshold = round(threshold, 4)
         report.duplicates = duplicate_groups(gathered.evidence, threshold)
     title_threshold = None
-    if name_vectors is not None:
+    if names.as_captions is not None:
         thresholds = app.search.thresholds()
         title_threshold = thresholds.text if thresholds is not None else None
     report.category_suggestions, report.mismatches = judge(gathered.evidence, listed, title_threshold)
@@ -532,15 +587,23 @@ def audit(app: ShopLens, force_calibration: bool = False) -> AuditReport:
     return _done(report, started)
 
 
-def _category_names(app: ShopLens, categories: Sequence[str]) -> tuple[list[str], np.ndarray | None]:
-    """With a shared photo–text space: the shop's category names as vectors (zero-shot)."""
-    if not categories or not app.vectors.identity.cross_modal:
-        return [], None
-    embedded = app.embedder.embed_texts([f"a photo of {c}" for c in categories])
-    keep = [i for i in range(len(categories)) if embedded.ok(i)]
+def category_names(app: ShopLens, categories: Sequence[str]) -> CategoryNames:
+    """The shop's category names as vectors (zero-shot): a handful of texts, the audit's only
+    embedding besides the duplicate calibration."""
+    if not categories:
+        return CategoryNames()
+    queries = app.embedder.embed_texts(list(categories), queries=True)
+    captions = (
+        app.embedder.embed_texts([f"a photo of {c}" for c in categories]) if app.vectors.identity.cross_modal else None
+    )
+    keep = [i for i in range(len(categories)) if queries.ok(i) and (captions is None or captions.ok(i))]
     if not keep:
-        return [], None
-    return [categories[i] for i in keep], embedded.vectors[keep]
+        return CategoryNames()
+    return CategoryNames(
+        tuple(categories[i] for i in keep),
+        queries.vectors[keep],
+        captions.vectors[keep] if captions is not None else None,
+    )
 
 
 def _safe_threshold(app: ShopLens, products: int, force: bool, report: AuditReport) -> tuple[float, dict[str, Any]]:

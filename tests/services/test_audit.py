@@ -16,7 +16,18 @@ import pytest
 from ingest.pipeline import ingestor_for
 from ingest.sources import load_catalog
 from ingest.sync import desired_state
-from services.audit import AuditError, Auditor, Evidence, Listing, audit, duplicate_groups, judge, knn_vote
+from services.audit import (
+    AuditError,
+    Auditor,
+    Evidence,
+    Listing,
+    audit,
+    category_vote,
+    duplicate_groups,
+    judge,
+    knn_vote,
+    temperatures,
+)
 from services.context import ShopLens
 from services.settings import Settings
 from services.vectors import IMAGE, TEXT, PointFilter
@@ -142,6 +153,32 @@ def test_vote_mismatch_and_groups_on_plain_evidence() -> None:
     assert "Shoes" in mismatches[0].reason
     groups = duplicate_groups(evidence, 0.95)
     assert [(g.skus, g.score) for g in groups] == [(["A", "B", "C"], 0.97)]
+
+
+def test_votes_are_the_same_on_any_model_s_scale() -> None:
+    """A model whose cosines span a third of another's (multilingual-e5's text against MobileNet's
+    photos) votes the same way: temperatures follow the spread of each voter's cosines."""
+    categories = {"A": "Shoes", "B": "Shoes", "C": "Toys", "D": None}
+
+    def evidence(scale: float) -> dict[str, Evidence]:
+        def at(x: float) -> float:
+            return 0.8 + scale * (x - 0.8)
+
+        return {
+            "D": Evidence(
+                text={"A": at(0.9), "B": at(0.7), "C": at(0.85)},
+                text_centroid={"Shoes": at(0.82), "Toys": at(0.8)},
+                text_zero_shot={"Shoes": at(0.84), "Toys": at(0.78)},
+            ),
+            "A": Evidence(text={"B": at(0.95), "C": at(0.6)}, text_centroid={"Shoes": at(0.9), "Toys": at(0.7)}),
+        }
+
+    wide, narrow = evidence(1.0), evidence(1 / 3)
+    vote_wide = category_vote(wide["D"], categories, temps=temperatures(wide))
+    vote_narrow = category_vote(narrow["D"], categories, temps=temperatures(narrow))
+    assert vote_wide == pytest.approx(vote_narrow)
+    assert max(vote_wide, key=lambda c: vote_wide[c]) == "Shoes"
+    assert category_vote(wide["D"], categories, {"text_zero_shot": 1.0}, temperatures(wide))["Shoes"] > 0.5
 
 
 def test_accepting_writes_sql_and_payloads_without_embedding(
