@@ -1,4 +1,6 @@
-"""Catalog readers: CSV and JSONL files into validated records plus per-row errors.
+"""Catalog readers: CSV and JSONL files into validated records plus per-row errors; the exports of
+Google Merchant Center, Shopify and WooCommerce are recognised from their content and read by
+ingest/formats (gzip-compressed ones too).
 
 A problem with the whole file (not UTF-8, no header, a required column missing, no rows) is a
 CatalogError and nothing is written; a problem with one row is a RowError and the rest goes on.
@@ -25,9 +27,12 @@ from ingest.records import (
 )
 from services.errors import ShopLensError
 
-# A catalog file's format from its suffix ("csv" also reads tab-separated and ;-separated files)
+# The suffixes a catalog file may have, each with the ShopLens format read when the content is no
+# platform's export ("csv" also reads tab-separated and ;-separated files). A platform's export is
+# found from the content whatever the name (ingest/formats); .xml is there for feeds, .gz for any
+# compressed catalog (feed.xml.gz, products.csv.gz: the name inside decides the fallback).
 CATALOG_SUFFIXES = {
-    **dict.fromkeys((".csv", ".tsv", ".txt"), "csv"),
+    **dict.fromkeys((".csv", ".tsv", ".txt", ".xml", ".gz"), "csv"),
     **dict.fromkeys((".jsonl", ".ndjson", ".json"), "jsonl"),
 }
 MAX_CATALOG_BYTES = 512 * 1024 * 1024
@@ -59,6 +64,10 @@ class Catalog:
     seen_skus: set[str] = field(default_factory=set)
     rows_total: int = 0
     unknown_sku_lines: list[int] = field(default_factory=list)
+    # products the platform marks unpublished (draft, archived, hidden): left out, and counted so the
+    # run summary says so; they are not in `seen_skus`, so prune takes them out of search
+    unpublished: int = 0
+    format: str = "shoplens"  # or the platform export it was read as (google-xml, shopify, …)
 
     def prune_problem(self) -> RowError | None:
         """Why pruning would be a guess (rows whose SKU could not be read), or None when it is safe."""
@@ -99,7 +108,14 @@ def read_catalog(path: Path, fmt: str | None = None) -> Catalog:
 
 
 def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Catalog:
-    """Parse catalog bytes (a file, an upload or a download) of format 'csv' or 'jsonl'."""
+    """Parse catalog bytes (a file, an upload or a download): a platform's export when the content is
+    one (gzip-compressed or not), otherwise ShopLens' own format `fmt`, 'csv' or 'jsonl'."""
+    from ingest.formats import gunzip, platform_of, read_platform
+
+    data = gunzip(data, name, MAX_CATALOG_BYTES)
+    platform = platform_of(data)
+    if platform is not None:
+        return read_platform(platform, data, name, base_dir)
     text = _decode(data, name)
     rows = _csv_rows(text, name) if fmt == "csv" else _jsonl_rows(text, name)
     catalog = Catalog(source=name, base_dir=base_dir)
@@ -142,9 +158,13 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
 
 
 def catalog_format(name: str | PurePath, advice: str = "use .csv or .jsonl") -> str:
-    """'csv' or 'jsonl', from a catalog file's name (a path or an upload's name); any other suffix
-    is a CatalogError whose message ends with `advice`."""
-    suffix = PurePath(name).suffix.lower()
+    """'csv' or 'jsonl', from a catalog file's name (a path or an upload's name): what its content is
+    read as unless it is a platform's export; any other suffix is a CatalogError whose message
+    ends with `advice`."""
+    path = PurePath(name)
+    suffix = path.suffix.lower()
+    if suffix == ".gz" and PurePath(path.stem).suffix.lower() in CATALOG_SUFFIXES:
+        suffix = PurePath(path.stem).suffix.lower()  # products.jsonl.gz is JSON lines once unpacked
     if suffix not in CATALOG_SUFFIXES:
         raise CatalogError(f"unsupported catalog format {suffix or '(no extension)'}: {advice}")
     return CATALOG_SUFFIXES[suffix]

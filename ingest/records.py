@@ -17,6 +17,9 @@ from services.prices import minor_units
 
 KNOWN_FIELDS = ("sku", "title", "description", "category", "brand", "price", "currency", "in_stock", "image")
 REQUIRED_FIELDS = ("sku", "title")
+# The attribute holding every variant's price (a JSON list, written by ingest/formats/mapping.py):
+# the vector payload carries them all, so a price filter matches a product by any variant.
+VARIANT_PRICES = "variant_prices"
 SKU_MAX_LENGTH = 128
 _TRUE = {"true", "1", "yes", "y", "t", "in stock", "instock"}
 _FALSE = {"false", "0", "no", "n", "f", "out of stock", "outofstock"}

@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import update
 
 from ingest.faults import checkpoint
-from ingest.records import RowError
+from ingest.records import VARIANT_PRICES, RowError
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, EmbedError
@@ -43,10 +43,27 @@ def payload_of(product: Product) -> dict[str, Any]:
         "sku": product.sku,
         "category": product.category,
         "brand": product.brand,
-        "price": None if product.price is None else float(product.price),
+        "price": payload_price(product),
         "currency": product.currency,
         "in_stock": bool(product.in_stock),
     }
+
+
+def payload_price(product: Product) -> float | list[float] | None:
+    """The product's price, or every price its variants sell at (lowest first): a range filter
+    matches a point when any element of a list is in range (both backends), so a shopper looking
+    for 20-30 finds a shirt sold at 15 and 25. SQL keeps the lowest, for sorting and display."""
+    price = None if product.price is None else float(product.price)
+    raw = (product.attributes or {}).get(VARIANT_PRICES)
+    if not isinstance(raw, str):
+        return price
+    try:
+        listed = json.loads(raw)
+        prices = {float(p) for p in listed if p is not None} if isinstance(listed, list) else set()
+    except (ValueError, TypeError):
+        return price  # a merchant's own column of that name, not ours: the price alone
+    prices |= {price} if price is not None else set()
+    return sorted(prices) if len(prices) > 1 else price
 
 
 def text_sha(product: Product) -> str:
@@ -71,13 +88,17 @@ def expected_points(product: Product) -> dict[str, dict[str, Any]]:
 
 def lexical_payload(product: Product) -> dict[str, Any]:
     """What the lexical side of search reads (services/lexical.py): on the text point only."""
-    attributes = product.attributes or {}
+    # every variant's price and stock are for filters and display, not words a shopper types
+    attributes = {k: v for k, v in (product.attributes or {}).items() if k not in _NOT_WORDS}
     return {
         "lexical": lexical_text(
             product.sku, product.title, product.brand, product.category, attributes, product.description or ""
         ),
         "codes": product_codes(product.sku, attributes),
     }
+
+
+_NOT_WORDS = frozenset({VARIANT_PRICES, "variant_stock"})
 
 
 def desired_state(product: Product, identity_key: str) -> str:

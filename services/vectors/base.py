@@ -144,9 +144,10 @@ def record(point_id: Any, payload: dict[str, Any], vector: Any) -> Record:
 
 def _holds(clause: Clause, payload: dict[str, Any]) -> bool:
     value = payload.get(clause.key)
-    if clause.within is not None:
+    if clause.within is not None:  # a list (every variant's price) matches when any element does
         low, high = clause.within
-        return value is not None and (low is None or value >= low) and (high is None or value <= high)
+        values = value if isinstance(value, list) else [value]
+        return any(v is not None and (low is None or v >= low) and (high is None or v <= high) for v in values)
     if clause.any_of:
         return any(v in clause.any_of for v in value) if isinstance(value, list) else value in clause.any_of
     return value == clause.equals and type(value) is type(clause.equals)
