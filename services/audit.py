@@ -560,7 +560,11 @@ def audit(app: ShopLens, force_calibration: bool = False) -> AuditReport:
         report.notes.append("no product has a category: there is nothing to learn categories from")
     elif len(categories) == 1:
         report.notes.append(f"the catalog has one category ({categories[0]}): no listing can contradict it")
-    names = category_names(app, categories)
+    try:
+        names = category_names(app, categories)
+    except ShopLensError as exc:  # the model cannot run here: the stored vectors still vote
+        names = CategoryNames()
+        report.notes.append(f"category names not compared with the products ({exc.message})")
     gathered = gather(app.vectors, listed, names)
     if not gathered.evidence:
         raise AuditError(

@@ -253,6 +253,38 @@ def test_one_category_and_no_photos(tmp_path: Path, tiny_clip_dir: Path) -> None
         app.close()
 
 
+def test_a_model_that_cannot_load_leaves_the_stored_vectors_to_vote(tmp_path: Path, fake_dashscope) -> None:
+    """The audit reads stored vectors; the category names are the only words it embeds. When the
+    model cannot be reached (here: DashScope without its key), the stored vectors still vote and
+    the report says what was left out."""
+    from services.embedders.registry import clear_cache
+
+    catalog = damaged_catalog(tmp_path / "catalog")
+    values = {
+        "home": tmp_path / "home",
+        "embedder": "dashscope",
+        "dashscope_base_url": fake_dashscope.base_url,
+        "dashscope_requests_per_minute": 100000,
+        "min_score": -1.0,
+    }
+    app = ShopLens(Settings(_env_file=None, **values, dashscope_api_key=fake_dashscope.api_key))
+    try:
+        ingestor_for(app).ingest(load_catalog(str(catalog)))
+        audit(app)  # calibrates the duplicate threshold while the model answers
+    finally:
+        app.close()
+        clear_cache()
+    app = ShopLens(Settings(_env_file=None, **values, dashscope_api_key=None))
+    try:
+        report = audit(app)
+        assert any("category names not compared" in note for note in report.notes), report.notes
+        assert {s.sku for s in report.category_suggestions} == {"BLANK"}
+        assert ["COPY-0003", "SKU-0003"] in [d.skus for d in report.duplicates]
+    finally:
+        app.close()
+        clear_cache()
+
+
 def test_a_store_built_by_another_embedder(tmp_path: Path, tiny_clip_dir: Path, shop: tuple[ShopLens, Path]) -> None:
     """SQL lists products, but this embedder's collection holds none of their vectors."""
     _, catalog = shop
