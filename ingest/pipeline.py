@@ -66,6 +66,7 @@ class IngestCounts:
     image_retries_waiting: int = 0  # unchanged rows with a failed image, to be tried again by a later run
     resynced: int = 0  # synced products whose vectors were gone from the store, written again
     images_embedded: int = 0
+    images_reused: int = 0  # photo vectors kept from the store of the text model this embedder replaced
     texts_embedded: int = 0
     images_downloaded: int = 0  # image bodies received over HTTP
     images_not_modified: int = 0  # image URLs whose server answered 304: nothing downloaded
@@ -110,6 +111,8 @@ class IngestResult:
                 f"; downloaded {c.images_downloaded} image(s), {c.images_not_modified} unchanged on their server "
                 "(not downloaded)"
             )
+        if c.images_reused:
+            rate += f"; {c.images_reused} photo vector(s) reused from before the text model changed"
         if c.unpublished:
             rate += f"; {c.unpublished} unpublished product(s) skipped"
         if c.resynced:
@@ -172,13 +175,14 @@ class Ingestor:
         calibrate: Callable[[], object] | None = None,
         download_per_host: int = 4,
         download_retries: int = 2,
+        photo_vectors_from: Callable[[], VectorStore | None] | None = None,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.image_retry_backoff = image_retry_backoff
         self.download_per_host, self.download_retries = download_per_host, download_retries
         self.calibrate = calibrate  # after each run: the search thresholds follow the catalog
-        self.sync = VectorSync(catalog, vectors, embedder, media, limits)
+        self.sync = VectorSync(catalog, vectors, embedder, media, limits, photo_vectors_from)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
         self.current: IngestResult | None = None  # the run in progress (or last run), for progress reporters
 
@@ -545,6 +549,7 @@ class Ingestor:
     @staticmethod
     def _add(result: IngestResult, outcome) -> None:
         result.counts.images_embedded += outcome.images_embedded
+        result.counts.images_reused += outcome.images_reused
         result.counts.texts_embedded += outcome.texts_embedded
         result.errors.extend(outcome.errors)
 
@@ -614,4 +619,5 @@ def ingestor_for(app: ShopLens) -> Ingestor:
         app.search.calibrate,
         s.download_per_host,
         s.download_retries,
+        app.photo_vectors_from,
     )

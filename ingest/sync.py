@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import update
 
@@ -110,15 +111,43 @@ def desired_state(product: Product, identity_key: str) -> str:
 class SyncResult:
     synced: int = 0
     images_embedded: int = 0
+    images_reused: int = 0  # photo vectors taken from the collection of the text model this one replaced
     texts_embedded: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
 class VectorSync:
     def __init__(
-        self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, media: MediaStore, limits: ImageLimits
+        self,
+        catalog: CatalogStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        media: MediaStore,
+        limits: ImageLimits,
+        photo_vectors_from: Callable[[], VectorStore | None] | None = None,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
+        self._photo_vectors_from = photo_vectors_from  # asked once, at the first photo to embed
+        self._donor: VectorStore | None = None
+        self._donor_asked = False
+
+    def _reusable(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Photo vectors these point ids already have in the collection this identity took over
+        from (same photo model, another text model): reused, not embedded again."""
+        if not ids or self._photo_vectors_from is None:
+            return {}
+        if not self._donor_asked:
+            self._donor_asked = True
+            self._donor = self._photo_vectors_from()
+        if self._donor is None:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 512):
+            for record in self._donor.backend.retrieve(list(ids[start : start + 512]), with_vectors=True):
+                vector = record.vectors.get(IMAGE)
+                if vector is not None and len(vector) == self.vectors.identity.image_dim:
+                    found[record.id] = np.asarray(vector, dtype=np.float32)
+        return found
 
     @property
     def identity_key(self) -> str:
@@ -158,6 +187,12 @@ class VectorSync:
                 text_jobs.append((product, tid))
 
         new_points: list[PointData] = []
+        reused = self._reusable([pid for _, pid, _ in image_jobs])
+        for product, pid, _ in image_jobs:
+            if pid in reused:
+                new_points.append(PointData(pid, IMAGE, reused[pid], wanted[product.sku][pid]))
+                result.images_reused += 1
+        image_jobs = [job for job in image_jobs if job[1] not in reused]
         pixels: list[Image.Image] = []
         ready_jobs = []
         for product, pid, img in image_jobs:

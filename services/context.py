@@ -13,7 +13,7 @@ from functools import cached_property
 
 from services.catalog.store import CatalogStore
 from services.embedders.base import Embedder, EmbedderIdentity
-from services.embedders.registry import get_embedder, record_identity, resolve_identity
+from services.embedders.registry import get_embedder, photo_donor, record_identity, resolve_identity
 from services.images import ImageLimits
 from services.media import MediaStore
 from services.search import SearchService
@@ -48,6 +48,17 @@ class ShopLens:
     @cached_property
     def vectors(self) -> VectorStore:
         return VectorStore.from_settings(self.settings, self.identity)
+
+    def photo_vectors_from(self) -> VectorStore | None:
+        """The collection of the identity this one replaced when only the text model changed
+        (offline: MiniLM to multilingual-e5): its photo vectors are reused instead of embedding
+        every photo again. None when there is none, or it is gone."""
+        try:
+            donor = photo_donor(self.catalog, self.embedder.identity)
+        except Exception as exc:  # a hint, never a reason to fail an ingest
+            log.warning("cannot look for reusable photo vectors: %s", exc)
+            return None
+        return VectorStore.open_existing(self.settings, donor) if donor is not None else None
 
     def _adopt(self, built: EmbedderIdentity) -> None:
         """Trust the built model: record its identity, and correct an identity known beforehand."""

@@ -65,6 +65,17 @@ class EmbedderIdentity:
         slug = re.sub(r"[^a-z0-9]+", "-", f"{self.backend}-{self.model}".lower()).strip("-")[:40]
         return f"{slug}-{digest}"
 
+    @property
+    def photo_model(self) -> str | None:
+        """What makes the photo vectors, when it is a model of its own: a backend that pairs a photo
+        model with a separate text model names itself "<photo model>+<text model>/<variant>"
+        (offline). Two identities with the same photo model hold interchangeable photo vectors,
+        so a new text model need not embed the photos again. None when one model makes both."""
+        if self.cross_modal or "+" not in self.model:
+            return None
+        photo, _, rest = self.model.partition("+")
+        return f"{self.backend}:{photo}/{rest.rpartition('/')[2]}:{self.image_dim}"
+
     def describe(self) -> str:
         dims = (
             f"{self.image_dim}-d"

@@ -147,5 +147,23 @@ def record_identity(settings: Settings, catalog: CatalogStore, built: EmbedderId
         )
     value = {"identity": asdict(built), "predicted": asdict(predicted) if predicted else None}
     key = identity_meta_key(settings)
-    if get_meta(catalog, key) != value:
+    current = get_meta(catalog, key)
+    if current != value:
+        before = _as_identity(current.get("identity")) if isinstance(current, dict) else None
+        if before is not None and before != built and before.photo_model and before.photo_model == built.photo_model:
+            # a new text model beside the same photo model: its photo vectors can be reused
+            set_meta(catalog, photo_donor_key(built), asdict(before))
         set_meta(catalog, key, value)
+
+
+def photo_donor_key(identity: EmbedderIdentity) -> str:
+    """The store_meta key naming an earlier identity whose photo vectors this one can reuse."""
+    return f"photo-vectors:{identity.key}"
+
+
+def photo_donor(catalog: CatalogStore, identity: EmbedderIdentity) -> EmbedderIdentity | None:
+    """The earlier identity (same photo model, another text model) this one took over from, if any."""
+    from services.catalog.meta import get_meta
+
+    donor = _as_identity(get_meta(catalog, photo_donor_key(identity)))
+    return donor if donor is not None and donor.photo_model == identity.photo_model else None

@@ -176,6 +176,10 @@ class VectorBackend(ABC):
     def ensure(self, image_dim: int, text_dim: int) -> None: ...
 
     @abstractmethod
+    def exists(self) -> bool:
+        """Whether the collection is there (without creating it)."""
+
+    @abstractmethod
     def drop(self) -> None: ...
 
     @abstractmethod

@@ -231,6 +231,9 @@ class EdgeBackend(VectorBackend):
         if missing:  # a new store, or one made before an index existed: it gets it now
             self._update([qe.UpdateOperation.create_field_index(k, v) for k, v in missing.items()])
 
+    def exists(self) -> bool:
+        return self.shard.root.exists()
+
     def _engine(self) -> qe.EdgeShard:
         return self.shard.open(None)
 

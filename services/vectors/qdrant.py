@@ -145,6 +145,9 @@ class QdrantBackend(VectorBackend):
             if name not in present:  # a collection made before an index existed gets it now
                 self.client.create_payload_index(self.collection, name, field_schema=kind, wait=True)
 
+    def exists(self) -> bool:
+        return bool(self.client.collection_exists(self.collection))
+
     def drop(self) -> None:
         if self.client.collection_exists(self.collection):
             self.client.delete_collection(self.collection)

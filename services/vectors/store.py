@@ -88,6 +88,17 @@ class VectorStore:
         store.ensure_collection()
         return store
 
+    @classmethod
+    def open_existing(cls, settings: Settings, identity: EmbedderIdentity) -> VectorStore | None:
+        """The collection of this identity if it is there (None, and nothing created, if not)."""
+        collection = f"{settings.qdrant_collection_prefix}-{identity.key}"
+        backend = BACKENDS[backend_name(settings)](settings, collection)
+        if not backend.exists():
+            return None
+        store = cls(backend, identity, collection)
+        store._ready = True  # an existing collection: read it as it is
+        return store
+
     def retarget(self, settings: Settings, identity: EmbedderIdentity) -> None:
         """Switch this store, in place, to the collection of another identity.
 
