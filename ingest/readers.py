@@ -157,7 +157,13 @@ def parse_catalog(data: bytes, name: str, base_dir: Path | None, fmt: str) -> Ca
     return catalog
 
 
-def catalog_format(name: str | PurePath, advice: str = "use .csv or .jsonl") -> str:
+FORMATS_ADVICE = (
+    "a ShopLens .csv or .jsonl, a Google Merchant Center feed (.xml, .tsv, .txt) or a Shopify or WooCommerce "
+    "export (.csv), gzipped (.gz) or not"
+)
+
+
+def catalog_format(name: str | PurePath, advice: str = f"use {FORMATS_ADVICE}") -> str:
     """'csv' or 'jsonl', from a catalog file's name (a path or an upload's name): what its content is
     read as unless it is a platform's export; any other suffix is a CatalogError whose message
     ends with `advice`."""

@@ -25,7 +25,7 @@ from ingest.bundles import (
 )
 from ingest.locking import ingest_lock
 from ingest.pipeline import IngestResult, ProgressFn, ingestor_for
-from ingest.readers import Catalog, CatalogError, catalog_format, parse_catalog
+from ingest.readers import FORMATS_ADVICE, Catalog, CatalogError, catalog_format, parse_catalog
 from ingest.records import RowError
 from services.context import ShopLens
 from services.fetch import is_url
@@ -90,7 +90,7 @@ def plan_upload(
     """Parse and check an upload without writing anything; raises CatalogError or BundleError."""
     if len(catalog_bytes) > MAX_UPLOAD_CATALOG_BYTES:
         raise CatalogError(f"the catalog file is larger than {MAX_UPLOAD_CATALOG_BYTES // 2**20} MiB")
-    fmt = catalog_format(catalog_name, advice="upload a .csv or .jsonl file")
+    fmt = catalog_format(catalog_name, advice=f"upload {FORMATS_ADVICE}")
     catalog = parse_catalog(catalog_bytes, name=catalog_name, base_dir=None, fmt=fmt)
     bundle = None
     if zip_bytes is not None:

@@ -85,7 +85,7 @@ def test_catalog_format_from_the_name() -> None:
     names |= {"a.NDJSON": "jsonl", "C:\\exports\\a.json": "jsonl", Path("/tmp/a.Csv"): "csv"}
     assert {name: catalog_format(name) for name in names} == names
     assert set(CATALOG_SUFFIXES.values()) == {"csv", "jsonl"}
-    with pytest.raises(CatalogError, match=r"unsupported catalog format \.xlsx: use \.csv or \.jsonl$"):
+    with pytest.raises(CatalogError, match=r"format \.xlsx: use a ShopLens \.csv or \.jsonl, .*Merchant Center"):
         catalog_format("a.xlsx")
     with pytest.raises(CatalogError, match=r"format \(no extension\): upload a file$"):
         catalog_format("catalog", advice="upload a file")

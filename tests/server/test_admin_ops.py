@@ -102,7 +102,7 @@ def test_plan_refuses_image_paths_outside_the_upload() -> None:
 
 
 def test_plan_refuses_unknown_formats() -> None:
-    with pytest.raises(CatalogError, match="upload a .csv or .jsonl"):
+    with pytest.raises(CatalogError, match="upload a ShopLens .csv or .jsonl, a Google Merchant Center feed"):
         plan_upload("catalog.xlsx", b"sku,title\nA,B\n")
 
 
