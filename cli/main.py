@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local", action="store_true", help="open the stores in this process even if a server runs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", help="load or refresh a CSV/JSONL catalog (a path or an http(s) URL)")
+    p = sub.add_parser(
+        "ingest",
+        help="load or refresh a catalog: CSV/JSONL, a Google Merchant Center feed, a Shopify or WooCommerce export "
+        "(a path or an http(s) URL)",
+    )
     p.add_argument("catalog")
     p.add_argument("--prune", action="store_true", help="remove products that are not in the catalog")
     p.add_argument("--force-prune", action="store_true", help=FORCE_PRUNE_HELP)
