@@ -49,8 +49,12 @@ class Product(Base):
 
     @property
     def text(self) -> str:
-        """What a product's text vector is made of."""
-        return f"{self.title}. {self.description}".strip() if self.description else self.title
+        """What a product's text vector is made of: the title with its brand, which shoppers type
+        ("罗技鼠标", "nike running shoe") and only the model can match across languages (Chinese
+        queries on the sample shop: R@1 0.60 with it, 0.52 without; English 0.95 and 0.91), then
+        the description. Not the category: the audit asks the words whether the category is right."""
+        head = f"{self.title} ({self.brand})" if self.brand else self.title
+        return f"{head}. {self.description}".strip() if self.description else head
 
 
 class ProductImage(Base):

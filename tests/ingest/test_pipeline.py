@@ -73,7 +73,8 @@ def test_text_search_and_photo_plus_text(app: ShopLens, tmp_path: Path) -> None:
     e = app.embedder
     stored = e.embed_image(photo)
     q_img, q_txt = e.embed_image(photo), e.embed_text(text)
-    product_text = e.embed_text(f"{read_rows(catalog)[3]['title']}. {read_rows(catalog)[3]['description']}")
+    row = read_rows(catalog)[3]
+    product_text = e.embed_text(f"{row['title']} ({row['brand']}). {row['description']}")
     expected = 0.7 * float(q_img @ stored) + 0.3 * (0.5 * float(q_txt @ stored) + 0.5 * float(q_txt @ product_text))
     assert both.hits[0].semantic == pytest.approx(expected, abs=1e-4)
     # its words are the product's title: BM25 adds its share to the semantic score
