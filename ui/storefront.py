@@ -404,8 +404,15 @@ def show_results(
     top_k: int,
 ) -> None:
     with st.container(key="results", gap="small"):
-        for note in result.notes:
-            st.caption(_("Note: {note}").format(note=note))
+        if "text->text" in result.kinds and "text->image" not in result.kinds:
+            # the page's own words for the server's note (the API's `notes` are English), from what
+            # the score is made of: words were matched against product texts only
+            st.caption(
+                _(
+                    "Note: this search model has no shared photo–text space, so words are matched against "
+                    "product titles and descriptions, not against photos."
+                )
+            )
         narrowed = filter_summary(filters)
         if not result.hits:
             if min_score is not None:
