@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import json
 import os
@@ -23,9 +24,10 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -406,30 +408,18 @@ def main() -> None:
         text = shopper_photos.section(shopper, ("tune", "held-out"), time.perf_counter() - started)
         print(text, flush=True)
         shopper_photos.write_section(text, args.out)
-    if args.relevance:
-        from bench import relevance
-
-        text = relevance.markdown(relevance.measure(args.cache))
-        print(text, flush=True)
-        write_section(text, args.out, relevance.HEADING)
-    if args.languages:
-        from bench import languages
-
-        text = languages.markdown(languages.measure(args.cache))
-        print(text, flush=True)
-        write_section(text, args.out, languages.HEADING)
-    if args.hybrid_products:
-        from bench import hybrid
-
-        text = hybrid.markdown(hybrid.run(args.hybrid_products, 200))
-        print(text, flush=True)
-        write_section(text, args.out, hybrid.HEADING)
-    if args.feed_products:
-        from bench import feed
-
-        text = feed.markdown(feed.run(args.feed_products))
-        print(text, flush=True)
-        write_section(text, args.out, feed.HEADING)
+    sections: list[tuple[object, str, Callable[[ModuleType], dict]]] = [
+        (args.relevance, "relevance", lambda m: m.measure(args.cache)),
+        (args.languages, "languages", lambda m: m.measure(args.cache)),
+        (args.hybrid_products, "hybrid", lambda m: m.run(args.hybrid_products, 200)),
+        (args.feed_products, "feed", lambda m: m.run(args.feed_products)),
+    ]
+    for wanted, name, measure in sections:  # each module owns one section of BENCHMARKS.md
+        if wanted:
+            module = importlib.import_module(f"bench.{name}")
+            text = module.markdown(measure(module))
+            print(text, flush=True)
+            write_section(text, args.out, module.HEADING)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ class VectorSync:
                 vector = record.vectors.get(IMAGE)
                 if vector is not None and len(vector) == self.vectors.identity.image_dim:
                     found[record.id] = np.asarray(vector, dtype=np.float32)
+        if not found:  # taken over already, or new photos: the rest of this run does not ask again
+            self._donor = None
         return found
 
     @property
