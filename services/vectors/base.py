@@ -173,7 +173,8 @@ class VectorBackend(ABC):
         return False
 
     @abstractmethod
-    def ensure(self, image_dim: int, text_dim: int) -> None: ...
+    def ensure(self, dims: dict[str, int]) -> None:
+        """Create the collection (vector name -> dimension) if missing, and its payload indexes."""
 
     @abstractmethod
     def exists(self) -> bool:

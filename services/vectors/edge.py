@@ -34,10 +34,8 @@ from services.files import write_atomic
 from services.vectors.base import (
     BOOL_FIELDS,
     FLOAT_FIELDS,
-    IMAGE,
     KEYWORD_FIELDS,
     LEXICAL,
-    TEXT,
     Clause,
     Hit,
     IndexBuild,
@@ -207,13 +205,10 @@ class EdgeBackend(VectorBackend):
         return True
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _config(self, image_dim: int, text_dim: int) -> qe.EdgeConfig:
+    def _config(self, dims: dict[str, int]) -> qe.EdgeConfig:
         t = self.tuning
         return qe.EdgeConfig(
-            vectors={
-                IMAGE: qe.EdgeVectorParams(image_dim, qe.Distance.Cosine),
-                TEXT: qe.EdgeVectorParams(text_dim, qe.Distance.Cosine),
-            },
+            vectors={name: qe.EdgeVectorParams(dim, qe.Distance.Cosine) for name, dim in dims.items()},
             hnsw_config=qe.HnswIndexConfig(
                 m=t.m,
                 ef_construct=t.ef_construct,
@@ -223,10 +218,10 @@ class EdgeBackend(VectorBackend):
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=t.indexing_threshold_kb),
         )
 
-    def ensure(self, image_dim: int, text_dim: int) -> None:
-        self._dim = max(image_dim, text_dim)
+    def ensure(self, dims: dict[str, int]) -> None:
+        self._dim = sum(dims.values())
         with self.shard.lock:
-            present = set(self.shard.open(self._config(image_dim, text_dim)).info().payload_schema)
+            present = set(self.shard.open(self._config(dims)).info().payload_schema)
         missing = {k: v for k, v in _payload_indexes().items() if k not in present}
         if missing:  # a new store, or one made before an index existed: it gets it now
             self._update([qe.UpdateOperation.create_field_index(k, v) for k, v in missing.items()])

@@ -16,10 +16,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from services.vectors.base import (
     BOOL_FIELDS,
     FLOAT_FIELDS,
-    IMAGE,
     KEYWORD_FIELDS,
     LEXICAL,
-    TEXT,
     Clause,
     Hit,
     PointData,
@@ -118,13 +116,12 @@ class QdrantBackend(VectorBackend):
     def is_embedded(self) -> bool:
         return self.client._client._client.__class__.__name__ == "QdrantLocal"
 
-    def ensure(self, image_dim: int, text_dim: int) -> None:
+    def ensure(self, dims: dict[str, int]) -> None:
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
                 self.collection,
                 vectors_config={
-                    IMAGE: models.VectorParams(size=image_dim, distance=models.Distance.COSINE),
-                    TEXT: models.VectorParams(size=text_dim, distance=models.Distance.COSINE),
+                    name: models.VectorParams(size=dim, distance=models.Distance.COSINE) for name, dim in dims.items()
                 },
                 shard_number=self._shards,
                 replication_factor=self._replicas,

@@ -18,7 +18,14 @@ import numpy as np
 
 from services.embedders.base import EmbedderIdentity
 from services.settings import Settings
-from services.vectors.base import TEXT, Hit, IndexBuild, PointData, PointFilter, VectorBackend
+from services.vectors.base import IMAGE, TEXT, Hit, IndexBuild, PointData, PointFilter, VectorBackend
+from services.vectors.spaces import Spaces
+
+
+def split(make: Callable[[str], VectorBackend], collection: str) -> Spaces:
+    """Photos and texts each in their own collection (`<collection>-image`, `-text`); a store
+    written before the split (`<collection>`) is moved into them on first open."""
+    return Spaces({space: make(f"{collection}-{space}") for space in (IMAGE, TEXT)}, legacy=make(collection))
 
 
 def _qdrant(settings: Settings, collection: str) -> VectorBackend:
@@ -29,7 +36,7 @@ def _qdrant(settings: Settings, collection: str) -> VectorBackend:
         client = server_client(settings.qdrant_url, key, settings.qdrant_timeout)
     else:
         client = local_client(settings.qdrant_path)
-    return QdrantBackend(client, collection, settings.qdrant_shards, settings.qdrant_replicas)
+    return split(lambda name: QdrantBackend(client, name, settings.qdrant_shards, settings.qdrant_replicas), collection)
 
 
 def _edge(settings: Settings, collection: str) -> VectorBackend:
@@ -42,7 +49,7 @@ def _edge(settings: Settings, collection: str) -> VectorBackend:
         indexing_threshold_kb=settings.edge_indexing_threshold_kb,
         full_scan_threshold_kb=settings.edge_full_scan_threshold_kb,
     )
-    return EdgeBackend(settings.edge_path, collection, tuning)
+    return split(lambda name: EdgeBackend(settings.edge_path, name, tuning), collection)
 
 
 BACKENDS: dict[str, Callable[[Settings, str], VectorBackend]] = {
@@ -96,7 +103,7 @@ class VectorStore:
         if not backend.exists():
             return None
         store = cls(backend, identity, collection)
-        store._ready = True  # an existing collection: read it as it is
+        store.ensure_collection()  # a store from before the split is moved into its spaces here
         return store
 
     def retarget(self, settings: Settings, identity: EmbedderIdentity) -> None:
@@ -127,7 +134,7 @@ class VectorStore:
 
     def ensure_collection(self) -> None:
         if not self._ready:
-            self.backend.ensure(self.identity.image_dim, self.identity.text_dim)
+            self.backend.ensure({IMAGE: self.identity.image_dim, TEXT: self.identity.text_dim})
             self._ready = True
 
     def drop(self) -> None:

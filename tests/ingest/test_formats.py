@@ -446,7 +446,7 @@ def test_both_backends_filter_a_price_list_by_any_element(backend: str, tmp_path
     assert payload_of(shirt)["price"] == [15.0, 25.0] and payload_of(mug)["price"] == 12.0
     store = QdrantBackend(local_client(tmp_path / "q"), "c") if backend != "edge" else EdgeBackend(tmp_path / "e", "c")
     try:
-        store.ensure(4, 4)
+        store.ensure({IMAGE: 4})
         vector = np.array([1, 0, 0, 0], dtype=np.float32)
         points = [
             PointData(f"00000000-0000-4000-8000-00000000000{i}", IMAGE, vector, {**payload_of(p), "kind": IMAGE})

@@ -30,6 +30,8 @@ from services.vectors.base import (
 )
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
 from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client
+from services.vectors.spaces import Spaces
+from services.vectors.store import split
 
 IMAGE_DIM, TEXT_DIM = 32, 24
 CATEGORIES, BRANDS = ("Bags", "Shoes", "Hats", "Coats"), ("Acme", "Globex", "Initech")
@@ -119,10 +121,20 @@ def reference(
     return [(pid, score) for pid, score, _ in scored[:limit]]
 
 
-def open_backend(kind: str, root: Path) -> VectorBackend:
+DIMS = {IMAGE: IMAGE_DIM, TEXT: TEXT_DIM}
+
+
+def open_backend(kind: str, root: Path, collection: str = "contract") -> VectorBackend:
+    """The backend as the store builds it: photos and texts each in their own collection."""
     if kind == "qdrant-local":
-        return QdrantBackend(local_client(root / "qdrant"), "contract")
-    return EdgeBackend(root / "edge", "contract", SMALL_INDEX if kind == "edge-hnsw" else EdgeTuning())
+        client = local_client(root / "qdrant")
+        return split(lambda name: QdrantBackend(client, name), collection)
+    tuning = SMALL_INDEX if kind == "edge-hnsw" else EdgeTuning()
+    return split(lambda name: EdgeBackend(root / "edge", name, tuning), collection)
+
+
+def edge(root: Path, collection: str, tuning: EdgeTuning | None = None) -> VectorBackend:
+    return split(lambda name: EdgeBackend(root, name, tuning or EdgeTuning()), collection)
 
 
 def close_all() -> None:
@@ -138,7 +150,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def loaded(kind: str, tmp_path: Path) -> Iterator[VectorBackend]:
     backend = open_backend(kind, tmp_path)
-    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.ensure(DIMS)
     backend.upsert(POINTS)
     if kind == "edge-hnsw":
         build = backend.build_index()
@@ -272,14 +284,14 @@ def test_deletes(loaded: VectorBackend) -> None:
 
 def test_data_survives_reopening(kind: str, tmp_path: Path) -> None:
     backend = open_backend(kind, tmp_path)
-    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.ensure(DIMS)
     backend.upsert(POINTS)
     if kind == "edge-hnsw":
         backend.build_index()
     backend.close()
     close_all()
     again = open_backend(kind, tmp_path)
-    again.ensure(IMAGE_DIM, TEXT_DIM)
+    again.ensure(DIMS)
     assert again.count() == len(POINTS)
     q = queries()[0]
     assert_same(
@@ -295,7 +307,7 @@ def test_backends_agree_with_each_other(tmp_path: Path) -> None:
     backends = {}
     for kind in ("edge", "edge-hnsw", "qdrant-local"):
         backend = open_backend(kind, tmp_path / kind)
-        backend.ensure(IMAGE_DIM, TEXT_DIM)
+        backend.ensure(DIMS)
         backend.upsert(POINTS)
         backend.build_index()
         backends[kind] = backend
@@ -363,8 +375,8 @@ def test_codes_and_facets_match_the_payloads(loaded: VectorBackend) -> None:
 
 # -- the embedded engine's own promises -----------------------------------------------------
 def test_index_build_lets_searches_through_and_keeps_writes(tmp_path: Path) -> None:
-    backend = EdgeBackend(tmp_path, "busy", SMALL_INDEX)
-    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend = edge(tmp_path, "busy", SMALL_INDEX)
+    backend.ensure(DIMS)
     backend.upsert(POINTS)
     q = queries()[2]
     want = reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True)
@@ -390,7 +402,7 @@ def test_index_build_lets_searches_through_and_keeps_writes(tmp_path: Path) -> N
 
 def test_a_build_cut_short_leaves_the_live_version(tmp_path: Path) -> None:
     backend = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
-    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.ensure(DIMS)
     backend.upsert(POINTS[:40])
     backend.build_index()
     backend.upsert(POINTS[40:])
@@ -400,7 +412,7 @@ def test_a_build_cut_short_leaves_the_live_version(tmp_path: Path) -> None:
     shutil.copytree(root / live, root / "v9")  # a killed build's half-made copy
     shutil.copytree(root / live, root / "v1")  # a version swapped out but not yet removed
     again = EdgeBackend(tmp_path, "swap", SMALL_INDEX)
-    again.ensure(IMAGE_DIM, TEXT_DIM)
+    again.ensure(DIMS)
     assert again.count() == len(POINTS)
     assert sorted(p.name for p in root.glob("v*")) == [live]
     assert again.build_index() is not None and again.count() == len(POINTS)
@@ -409,12 +421,12 @@ def test_a_build_cut_short_leaves_the_live_version(tmp_path: Path) -> None:
 
 def test_second_process_gets_a_clear_error(tmp_path: Path) -> None:
     backend = EdgeBackend(tmp_path, "locked")
-    backend.ensure(IMAGE_DIM, TEXT_DIM)
+    backend.ensure(DIMS)
     code = (
         "import sys; from pathlib import Path\n"
         "from services.vectors.edge import EdgeBackend\n"
         "from services.vectors.base import VectorStoreUnavailable\n"
-        "try:\n    EdgeBackend(Path(sys.argv[1]), 'locked').ensure(32, 24)\n"
+        "try:\n    EdgeBackend(Path(sys.argv[1]), 'locked').ensure({'image': 32})\n"
         "except VectorStoreUnavailable as exc:\n    print(exc); sys.exit(3)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
@@ -430,8 +442,8 @@ def test_a_store_made_before_lexical_search_gets_its_indexes(tmp_path: Path) -> 
     payload writes (an ingest re-syncs every product's payload, nothing re-embedded) feed them."""
     import qdrant_edge as qe
 
-    old = EdgeBackend(tmp_path, "old", EdgeTuning())
-    old.ensure(IMAGE_DIM, TEXT_DIM)
+    old = EdgeBackend(tmp_path, "old-text", EdgeTuning())
+    old.ensure({TEXT: TEXT_DIM})
     old._update([qe.UpdateOperation.delete_field_index(LEXICAL), qe.UpdateOperation.delete_field_index("codes")])
     texts = [p for p in POINTS if p.kind == TEXT]
     old.upsert(
@@ -441,8 +453,8 @@ def test_a_store_made_before_lexical_search_gets_its_indexes(tmp_path: Path) -> 
         ]
     )
     close_all()
-    reopened = EdgeBackend(tmp_path, "old", EdgeTuning())
-    reopened.ensure(IMAGE_DIM, TEXT_DIM)
+    reopened = EdgeBackend(tmp_path, "old-text", EdgeTuning())
+    reopened.ensure({TEXT: TEXT_DIM})
     assert {LEXICAL, "codes"} <= set(reopened._engine().info().payload_schema)
     assert reopened.lexical_search("green", PointFilter(kind=TEXT), 10) == []  # nothing written yet
     reopened.overwrite_payloads({p.id: p.payload for p in texts})
@@ -450,4 +462,50 @@ def test_a_store_made_before_lexical_search_gets_its_indexes(tmp_path: Path) -> 
     assert [r.payload["sku"] for b in reopened.scroll(PointFilter(kind=TEXT, codes=("sku007",)), False) for r in b] == [
         "SKU-007"
     ]
+    close_all()
+
+
+# -- one collection per vector space --------------------------------------------------------
+@pytest.mark.parametrize("kind", ["edge", "qdrant-local"])
+def test_each_space_holds_only_its_own_vectors(kind: str, tmp_path: Path) -> None:
+    backend = open_backend(kind, tmp_path)
+    backend.ensure(DIMS)
+    backend.upsert(POINTS)
+    assert isinstance(backend, Spaces)
+    for space, part in backend.parts.items():
+        records = [r for b in part.scroll(None, True) for r in b]
+        assert len(records) == sum(p.kind == space for p in POINTS)
+        assert all(set(r.vectors) == {space} and r.payload["kind"] == space for r in records)
+    close_all()
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant-local"])
+def test_a_store_from_before_the_split_is_moved_into_its_spaces(kind: str, tmp_path: Path) -> None:
+    """The old layout (both vectors in one collection) is copied point by point on first open,
+    then removed; an upgrade cut short (some points already copied) just runs again."""
+    if kind == "qdrant-local":
+        old: VectorBackend = QdrantBackend(local_client(tmp_path / "qdrant"), "shop")
+    else:
+        old = EdgeBackend(tmp_path / "edge", "shop")
+    old.ensure(DIMS)
+    old.upsert(POINTS)
+    old.close()
+    close_all()
+    half_done = open_backend(kind, tmp_path, "shop")
+    assert isinstance(half_done, Spaces)
+    half_done.parts[IMAGE].ensure({IMAGE: IMAGE_DIM})
+    half_done.parts[IMAGE].upsert([p for p in POINTS if p.kind == IMAGE][:50])
+    close_all()
+
+    upgraded = open_backend(kind, tmp_path, "shop")
+    upgraded.ensure(DIMS)
+    assert upgraded.count() == len(POINTS)
+    assert upgraded.count(PointFilter(kind=TEXT)) == N_PRODUCTS
+    assert isinstance(upgraded, Spaces) and upgraded.legacy is not None and not upgraded.legacy.exists()
+    for q in queries():
+        assert_same(
+            _ids_scores(upgraded.search_grouped(q, IMAGE, FILTERS["none"], 10)),
+            reference(POINTS, q, IMAGE, FILTERS["none"], 10, grouped=True),
+        )
+    assert upgraded.lexical_search("green", PointFilter(kind=TEXT), 200)
     close_all()
