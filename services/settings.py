@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="unindexed vector data that gets an HNSW graph"
     )
     edge_full_scan_threshold_kb: int = Field(default=10_000, ge=1, description="below this an exact scan is used")
+    vector_precision: Literal["float16", "float32"] = Field(
+        default="float16",
+        description="how new stores keep vectors: float16 halves memory and disk for the same recall@10 "
+        "(BENCHMARKS.md); an existing store keeps the precision it was made with",
+    )
 
     embedder: Literal["auto", "openclip", "offline", "dashscope"] = "auto"
     openclip_model: str = "ViT-B-32"

@@ -160,6 +160,7 @@ class IndexBuild:
     vectors: int
     seconds: float
     pause_ms: float  # how long searches waited while the new index was put in place
+    held_ms: float = 0.0  # the longest engine call of the build in the serving process (it holds the GIL)
 
 
 class VectorBackend(ABC):

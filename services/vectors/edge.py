@@ -9,6 +9,10 @@ Why this shape:
   build. So the build runs in a child process on a copy of the live version; searches go on
   against the live version, writes wait, and the built version is opened beside it and
   switched in (a reference and the CURRENT file): searches pause for microseconds.
+- Vectors are stored at half precision (float16; `EdgeTuning.precision`): half the memory and
+  disk of float32 for the same recall@10, measured in BENCHMARKS.md. int8 scalar quantization
+  was measured too: it keeps the float32 originals beside the int8 copy, so its disk is 1.6×
+  the raw vectors, and opening a shard takes twice as long.
 - A shard folder admits one process; inside a process every user shares one open shard.
 """
 
@@ -22,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +55,18 @@ from services.vectors.base import (
 
 log = logging.getLogger(__name__)
 _BATCH = 1024
+# Unflushed points after which a write flushes. The engine holds the GIL while it flushes (about
+# 20 ms plus 5 ms per thousand points), so a flush now and then keeps each pause short, and the
+# flush an index build starts with has little left to do; flushing every batch would double the
+# cost of a bulk load.
+_FLUSH_EVERY = 16_384
 # The Python binding turns MatchValue(True) into the integer 1, which never matches a JSON bool,
 # so each bool field is also stored as a keyword ("true"/"false") under this prefix and
 # filtered on that; readers never see it.
 _SHADOW = "_kw_"
+
+
+_DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
 
 
 def _stored(payload: dict[str, Any]) -> dict[str, Any]:
@@ -70,15 +83,20 @@ def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams 
     (a brand). A sku or a narrow category is answered from the payload index by an exact scan
     of its few points, `kind` and stock pass most points, and a price range has no values to
     link by; their links would cost build time and buy nothing.
+
+    The indexes stay on disk (`Cold`), read through the page cache: opening a shard otherwise
+    reads every index into memory while holding the GIL (0.95 s at 300k points against 0.19 s,
+    BENCHMARKS.md), and an index build ends by opening the built shard in the serving process.
     """
+    cold = qe.Memory.Cold
     linked = {"category", "brand"}
     indexes: dict[str, qe.KeywordIndexParams | qe.FloatIndexParams | qe.TextIndexParams] = {
-        key: qe.KeywordIndexParams(enable_hnsw=key in linked) for key in KEYWORD_FIELDS
+        key: qe.KeywordIndexParams(enable_hnsw=key in linked, memory=cold) for key in KEYWORD_FIELDS
     }
-    indexes.update({key: qe.FloatIndexParams(enable_hnsw=False) for key in FLOAT_FIELDS})
-    indexes.update({f"{_SHADOW}{key}": qe.KeywordIndexParams(enable_hnsw=False) for key in BOOL_FIELDS})
+    indexes.update({key: qe.FloatIndexParams(enable_hnsw=False, memory=cold) for key in FLOAT_FIELDS})
+    indexes.update({f"{_SHADOW}{key}": qe.KeywordIndexParams(enable_hnsw=False, memory=cold) for key in BOOL_FIELDS})
     # the word tokenizer both backends rank with (services/lexical.py); BM25 scoring on
-    indexes[LEXICAL] = qe.TextIndexParams(scoring=True, enable_hnsw=False)
+    indexes[LEXICAL] = qe.TextIndexParams(scoring=True, enable_hnsw=False, memory=cold)
     return indexes
 
 
@@ -97,6 +115,7 @@ class EdgeTuning:
     ef_search: int = 128
     indexing_threshold_kb: int = 10_000  # an unindexed segment above this gets an HNSW graph
     full_scan_threshold_kb: int = 10_000  # below this (or a filter this selective) an exact scan is faster
+    precision: str = "float16"  # of stored vectors, fixed when a shard is made (float16 or float32)
 
 
 class _Shard:
@@ -112,6 +131,7 @@ class _Shard:
         self.lock = threading.RLock()  # every call into the engine (it holds the GIL anyway)
         self.write_gate = threading.Lock()  # writers; held by an index build from copy to swap
         self.engine: qe.EdgeShard | None = None
+        self.unflushed = 0  # points written since the last flush
         self._owner: FileLock | None = None
 
     def live(self) -> Path | None:
@@ -208,7 +228,10 @@ class EdgeBackend(VectorBackend):
     def _config(self, dims: dict[str, int]) -> qe.EdgeConfig:
         t = self.tuning
         return qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(dim, qe.Distance.Cosine) for name, dim in dims.items()},
+            vectors={
+                name: qe.EdgeVectorParams(dim, qe.Distance.Cosine, datatype=_DATATYPES[t.precision])
+                for name, dim in dims.items()
+            },
             hnsw_config=qe.HnswIndexConfig(
                 m=t.m,
                 ef_construct=t.ef_construct,
@@ -244,11 +267,16 @@ class EdgeBackend(VectorBackend):
                 self.shard.engine.flush()
 
     # -- writes ---------------------------------------------------------------------------
-    def _update(self, operations: Sequence[qe.UpdateOperation]) -> None:
-        with self.shard.write_gate, self.shard.lock:
-            engine = self._engine()
-            for op in operations:
-                engine.update(op)
+    def _update(self, operations: Sequence[qe.UpdateOperation], points: int = 0) -> None:
+        with self.shard.write_gate:
+            for op in operations:  # one engine call at a time: searches get in between
+                with self.shard.lock:
+                    self._engine().update(op)
+            self.shard.unflushed += points
+            if self.shard.unflushed >= _FLUSH_EVERY:
+                with self.shard.lock:
+                    self._engine().flush()
+                self.shard.unflushed = 0
 
     def upsert(self, points: Sequence[PointData]) -> None:
         ops = [
@@ -260,11 +288,12 @@ class EdgeBackend(VectorBackend):
             )
             for start in range(0, len(points), _BATCH)
         ]
-        self._update(ops)
+        self._update(ops, len(points))
 
     def overwrite_payloads(self, payloads: dict[str, dict[str, Any]]) -> None:
         self._update(
-            [qe.UpdateOperation.overwrite_payload([pid], _stored(payload)) for pid, payload in payloads.items()]
+            [qe.UpdateOperation.overwrite_payload([pid], _stored(payload)) for pid, payload in payloads.items()],
+            len(payloads),
         )
 
     def delete_where(self, flt: PointFilter, keep_ids: Collection[str] = ()) -> None:
@@ -274,7 +303,7 @@ class EdgeBackend(VectorBackend):
         self._update([qe.UpdateOperation.delete_points_by_filter(where)])
 
     def delete_ids(self, ids: Sequence[str]) -> None:
-        self._update([qe.UpdateOperation.delete_points(list(ids))])
+        self._update([qe.UpdateOperation.delete_points(list(ids))], len(ids))
 
     # -- reads ----------------------------------------------------------------------------
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
@@ -354,17 +383,22 @@ class EdgeBackend(VectorBackend):
     def build_index(self) -> IndexBuild | None:
         """Build the HNSW graph for everything written since the last build, without stalling search.
 
-        Writes wait from the copy to the switch; searches go on against the live version and
-        pause only while the engine reference and CURRENT are switched.
+        Writes wait from the copy to the switch; searches go on against the live version. In this
+        process the engine holds the GIL for the flush the build starts with (short: writes flush
+        as they go), for opening the built copy (short: payload indexes stay on disk) and for
+        closing the old one; `held_ms` reports the longest. Searches pause only while the engine
+        reference is switched.
         """
         if self.unindexed_kb() < self.tuning.indexing_threshold_kb:
             return None
         started = time.perf_counter()
+        held: dict[str, float] = {}  # engine calls of this process that hold the GIL, in ms
         with self.shard.write_gate:
-            with self.shard.lock:
+            with self.shard.lock, _timed(held, "flush"):
                 self._engine().flush()
-                vectors = self.count(PointFilter())
-                source, target = self.shard.live(), self.shard.next_version()
+                self.shard.unflushed = 0
+            vectors = self.count(PointFilter())
+            source, target = self.shard.live(), self.shard.next_version()
             assert source is not None
             if target.exists():
                 shutil.rmtree(target)
@@ -378,16 +412,19 @@ class EdgeBackend(VectorBackend):
             if done.returncode != 0:
                 shutil.rmtree(target, ignore_errors=True)
                 raise RuntimeError(f"building the vector index failed: {done.stderr.strip()[-500:]}")
-            built = qe.EdgeShard.load(str(target))
+            with _timed(held, "open"):
+                built = qe.EdgeShard.load(str(target))
+            self.shard.set_live(target)  # durable first (an fsync): a crash from here on opens the built copy
             paused = time.perf_counter()
             with self.shard.lock:
                 previous, self.shard.engine = self.shard.engine, built
-                self.shard.set_live(target)
                 pause_ms = (time.perf_counter() - paused) * 1000
             if previous is not None:
-                previous.close()
+                with _timed(held, "close"):
+                    previous.close()
             shutil.rmtree(source, ignore_errors=True)
-        build = IndexBuild(vectors, time.perf_counter() - started, pause_ms)
+        log.debug("index build of %s: engine calls held %s ms", self.collection, held)
+        build = IndexBuild(vectors, time.perf_counter() - started, pause_ms, held_ms=max(held.values()))
         log.info(
             "vector index built: %d vectors in %.1f s (searches paused %.1f ms)",
             build.vectors,
@@ -395,6 +432,15 @@ class EdgeBackend(VectorBackend):
             build.pause_ms,
         )
         return build
+
+
+@contextmanager
+def _timed(into: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[name] = (time.perf_counter() - started) * 1000
 
 
 def to_filter(flt: PointFilter | None, keep_ids: Collection[str] = ()) -> qe.Filter | None:

@@ -106,10 +106,14 @@ def _condition(clause: Clause) -> models.FieldCondition:
 
 
 class QdrantBackend(VectorBackend):
-    def __init__(self, client: QdrantClient, collection: str, shards: int = 1, replicas: int = 1):
+    def __init__(
+        self, client: QdrantClient, collection: str, shards: int = 1, replicas: int = 1, precision: str = "float16"
+    ):
         self.client = _Guarded(client)
         self.collection = collection
         self._shards, self._replicas = shards, replicas
+        # a server keeps float16 vectors in half the memory; qdrant-client's embedded mode ignores it
+        self._datatype = models.Datatype.FLOAT16 if precision == "float16" else models.Datatype.FLOAT32
         self.name = "qdrant-local" if self.is_embedded else "qdrant"
 
     @property
@@ -121,7 +125,8 @@ class QdrantBackend(VectorBackend):
             self.client.create_collection(
                 self.collection,
                 vectors_config={
-                    name: models.VectorParams(size=dim, distance=models.Distance.COSINE) for name, dim in dims.items()
+                    name: models.VectorParams(size=dim, distance=models.Distance.COSINE, datatype=self._datatype)
+                    for name, dim in dims.items()
                 },
                 shard_number=self._shards,
                 replication_factor=self._replicas,

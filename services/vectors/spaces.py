@@ -128,6 +128,7 @@ class Spaces(VectorBackend):
             vectors=sum(b.vectors for b in builds),
             seconds=sum(b.seconds for b in builds),
             pause_ms=max(b.pause_ms for b in builds),
+            held_ms=max(b.held_ms for b in builds),
         )
 
     # -- reads ----------------------------------------------------------------------------

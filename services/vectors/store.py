@@ -36,7 +36,12 @@ def _qdrant(settings: Settings, collection: str) -> VectorBackend:
         client = server_client(settings.qdrant_url, key, settings.qdrant_timeout)
     else:
         client = local_client(settings.qdrant_path)
-    return split(lambda name: QdrantBackend(client, name, settings.qdrant_shards, settings.qdrant_replicas), collection)
+    return split(
+        lambda name: QdrantBackend(
+            client, name, settings.qdrant_shards, settings.qdrant_replicas, settings.vector_precision
+        ),
+        collection,
+    )
 
 
 def _edge(settings: Settings, collection: str) -> VectorBackend:
@@ -48,6 +53,7 @@ def _edge(settings: Settings, collection: str) -> VectorBackend:
         ef_search=settings.hnsw_ef,
         indexing_threshold_kb=settings.edge_indexing_threshold_kb,
         full_scan_threshold_kb=settings.edge_full_scan_threshold_kb,
+        precision=settings.vector_precision,
     )
     return split(lambda name: EdgeBackend(settings.edge_path, name, tuning), collection)
 
