@@ -160,7 +160,13 @@ class IndexBuild:
     vectors: int
     seconds: float
     pause_ms: float  # how long searches waited while the new index was put in place
-    held_ms: float = 0.0  # the longest engine call of the build in the serving process (it holds the GIL)
+    # engine calls the build made in the serving process (each holds the GIL), by step, in ms
+    held: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def held_ms(self) -> float:
+        """The longest of them: the longest a search could wait on the build."""
+        return max(self.held.values(), default=0.0)
 
 
 class VectorBackend(ABC):

@@ -121,14 +121,15 @@ class Spaces(VectorBackend):
             part.delete_ids(ids)
 
     def build_index(self) -> IndexBuild | None:
-        builds = [b for b in (part.build_index() for part in self.parts.values()) if b is not None]
-        if not builds:
+        builds = {space: part.build_index() for space, part in self.parts.items()}
+        done = {space: b for space, b in builds.items() if b is not None}
+        if not done:
             return None
         return IndexBuild(
-            vectors=sum(b.vectors for b in builds),
-            seconds=sum(b.seconds for b in builds),
-            pause_ms=max(b.pause_ms for b in builds),
-            held_ms=max(b.held_ms for b in builds),
+            vectors=sum(b.vectors for b in done.values()),
+            seconds=sum(b.seconds for b in done.values()),
+            pause_ms=max(b.pause_ms for b in done.values()),
+            held={f"{space} {step}": ms for space, b in done.items() for step, ms in b.held.items()},
         )
 
     # -- reads ----------------------------------------------------------------------------
