@@ -71,14 +71,9 @@ class Spaces(VectorBackend):
         assert self.legacy is not None
         copied = 0
         for batch in self.legacy.scroll(None, with_vectors=True):
-            points = [_point(r) for r in batch]
-            by_space: dict[str, list[PointData]] = {}
-            for p in points:
-                if p is not None:
-                    by_space.setdefault(p.kind, []).append(p)
-            for space, group in by_space.items():
-                self._part(space).upsert(group)
-            copied += sum(len(g) for g in by_space.values())
+            points = [p for p in map(_point, batch) if p is not None]
+            self.upsert(points)
+            copied += len(points)
         for part in self.parts.values():
             part.close()  # flushed before the only other copy goes
         self.legacy.drop()
