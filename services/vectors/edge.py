@@ -195,6 +195,7 @@ class _Shard:
         if self.engine is not None:
             self.engine.close()
             self.engine = None
+            self.unflushed = 0  # closing flushed them
         self._release_folder()
 
 

@@ -484,6 +484,21 @@ def test_each_space_holds_only_its_own_vectors(kind: str, tmp_path: Path) -> Non
     close_all()
 
 
+def test_a_search_cannot_ask_one_space_for_the_other_spaces_points(tmp_path: Path) -> None:
+    backend = open_backend("edge", tmp_path)
+    backend.ensure(DIMS)
+    backend.upsert(POINTS)
+    q = queries()[0]
+    with pytest.raises(ValueError, match="cannot pass"):
+        backend.search_grouped(q, IMAGE, PointFilter(kind=TEXT), 5)
+    with pytest.raises(ValueError, match="cannot pass"):
+        backend.search_batch([q], IMAGE, [PointFilter(kind=TEXT)], 5)
+    with pytest.raises(ValueError, match="no vector space named"):
+        backend.search(q, "sound", PointFilter(), 5)
+    assert backend.lexical_search("green", PointFilter(kind=IMAGE), 10) == []  # photos hold no words
+    close_all()
+
+
 @pytest.mark.parametrize("kind", ["edge", "qdrant-local"])
 def test_a_store_from_before_the_split_is_moved_into_its_spaces(kind: str, tmp_path: Path) -> None:
     """The old layout (both vectors in one collection) is copied point by point on first open,
