@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="unindexed vector data that gets an HNSW graph"
     )
     edge_full_scan_threshold_kb: int = Field(default=10_000, ge=1, description="below this an exact scan is used")
+    edge_part_kb: int = Field(
+        default=204_800,
+        ge=64,
+        description="float32 vector data a part of an embedded collection takes before it is indexed and a new "
+        "part started (100k photos): an index build pauses searches in proportion to one part",
+    )
     vector_precision: Literal["float16", "float32"] = Field(
         default="float16",
         description="how new stores keep vectors: float16 halves memory and disk for the same recall@10 "

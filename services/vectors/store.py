@@ -45,7 +45,8 @@ def _qdrant(settings: Settings, collection: str) -> VectorBackend:
 
 
 def _edge(settings: Settings, collection: str) -> VectorBackend:
-    from services.vectors.edge import EdgeBackend, EdgeTuning
+    from services.vectors.edge import EdgeTuning
+    from services.vectors.edge_parts import EdgeParts
 
     tuning = EdgeTuning(
         m=settings.hnsw_m,
@@ -54,8 +55,9 @@ def _edge(settings: Settings, collection: str) -> VectorBackend:
         indexing_threshold_kb=settings.edge_indexing_threshold_kb,
         full_scan_threshold_kb=settings.edge_full_scan_threshold_kb,
         precision=settings.vector_precision,
+        part_kb=settings.edge_part_kb,
     )
-    return split(lambda name: EdgeBackend(settings.edge_path, name, tuning), collection)
+    return split(lambda name: EdgeParts(settings.edge_path, name, tuning), collection)
 
 
 BACKENDS: dict[str, Callable[[Settings, str], VectorBackend]] = {

@@ -7,6 +7,7 @@ after its HNSW index is built, and qdrant-client's embedded mode.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from services.vectors.base import (
     VectorStoreUnavailable,
 )
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
+from services.vectors.edge_parts import EdgeParts
 from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client
 from services.vectors.spaces import Spaces
 from services.vectors.store import split
@@ -44,6 +46,11 @@ EXACT = EdgeTuning(precision="float32")
 SMALL_INDEX = EdgeTuning(
     m=16, ef_construct=128, ef_search=256, indexing_threshold_kb=4, full_scan_threshold_kb=1, precision="float32"
 )
+
+# Parts of 16 KB of vectors: the 360 photos (32 floats) fill three parts, the 120 texts one. The
+# contract runs them unindexed (exact, and no build per part); the parts test builds each.
+PARTS = dataclasses.replace(SMALL_INDEX, part_kb=16)
+EXACT_PARTS = dataclasses.replace(EXACT, part_kb=16)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -134,6 +141,8 @@ def open_backend(kind: str, root: Path, collection: str = "contract") -> VectorB
     if kind == "qdrant-local":
         client = local_client(root / "qdrant")
         return split(lambda name: QdrantBackend(client, name), collection)
+    if kind == "edge-parts":
+        return split(lambda name: EdgeParts(root / "edge", name, EXACT_PARTS), collection)
     tuning = SMALL_INDEX if kind == "edge-hnsw" else EXACT
     return split(lambda name: EdgeBackend(root / "edge", name, tuning), collection)
 
@@ -147,7 +156,7 @@ def close_all() -> None:
     close_local_clients()
 
 
-@pytest.fixture(params=["edge", "edge-hnsw", "qdrant-local"])
+@pytest.fixture(params=["edge", "edge-hnsw", "edge-parts", "qdrant-local"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -160,6 +169,13 @@ def loaded(kind: str, tmp_path: Path) -> Iterator[VectorBackend]:
     if kind == "edge-hnsw":
         build = backend.build_index()
         assert build is not None and build.vectors == len(POINTS)
+    if kind == "edge-parts":
+        assert sorted(f.name for f in (tmp_path / "edge").iterdir()) == [
+            "contract-image",
+            "contract-image@1",
+            "contract-image@2",
+            "contract-text",
+        ]
     yield backend
     close_all()
 
@@ -310,7 +326,7 @@ def test_data_survives_reopening(kind: str, tmp_path: Path) -> None:
 def test_backends_agree_with_each_other(tmp_path: Path) -> None:
     """The same calls on every backend give the same answers (ids, scores, order)."""
     backends = {}
-    for kind in ("edge", "edge-hnsw", "qdrant-local"):
+    for kind in ("edge", "edge-hnsw", "edge-parts", "qdrant-local"):
         backend = open_backend(kind, tmp_path / kind)
         backend.ensure(DIMS)
         backend.upsert(POINTS)
@@ -551,3 +567,60 @@ def test_half_precision_keeps_the_ranking(tmp_path: Path) -> None:
     segments = list(tmp_path.rglob("segment.json"))
     stored = {v["datatype"] for f in segments for v in json.loads(f.read_text())["config"]["vector_data"].values()}
     assert segments and stored == {"float16"}
+
+
+def test_a_collection_grows_in_parts_each_indexed_as_it_fills(tmp_path: Path) -> None:
+    """Photos fill bounded parts, each built as it fills; a re-written point stays in its part;
+    deletes and payload writes reach every part; a reopened store finds its parts on disk."""
+    backend = EdgeParts(tmp_path, "grow", PARTS)
+    backend.ensure({IMAGE: IMAGE_DIM})
+    photos = [p for p in POINTS if p.kind == IMAGE]
+    backend.upsert(photos)
+    folders = sorted(f.name for f in tmp_path.iterdir())
+    assert folders == ["grow", "grow@1", "grow@2"]
+    parts = [EdgeBackend(tmp_path, name, PARTS) for name in folders]
+    assert [p.count() for p in parts] == [128, 128, 104]
+    assert [p.unindexed_kb() for p in parts[:2]] == [0, 0]  # sealed parts were built as they filled
+    first = photos[0]
+    moved = PointData(first.id, IMAGE, photos[-1].vector, {**first.payload, "brand": "Moved"})
+    backend.upsert([moved])
+    assert [p.count() for p in parts] == [128, 128, 104]  # not a second copy in the tail
+    hit = backend.search(photos[-1].vector, IMAGE, PointFilter(brands=("Moved",)), 1)[0]
+    assert hit.point_id == first.id and hit.score == pytest.approx(1.0, abs=1e-5)
+    backend.overwrite_payloads({photos[200].id: {**photos[200].payload, "brand": "Late"}})
+    assert [r.payload["brand"] for r in backend.retrieve([photos[200].id])] == ["Late"]
+    backend.delete_ids([photos[1].id, photos[300].id])
+    backend.delete_where(PointFilter(brands=("Late",)))
+    assert backend.count() == len(photos) - 3
+    close_all()
+    again = EdgeParts(tmp_path, "grow", PARTS)
+    again.ensure({IMAGE: IMAGE_DIM})
+    assert again.count() == len(photos) - 3
+    q = queries()[2]
+    kept = [p for p in photos if p.id not in {photos[1].id, photos[300].id, photos[200].id, first.id}]
+    assert_same(
+        _ids_scores(again.search_grouped(q, IMAGE, FILTERS["in stock"], 10)),
+        reference(kept, q, IMAGE, FILTERS["in stock"], 10, grouped=True),
+    )
+    again.drop()
+    assert not any(tmp_path.iterdir())
+    close_all()
+
+
+def test_word_search_across_text_parts_finds_the_same_points(tmp_path: Path) -> None:
+    """BM25 statistics are each part's own, so scores move a little; the points found do not."""
+    texts = [p for p in POINTS if p.kind == TEXT]
+    one = EdgeParts(tmp_path / "one", "t", EXACT)
+    many = EdgeParts(tmp_path / "many", "t", dataclasses.replace(EXACT, part_kb=4))  # 42 texts a part
+    for backend in (one, many):
+        backend.ensure({TEXT: TEXT_DIM})
+        backend.upsert(texts)
+    assert len(list((tmp_path / "many").iterdir())) == 3
+    for query in ("green", "blue hats", "pattern3 white"):
+        flt = PointFilter(in_stock_only=True)
+        assert {h.point_id for h in many.lexical_search(query, flt, 200)} == {
+            h.point_id for h in one.lexical_search(query, flt, 200)
+        }
+    for key in FACET_FIELDS:
+        assert dict(many.facet(key, None, 50)) == dict(one.facet(key, None, 50))
+    close_all()

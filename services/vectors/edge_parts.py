@@ -1,0 +1,242 @@
+"""One collection of the embedded engine as a row of shards of bounded size.
+
+Why: the engine holds the GIL while it opens or closes a shard, and both take time in proportion
+to the shard (at 300k photos: 0.3-0.8 s to open the built copy, 0.2-0.5 s to close the old one),
+so one shard per collection froze every search for that long at the end of each index build.
+Here writes fill the last shard (the tail); when it holds `EdgeTuning.part_kb` of vectors its
+HNSW graph is built (`EdgeBackend.build_index`: in a child process, searches go on) and a new
+tail is started. So a bulk load indexes as it goes, and no single open or close is larger than
+one part. The price is one engine call per part for each search (the engine cannot search two
+shards at once: it holds the GIL while it searches), merged here by score.
+
+Layout: the first part is the folder `<collection>` (a store made before parts opens as it is);
+the next ones are `<collection>@1`, `<collection>@2`, … beside it. A point lives in exactly one
+part: a write of a point already held by an earlier part goes to that part.
+
+Lexical (BM25) scores are each part's own: its word statistics are its own points'. Past one
+part they are close to, not equal to, those of a single shard; a part holds 100k or more texts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend
+from services.vectors.edge import EdgeBackend, EdgeTuning
+
+_SEP = "@"
+
+
+class _Row:
+    """The parts of one collection, shared by every backend object of this process."""
+
+    def __init__(self, root: Path, collection: str, tuning: EdgeTuning):
+        self.root, self.collection, self.tuning = root, collection, tuning
+        self.lock = threading.Lock()  # writers: routing a batch, starting a new tail
+        self.parts = [EdgeBackend(root, name, tuning) for name in [collection, *self.found()]]
+        self.dims: dict[str, int] | None = None
+        self.seals: list[IndexBuild] = []  # the builds of parts that filled, in this process
+
+    def found(self) -> list[str]:
+        """The numbered parts on disk, in order."""
+        numbered = []
+        for folder in self.root.glob(f"{self.collection}{_SEP}*") if self.root.exists() else []:
+            suffix = folder.name[len(self.collection) + 1 :]
+            if folder.is_dir() and suffix.isdigit():
+                numbered.append((int(suffix), folder.name))
+        return [name for _, name in sorted(numbered)]
+
+
+_rows: dict[tuple[Path, str], _Row] = {}
+_rows_lock = threading.Lock()
+
+
+def _row(root: Path, collection: str, tuning: EdgeTuning) -> _Row:
+    with _rows_lock:
+        key = (root.resolve(), collection)
+        if key not in _rows:
+            _rows[key] = _Row(root, collection, tuning)
+        return _rows[key]
+
+
+def forget_rows() -> None:
+    """With `close_shards`: a process that reopens its stores finds their parts on disk again."""
+    with _rows_lock:
+        _rows.clear()
+
+
+class EdgeParts(VectorBackend):
+    name = "edge"
+
+    def __init__(self, root: Path, collection: str, tuning: EdgeTuning | None = None):
+        self.root, self.collection = root, collection
+        self.tuning = tuning or EdgeTuning()
+        self.row = _row(root, collection, self.tuning)
+
+    @property
+    def is_embedded(self) -> bool:
+        return True
+
+    def _parts(self) -> list[EdgeBackend]:
+        return list(self.row.parts)
+
+    def _capacity(self) -> int:
+        """Points a part takes before it is sealed: `part_kb` of float32 vectors."""
+        dim = sum((self.row.dims or {"": 512}).values())
+        return max(1, self.row.tuning.part_kb * 1024 // (dim * 4))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def ensure(self, dims: dict[str, int]) -> None:
+        self.row.dims = dict(dims)
+        for part in self._parts():
+            part.ensure(dims)
+
+    def exists(self) -> bool:
+        return (self.root / self.collection).exists()
+
+    def drop(self) -> None:
+        with self.row.lock:
+            for part in self._parts():
+                part.drop()
+            for folder in self.row.found():
+                shutil.rmtree(self.root / folder, ignore_errors=True)
+            self.row.parts = self.row.parts[:1]
+
+    def close(self) -> None:
+        for part in self._parts():
+            part.close()
+
+    # -- writes ---------------------------------------------------------------------------
+    def upsert(self, points: Sequence[PointData]) -> None:
+        if not points:
+            return
+        with self.row.lock:
+            parts = self._parts()
+            owners = self._owners(parts[:-1], [p.id for p in points])
+            for i, part in enumerate(parts[:-1]):
+                mine = [p for p in points if owners.get(p.id) == i]
+                if mine:
+                    part.upsert(mine)
+            rest = [p for p in points if p.id not in owners]
+            while rest:  # the tail takes what fits; a full tail is sealed and a new one started
+                tail = self._parts()[-1]
+                room = max(1, self._capacity() - tail.count())
+                tail.upsert(rest[:room])
+                rest = rest[room:]
+                self._seal_if_full(tail)
+
+    def _owners(self, parts: Sequence[EdgeBackend], ids: Sequence[str]) -> dict[str, int]:
+        """Which earlier part holds each id (a re-written photo stays where it is)."""
+        owners: dict[str, int] = {}
+        for i, part in enumerate(parts):
+            for pid in part.holding(ids):
+                owners[pid] = i
+        return owners
+
+    def _seal_if_full(self, tail: EdgeBackend) -> None:
+        if tail.count() < self._capacity():
+            return
+        build = tail.build_index()  # searches go on meanwhile; writes wait (we hold the row's lock)
+        if build is not None:
+            self.row.seals.append(build)
+        fresh = EdgeBackend(self.root, f"{self.collection}{_SEP}{len(self.row.parts)}", self.row.tuning)
+        fresh.ensure(self.row.dims or {})
+        self.row.parts = [*self.row.parts, fresh]
+
+    def overwrite_payloads(self, payloads: dict[str, dict[str, Any]]) -> None:
+        with self.row.lock:
+            parts = self._parts()
+            owners = self._owners(parts[:-1], list(payloads))
+            for i, part in enumerate(parts):
+                mine = {pid: p for pid, p in payloads.items() if owners.get(pid, len(parts) - 1) == i}
+                if mine:
+                    part.overwrite_payloads(mine)
+
+    def delete_where(self, flt: PointFilter, keep_ids: Collection[str] = ()) -> None:
+        with self.row.lock:
+            for part in self._parts():
+                part.delete_where(flt, keep_ids)
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        with self.row.lock:
+            for part in self._parts():
+                part.delete_ids(ids)
+
+    # -- reads ----------------------------------------------------------------------------
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
+        return [r for part in self._parts() for r in part.retrieve(ids, with_vectors)]
+
+    def search(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
+        return _best([part.search(vector, using, flt, limit) for part in self._parts()], limit)
+
+    def search_batch(
+        self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
+    ) -> list[list[Hit]]:
+        answers = [part.search_batch(vectors, using, flts, limit) for part in self._parts()]
+        return [_best([a[i] for a in answers], limit) for i in range(len(vectors))]
+
+    def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
+        return _best([part.lexical_search(text, flt, limit) for part in self._parts()], limit)
+
+    def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
+        parts = self._parts()
+        if len(parts) == 1:
+            return parts[0].facet(key, flt, limit)
+        totals: Counter[str] = Counter()
+        for part in parts:  # a value just outside one part's top may be in the others': ask wide
+            totals.update(dict(part.facet(key, flt, limit * 4)))
+        return sorted(totals.items(), key=lambda vc: (-vc[1], vc[0]))[:limit]
+
+    def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
+        for part in self._parts():
+            yield from part.scroll(flt, with_vectors)
+
+    def count(self, flt: PointFilter | None = None) -> int:
+        return sum(part.count(flt) for part in self._parts())
+
+    # -- index ----------------------------------------------------------------------------
+    @property
+    def seals(self) -> list[IndexBuild]:
+        """What building each part that filled did (its engine calls held the GIL as `held` says)."""
+        return list(self.row.seals)
+
+    def unindexed_kb(self) -> float:
+        return sum(part.unindexed_kb() for part in self._parts())
+
+    def build_index(self) -> IndexBuild | None:
+        """Build each part's graph that has enough unindexed vectors: after a load, the tail's."""
+        with self.row.lock:
+            builds = [b for b in (part.build_index() for part in self._parts()) if b is not None]
+        if not builds:
+            return None
+        held: dict[str, float] = {}
+        for build in builds:
+            for call, ms in build.held.items():
+                held[call] = max(held.get(call, 0.0), ms)
+        return IndexBuild(
+            sum(b.vectors for b in builds), sum(b.seconds for b in builds), max(b.pause_ms for b in builds), held
+        )
+
+
+def _best(answers: Sequence[list[Hit]], limit: int) -> list[Hit]:
+    """The `limit` best of each part's best, best first (each part answers best first)."""
+    if len(answers) == 1:
+        return answers[0][:limit]
+    merged = heapq.merge(*answers, key=lambda h: -h.score)
+    out: list[Hit] = []
+    seen: set[str] = set()
+    for hit in merged:
+        if hit.point_id not in seen:
+            seen.add(hit.point_id)
+            out.append(hit)
+            if len(out) == limit:
+                break
+    return out
