@@ -233,7 +233,8 @@ def _while_searching(work: Callable[[], T], backend: VectorBackend, cat: Catalog
 
 def _open(args: argparse.Namespace) -> VectorBackend:
     if args.backend == "edge":
-        return split(lambda name: EdgeParts(Path(args.work), name, EdgeTuning()), "bench")
+        tuning = EdgeTuning(part_kb=args.part_kb)
+        return split(lambda name: EdgeParts(Path(args.work), name, tuning), "bench")
     from qdrant_client import QdrantClient
 
     from services.vectors.qdrant import QdrantBackend
@@ -325,14 +326,15 @@ COLD = (
     "from services.vectors.edge_parts import EdgeParts\n"
     "from services.vectors.store import split\n"
     "from services.vectors.base import IMAGE, PointFilter\n"
-    "b = split(lambda n: EdgeParts(Path(sys.argv[1]), n, EdgeTuning()), 'bench')\n"
+    "t = EdgeTuning(part_kb=int(sys.argv[2]))\n"
+    "b = split(lambda n: EdgeParts(Path(sys.argv[1]), n, t), 'bench')\n"
     "q = np.load(Path(sys.argv[1]) / 'queries.npz')['queries'][0]\n"
     "assert b.search_grouped(q, IMAGE, PointFilter(kind=IMAGE), 10)\n"
     "assert 'qdrant_client' not in sys.modules, 'the embedded path imported qdrant_client'\n"
 )
 
 
-def cold_start(work: Path, repeats: int = 3) -> dict[str, float]:
+def cold_start(work: Path, part_kb: int, repeats: int = 3) -> dict[str, float]:
     """Whole-process wall time of open + first search, beside `python -c 'import numpy'`."""
 
     def wall(argv: list[str]) -> float:
@@ -340,14 +342,19 @@ def cold_start(work: Path, repeats: int = 3) -> dict[str, float]:
         subprocess.run(argv, check=True, capture_output=True)
         return time.perf_counter() - t
 
-    store = [wall([sys.executable, "-c", COLD, str(work)]) for _ in range(repeats)]
+    store = [wall([sys.executable, "-c", COLD, str(work), str(part_kb)]) for _ in range(repeats)]
     numpy = [wall([sys.executable, "-c", "import numpy"]) for _ in range(repeats)]
     return {"store_s": statistics.median(store), "numpy_s": statistics.median(numpy)}
 
 
 # -- parent: one scale, every backend ----------------------------------------------------------
 def run_scale(
-    products: int, photos: int, backends: list[str], queries: int = 200, search_during_build: bool = True
+    products: int,
+    photos: int,
+    backends: list[str],
+    queries: int = 200,
+    search_during_build: bool = True,
+    part_kb: int = EdgeTuning.part_kb,
 ) -> dict[str, dict[str, object]]:
     results: dict[str, dict[str, object]] = {}
     for backend in backends:
@@ -365,11 +372,13 @@ def run_scale(
                 "--queries",
                 str(queries if backend != "qdrant-local" else min(queries, SLOW_BACKEND_QUERIES)),
                 "--search-during-build" if search_during_build else "--no-search-during-build",
+                "--part-kb",
+                str(part_kb),
             ]
             result = _child(["load", *common])
             if backend == "edge":
                 result.update(_child(["query", *common]))
-                result["cold"] = cold_start(work)
+                result["cold"] = cold_start(work, part_kb)
             results[backend] = result
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -536,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         help="search while the store loads and its index builds (off: they have both cores; "
         f"default: on up to {QUIET_BUILD_ABOVE:,} photo vectors)",
     )
+    parser.add_argument("--part-kb", type=int, default=EdgeTuning.part_kb, help="the embedded store's part size")
     parser.add_argument("--work", default="")
     args = parser.parse_args(argv)
     if args.step == "load":
@@ -551,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
             if during is None:
                 during = products * photos <= QUIET_BUILD_ABOVE
             backends = [b for b in args.backends.split(",") if b != "qdrant-local" or products <= 10_000]
-            results = run_scale(products, photos, backends, queries, during)
+            results = run_scale(products, photos, backends, queries, during, args.part_kb)
             scales[scale] = {"products": products, "photos": photos, "queries": queries, "results": results}
             print(json.dumps({scale: scales[scale]}), flush=True)
         if args.out:
