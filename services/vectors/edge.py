@@ -41,6 +41,7 @@ from services.vectors.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     LEXICAL,
+    TEXT,
     Clause,
     Hit,
     IndexBuild,
@@ -65,6 +66,10 @@ _FLUSH_EVERY = 16_384
 # filtered on that; readers never see it.
 _SHADOW = "_kw_"
 
+
+# Payload fields only text points carry. A photo space leaves their indexes out: each index of each
+# segment keeps its own preallocated files (the word index 34 MB) and is read when a part opens.
+TEXT_ONLY = (LEXICAL, "codes")
 
 _DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
 
@@ -258,7 +263,10 @@ class EdgeBackend(VectorBackend):
         self._dim = sum(dims.values())
         with self.shard.lock:
             present = set(self.shard.open(self._config(dims)).info().payload_schema)
-        missing = {k: v for k, v in _payload_indexes().items() if k not in present}
+        wanted = _payload_indexes()
+        if TEXT not in dims:  # a photo space: words and codes are on text points only
+            wanted = {k: v for k, v in wanted.items() if k not in TEXT_ONLY}
+        missing = {k: v for k, v in wanted.items() if k not in present}
         if missing:  # a new store, or one made before an index existed: it gets it now
             self._update([qe.UpdateOperation.create_field_index(k, v) for k, v in missing.items()])
 

@@ -581,6 +581,8 @@ def test_a_collection_grows_in_parts_each_indexed_as_it_fills(tmp_path: Path) ->
     parts = [EdgeBackend(tmp_path, name, PARTS) for name in folders]
     assert [p.count() for p in parts] == [128, 128, 104]
     assert [p.unindexed_kb() for p in parts[:2]] == [0, 0]  # sealed parts were built as they filled
+    schema = parts[2]._engine().info().payload_schema
+    assert "brand" in schema and LEXICAL not in schema and "codes" not in schema  # words live on texts
     first = photos[0]
     moved = PointData(first.id, IMAGE, photos[-1].vector, {**first.payload, "brand": "Moved"})
     backend.upsert([moved])
