@@ -28,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 
 from bench.synthetic import Catalog, make_catalog
-from services.vectors.base import IMAGE, TEXT, PointData, PointFilter, VectorBackend
+from services.vectors.base import IMAGE, TEXT, IndexBuild, PointData, PointFilter, VectorBackend
 from services.vectors.edge import EdgeTuning, close_shards
 from services.vectors.edge_parts import EdgeParts
 from services.vectors.store import split
@@ -159,11 +159,8 @@ def load(args: argparse.Namespace) -> dict[str, object]:
 def _seals(backend: VectorBackend) -> dict[str, object]:
     """Parts built as they filled during the load, and the longest of each GIL-holding call they made."""
     builds = [b for space in getattr(backend, "parts", {}).values() for b in getattr(space, "seals", [])]
-    held: dict[str, float] = {}
-    for build in builds:
-        for call, ms in build.held.items():
-            held[call] = max(held.get(call, 0.0), ms)
-    return {"parts": len(builds), "held": held}
+    together = IndexBuild.of_several(builds)
+    return {"parts": len(builds), "held": together.held if together else {}}
 
 
 def _load_all(backend: VectorBackend, cat: Catalog, texts: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,30 @@ class IndexBuild:
     def held_ms(self) -> float:
         """The longest of them: the longest a search could wait on the build."""
         return max(self.held.values(), default=0.0)
+
+    @classmethod
+    def of_several(cls, builds: Sequence[IndexBuild], held: dict[str, float] | None = None) -> IndexBuild | None:
+        """Builds run one after another, as one: vectors and seconds add up, the longest pause
+        stands, and (unless the caller names the steps) each step's longest held call."""
+        if not builds:
+            return None
+        if held is None:
+            held = {}
+            for build in builds:
+                for step, ms in build.held.items():
+                    held[step] = max(held.get(step, 0.0), ms)
+        return cls(
+            sum(b.vectors for b in builds), sum(b.seconds for b in builds), max(b.pause_ms for b in builds), held
+        )
+
+
+def summed_facets(answers: Iterable[list[tuple[str, int]]], limit: int) -> list[tuple[str, int]]:
+    """Facet counts of several stores added up, most frequent first (ties by value)."""
+    totals: dict[str, int] = {}
+    for answer in answers:
+        for value, n in answer:
+            totals[value] = totals.get(value, 0) + n
+    return sorted(totals.items(), key=lambda vc: (-vc[1], vc[0]))[:limit]
 
 
 class VectorBackend(ABC):

@@ -22,14 +22,13 @@ from __future__ import annotations
 import heapq
 import shutil
 import threading
-from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend
+from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend, summed_facets
 from services.vectors.edge import EdgeBackend, EdgeTuning
 
 _SEP = "@"
@@ -126,12 +125,14 @@ class EdgeParts(VectorBackend):
                 if mine:
                     part.upsert(mine)
             rest = [p for p in points if p.id not in owners]
+            tail, filled = parts[-1], parts[-1].count()
             while rest:  # the tail takes what fits; a full tail is sealed and a new one started
-                tail = self._parts()[-1]
-                room = max(1, self._capacity() - tail.count())
+                room = max(1, self._capacity() - filled)
                 tail.upsert(rest[:room])
                 rest = rest[room:]
-                self._seal_if_full(tail)
+                filled = tail.count()
+                if filled >= self._capacity():
+                    tail, filled = self._seal(tail), 0
 
     def _owners(self, parts: Sequence[EdgeBackend], ids: Sequence[str]) -> dict[str, int]:
         """Which earlier part holds each id (a re-written photo stays where it is)."""
@@ -141,15 +142,15 @@ class EdgeParts(VectorBackend):
                 owners[pid] = i
         return owners
 
-    def _seal_if_full(self, tail: EdgeBackend) -> None:
-        if tail.count() < self._capacity():
-            return
+    def _seal(self, tail: EdgeBackend) -> EdgeBackend:
+        """Build the full tail's graph and start the next part, which it returns."""
         build = tail.build_index()  # searches go on meanwhile; writes wait (we hold the row's lock)
         if build is not None:
             self.row.seals.append(build)
         fresh = EdgeBackend(self.root, f"{self.collection}{_SEP}{len(self.row.parts)}", self.row.tuning)
         fresh.ensure(self.row.dims or {})
         self.row.parts = [*self.row.parts, fresh]
+        return fresh
 
     def overwrite_payloads(self, payloads: dict[str, dict[str, Any]]) -> None:
         with self.row.lock:
@@ -190,10 +191,8 @@ class EdgeParts(VectorBackend):
         parts = self._parts()
         if len(parts) == 1:
             return parts[0].facet(key, flt, limit)
-        totals: Counter[str] = Counter()
-        for part in parts:  # a value just outside one part's top may be in the others': ask wide
-            totals.update(dict(part.facet(key, flt, limit * 4)))
-        return sorted(totals.items(), key=lambda vc: (-vc[1], vc[0]))[:limit]
+        # a value just outside one part's top may be in the others': ask each for more
+        return summed_facets((part.facet(key, flt, limit * 4) for part in parts), limit)
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         for part in self._parts():
@@ -215,15 +214,7 @@ class EdgeParts(VectorBackend):
         """Build each part's graph that has enough unindexed vectors: after a load, the tail's."""
         with self.row.lock:
             builds = [b for b in (part.build_index() for part in self._parts()) if b is not None]
-        if not builds:
-            return None
-        held: dict[str, float] = {}
-        for build in builds:
-            for call, ms in build.held.items():
-                held[call] = max(held.get(call, 0.0), ms)
-        return IndexBuild(
-            sum(b.vectors for b in builds), sum(b.seconds for b in builds), max(b.pause_ms for b in builds), held
-        )
+        return IndexBuild.of_several(builds)
 
 
 def _best(answers: Sequence[list[Hit]], limit: int) -> list[Hit]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from services.vectors.base import TEXT, Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend
+from services.vectors.base import TEXT, Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend, summed_facets
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,8 @@ class Spaces(VectorBackend):
     def build_index(self) -> IndexBuild | None:
         builds = {space: part.build_index() for space, part in self.parts.items()}
         done = {space: b for space, b in builds.items() if b is not None}
-        if not done:
-            return None
-        return IndexBuild(
-            vectors=sum(b.vectors for b in done.values()),
-            seconds=sum(b.seconds for b in done.values()),
-            pause_ms=max(b.pause_ms for b in done.values()),
-            held={f"{space} {step}": ms for space, b in done.items() for step, ms in b.held.items()},
-        )
+        held = {f"{space} {step}": ms for space, b in done.items() for step, ms in b.held.items()}
+        return IndexBuild.of_several(list(done.values()), held)
 
     # -- reads ----------------------------------------------------------------------------
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
@@ -161,11 +155,7 @@ class Spaces(VectorBackend):
         return self._part(TEXT).lexical_search(text, _without_kind(flt), limit) if flt.kind in (None, TEXT) else []
 
     def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
-        counts: dict[str, int] = {}
-        for part, f in self._reading(flt):
-            for value, n in part.facet(key, f, limit):
-                counts[value] = counts.get(value, 0) + n
-        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return summed_facets((part.facet(key, f, limit) for part, f in self._reading(flt)), limit)
 
 
 def _without_kind(flt: PointFilter) -> PointFilter:
