@@ -1,4 +1,14 @@
-"""Vectors: the embedded engine by default, a Qdrant server or cluster by URL."""
+"""Vectors: the embedded engine by default, a Qdrant server or cluster by URL.
+
+The store (`store.py`) is imported on first use: it brings settings and the embedder registry,
+which a part server (`part_server.py`, a process that only opens one part of the embedded
+engine) and the index build child never need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from services.vectors.base import (
     IMAGE,
@@ -12,7 +22,18 @@ from services.vectors.base import (
     image_point_id,
     text_point_id,
 )
-from services.vectors.store import BACKENDS, VectorStore, backend_name, close_embedded_clients
+
+if TYPE_CHECKING:
+    from services.vectors.store import BACKENDS, VectorStore, backend_name, close_embedded_clients
+
+_FROM_STORE = ("BACKENDS", "VectorStore", "backend_name", "close_embedded_clients")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_STORE:
+        return getattr(importlib.import_module("services.vectors.store"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKENDS",

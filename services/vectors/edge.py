@@ -1,5 +1,6 @@
-"""The embedded default: Qdrant's own engine in-process (qdrant-edge-py), one shard folder per
-collection part (`edge_parts.py` keeps a collection as parts of bounded size).
+"""The embedded default: Qdrant's own engine (qdrant-edge-py), one shard folder per collection
+part (`edge_parts.py` keeps a collection as parts of bounded size, each opened by its part server,
+`part_server.py`, which runs an EdgeBackend on it).
 
 Why this shape:
 - Writes land in an appendable segment that is searched by a plain scan, so new products are
@@ -55,7 +56,7 @@ from services.vectors.base import (
 )
 
 log = logging.getLogger(__name__)
-_BATCH = 1024
+WRITE_BATCH = 1024
 # Unflushed points after which a write flushes. The engine holds the GIL while it flushes (about
 # 20 ms plus 5 ms per thousand points), so a flush now and then keeps each pause short, and the
 # flush an index build starts with has little left to do; flushing every batch would double the
@@ -132,19 +133,24 @@ class EdgeTuning:
     part_kb: int = 204_800
 
 
-class _Shard:
+class Shard:
     """One open shard, shared by every backend object of this process.
 
     Layout: `<collection>/CURRENT` names the live version folder (`v1`, `v2`, …); an index build
     fills the next version and switches CURRENT atomically. A process holds `<collection>/.lock`
-    while the shard is open, so a second process is refused before it touches anything.
+    while the shard is open, so a second process is refused before it touches anything. Once a
+    part server serves the shard (`served`), this process keeps the lock and the versions and
+    never opens the engine here again.
     """
+
+    agent = False  # set in a part server: its parent process holds the folder and its versions
 
     def __init__(self, root: Path):
         self.root = root
         self.lock = threading.RLock()  # every call into the engine (it holds the GIL anyway)
         self.write_gate = threading.Lock()  # writers; held by an index build from copy to swap
         self.engine: qe.EdgeShard | None = None
+        self.served: Any = None  # the part server's handle once this shard is served by one (part_server.py)
         self.unflushed = 0  # points written since the last flush
         self._owner: FileLock | None = None
 
@@ -159,17 +165,32 @@ class _Shard:
         live = self.live()
         return self.root / f"v{int(live.name[1:]) + 1 if live else 1}"
 
+    def built(self) -> bool:
+        """Whether the live version came from an index build (a shard is made as `v1`)."""
+        live = self.live()
+        return live is not None and live.name != "v1"
+
+    def claim(self) -> None:
+        """Take the folder for this process and clear what a build cut short left behind."""
+        if self._owner is not None:
+            return
+        self._take_folder()
+        live = self.live()
+        for leftover in self.root.glob("v*"):  # a build cut short, or a version swapped out
+            if leftover.is_dir() and leftover != live:
+                shutil.rmtree(leftover, ignore_errors=True)
+
     def open(self, config: qe.EdgeConfig | None) -> qe.EdgeShard:
         if self.engine is not None:
             return self.engine
+        if self.served is not None:
+            raise VectorStoreUnavailable(f"the vector part at {self.root} is served by its part server")
         if config is None and self.live() is None:
             raise VectorStoreUnavailable(f"no vector shard at {self.root}")
-        self._take_folder()
+        if not self.agent:  # a part server's parent holds the folder for it
+            self.claim()
         try:
             live = self.live()
-            for leftover in self.root.glob("v*"):  # a build cut short, or a version swapped out
-                if leftover.is_dir() and leftover != live:
-                    shutil.rmtree(leftover)
             if live is not None:
                 self.engine = qe.EdgeShard.load(str(live))
             else:
@@ -201,6 +222,9 @@ class _Shard:
             self._owner = None
 
     def close(self) -> None:
+        if self.served is not None:
+            self.served.stop()
+            self.served = None
         if self.engine is not None:
             self.engine.close()
             self.engine = None
@@ -208,14 +232,15 @@ class _Shard:
         self._release_folder()
 
 
-_shards: dict[Path, _Shard] = {}
+_shards: dict[Path, Shard] = {}
 _shards_lock = threading.Lock()
 
 
-def _shared(path: Path) -> _Shard:
+def shared(path: Path) -> Shard:
+    """The one Shard object of this process for a folder."""
     path = path.resolve()
     with _shards_lock:
-        return _shards.setdefault(path, _Shard(path))
+        return _shards.setdefault(path, Shard(path))
 
 
 def close_shards() -> None:
@@ -235,7 +260,7 @@ class EdgeBackend(VectorBackend):
     def __init__(self, root: Path, collection: str, tuning: EdgeTuning | None = None):
         self.collection = collection
         self.tuning = tuning or EdgeTuning()
-        self.shard = _shared(root / collection)
+        self.shard = shared(root / collection)
         self._dim = 512
 
     @property
@@ -287,6 +312,16 @@ class EdgeBackend(VectorBackend):
             if self.shard.engine is not None:
                 self.shard.engine.flush()
 
+    def flush(self) -> float:
+        """Everything written on disk (dirty pages synced first, with the GIL released); returns
+        how long the engine's own flush took, in ms (it holds the GIL)."""
+        settle(self.shard.live())
+        with self.shard.lock:
+            started = time.perf_counter()
+            self._engine().flush()
+            self.shard.unflushed = 0
+            return (time.perf_counter() - started) * 1000
+
     # -- writes ---------------------------------------------------------------------------
     def _update(self, operations: Sequence[qe.UpdateOperation], points: int = 0) -> None:
         with self.shard.write_gate:
@@ -295,20 +330,17 @@ class EdgeBackend(VectorBackend):
                     self._engine().update(op)
             self.shard.unflushed += points
             if self.shard.unflushed >= _FLUSH_EVERY:
-                _settle(self.shard.live())
-                with self.shard.lock:
-                    self._engine().flush()
-                self.shard.unflushed = 0
+                self.flush()
 
     def upsert(self, points: Sequence[PointData]) -> None:
         ops = [
             qe.UpdateOperation.upsert_points(
                 [
                     qe.Point(p.id, {p.kind: np.asarray(p.vector, dtype=np.float32).tolist()}, _stored(p.payload))
-                    for p in points[start : start + _BATCH]
+                    for p in points[start : start + WRITE_BATCH]
                 ]
             )
-            for start in range(0, len(points), _BATCH)
+            for start in range(0, len(points), WRITE_BATCH)
         ]
         self._update(ops, len(points))
 
@@ -386,15 +418,20 @@ class EdgeBackend(VectorBackend):
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         offset = None
         while True:
-            request = qe.ScrollRequest(
-                offset=offset, limit=512, filter=to_filter(flt), with_payload=True, with_vector=with_vectors
-            )
-            with self.shard.lock:
-                records, offset = self._engine().scroll(request)
+            records, offset = self.scroll_page(flt, with_vectors, offset)
             if records:
-                yield [_record(r) for r in records]
+                yield records
             if offset is None:
                 return
+
+    def scroll_page(self, flt: PointFilter | None, with_vectors: bool, offset: Any) -> tuple[list[Record], Any]:
+        """One page of `scroll` and where the next starts (None after the last)."""
+        request = qe.ScrollRequest(
+            offset=offset, limit=512, filter=to_filter(flt), with_payload=True, with_vector=with_vectors
+        )
+        with self.shard.lock:
+            records, offset = self._engine().scroll(request)
+        return [_record(r) for r in records], offset
 
     def count(self, flt: PointFilter | None = None) -> int:
         with self.shard.lock:
@@ -414,40 +451,23 @@ class EdgeBackend(VectorBackend):
         return max(0, vectors - info.indexed_vectors_count) * self._dim * stored / 1024
 
     def build_index(self) -> IndexBuild | None:
-        """Build the HNSW graph for everything written since the last build, without stalling search.
+        """Build the HNSW graph for everything written since the last build, here.
 
-        Writes wait from the copy to the switch; searches go on against the live version. In this
-        process the engine holds the GIL for the flush the build starts with (short: writes flush
-        as they go), for opening the built copy (short: payload indexes stay on disk) and for
-        closing the old one; `held_ms` reports the longest. Searches pause only while the engine
-        reference is switched.
+        Writes wait from the copy to the switch; searches go on against the live version. This
+        process opens the built copy and closes the old version, and the engine holds the GIL for
+        both (`held` reports each); a collection in parts hands each built part to a part server
+        instead (part_server.py). Searches pause only while the reference is switched.
         """
         if self.unindexed_kb() < self.tuning.indexing_threshold_kb:
             return None
         started = time.perf_counter()
         held: dict[str, float] = {}  # engine calls of this process that hold the GIL, in ms
         with self.shard.write_gate:
-            _settle(self.shard.live())
-            with self.shard.lock, _timed(held, "flush"):
-                self._engine().flush()
-                self.shard.unflushed = 0
+            held["flush"] = self.flush()
             vectors = self.count(PointFilter())
-            source, target = self.shard.live(), self.shard.next_version()
-            assert source is not None
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(source, target)  # searches only read: they go on meanwhile
-            done = subprocess.run(
-                [sys.executable, "-m", "services.vectors.edge_build", str(target)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                shutil.rmtree(target, ignore_errors=True)
-                raise RuntimeError(f"building the vector index failed: {done.stderr.strip()[-500:]}")
-            _settle(target)  # the child's writes, on disk before the engine's own fsyncs wait for them
-            with _timed(held, "open"):
+            source = self.shard.live()
+            target = built_copy(self.shard)
+            with timed(held, "open"):
                 built = qe.EdgeShard.load(str(target))
             self.shard.set_live(target)  # durable first (an fsync): a crash from here on opens the built copy
             paused = time.perf_counter()
@@ -455,10 +475,11 @@ class EdgeBackend(VectorBackend):
                 previous, self.shard.engine = self.shard.engine, built
                 pause_ms = (time.perf_counter() - paused) * 1000
             if previous is not None:
-                _settle(source)
-                with _timed(held, "close"):
+                settle(source)
+                with timed(held, "close"):
                     previous.close()
-            shutil.rmtree(source, ignore_errors=True)
+            if source is not None:
+                shutil.rmtree(source, ignore_errors=True)
         log.debug("index build of %s: engine calls held %s ms", self.collection, held)
         build = IndexBuild(vectors, time.perf_counter() - started, pause_ms, held)
         log.info(
@@ -470,7 +491,28 @@ class EdgeBackend(VectorBackend):
         return build
 
 
-def _settle(folder: Path | None) -> None:
+def built_copy(shard: Shard) -> Path:
+    """The live version (flushed, writes held back by the caller) copied to the next version
+    and its graph built there by a child process: the engine holds the GIL while it optimizes."""
+    source, target = shard.live(), shard.next_version()
+    assert source is not None
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)  # searches only read: they go on meanwhile
+    done = subprocess.run(
+        [sys.executable, "-m", "services.vectors.edge_build", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        raise RuntimeError(f"building the vector index failed: {done.stderr.strip()[-500:]}")
+    settle(target)  # the child's writes, on disk before the engine's own fsyncs wait for them
+    return target
+
+
+def settle(folder: Path | None) -> None:
     """Write a shard folder's dirty pages to disk with the GIL released.
 
     The engine fsyncs as it flushes, opens and closes a shard, holding the GIL; an fsync waits for
@@ -494,7 +536,7 @@ def _settle(folder: Path | None) -> None:
 
 
 @contextmanager
-def _timed(into: dict[str, float], name: str) -> Iterator[None]:
+def timed(into: dict[str, float], name: str) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield

@@ -1,13 +1,13 @@
-"""One collection of the embedded engine as a row of shards of bounded size.
+"""One collection of the embedded engine as a row of shards of bounded size, each served by
+its own part server.
 
-Why: the engine holds the GIL while it opens or closes a shard, and both take time in proportion
-to the shard (at 300k photos: 0.3-0.8 s to open the built copy, 0.2-0.5 s to close the old one),
-so one shard per collection froze every search for that long at the end of each index build.
-Here writes fill the last shard (the tail); when it holds `EdgeTuning.part_kb` of vectors its
-HNSW graph is built (`EdgeBackend.build_index`: in a child process, searches go on) and a new
-tail is started. So a bulk load indexes as it goes, and no single open or close is larger than
-one part. The price is one engine call per part for each search (the engine cannot search two
-shards at once: it holds the GIL while it searches), merged here by score.
+Why: the engine holds the GIL while it opens, closes or flushes a shard, for a time in proportion
+to the shard, so one shard per collection in the serving process froze every search for up to a
+second at the end of each index build. Here each part lives in a part server (part_server.py), so
+this process never waits on the engine with the GIL held. Writes fill the last part (the tail);
+when it holds `EdgeTuning.part_kb` of vectors its HNSW graph is built (in a child process, searches
+go on) and a new tail is started, so a bulk load indexes as it goes and no part outgrows one
+build. A search asks every part at once and merges their answers by score.
 
 Layout: the first part is the folder `<collection>` (a store made before parts opens as it is);
 the next ones are `<collection>@1`, `<collection>@2`, … beside it. A point lives in exactly one
@@ -22,14 +22,15 @@ from __future__ import annotations
 import heapq
 import shutil
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend, summed_facets
-from services.vectors.edge import EdgeBackend, EdgeTuning
+from services.vectors.edge import EdgeTuning, shared
+from services.vectors.part_server import ServedPart
 
 _SEP = "@"
 
@@ -40,9 +41,14 @@ class _Row:
     def __init__(self, root: Path, collection: str, tuning: EdgeTuning):
         self.root, self.collection, self.tuning = root, collection, tuning
         self.lock = threading.Lock()  # writers: routing a batch, starting a new tail
-        self.parts = [EdgeBackend(root, name, tuning) for name in [collection, *self.found()]]
+        self.parts = [self.opened(name) for name in [collection, *self.found()]]
         self.dims: dict[str, int] | None = None
         self.seals: list[IndexBuild] = []  # the builds of parts that filled, in this process
+
+    def opened(self, name: str) -> ServedPart:
+        """A part and its part server (one per part and process: a part server reopens it)."""
+        shard = shared(self.root / name)
+        return shard.served if shard.served is not None else ServedPart(shard, self.tuning)
 
     def found(self) -> list[str]:
         """The numbered parts on disk, in order."""
@@ -84,8 +90,12 @@ class EdgeParts(VectorBackend):
     def is_embedded(self) -> bool:
         return True
 
-    def _parts(self) -> list[EdgeBackend]:
+    def _parts(self) -> list[ServedPart]:
         return list(self.row.parts)
+
+    def _ask(self, method: str, *args: Any) -> list[Any]:
+        """Every part's answer, asked at once: the part servers work side by side."""
+        return _gathered([part.start(method, *args) for part in self._parts()])
 
     def _capacity(self) -> int:
         """Points a part takes before it is sealed: `part_kb` of float32 vectors."""
@@ -95,8 +105,9 @@ class EdgeParts(VectorBackend):
     # -- lifecycle ------------------------------------------------------------------------
     def ensure(self, dims: dict[str, int]) -> None:
         self.row.dims = dict(dims)
-        for part in self._parts():
-            part.ensure(dims)
+        with self.row.lock:
+            for part in self._parts():
+                part.ensure(dims)
 
     def exists(self) -> bool:
         return (self.root / self.collection).exists()
@@ -107,7 +118,7 @@ class EdgeParts(VectorBackend):
                 part.drop()
             for folder in self.row.found():
                 shutil.rmtree(self.root / folder, ignore_errors=True)
-            self.row.parts = self.row.parts[:1]
+            self.row.parts = [self.row.opened(self.collection)]
 
     def close(self) -> None:
         for part in self._parts():
@@ -132,22 +143,22 @@ class EdgeParts(VectorBackend):
                 rest = rest[room:]
                 filled = tail.count()
                 if filled >= self._capacity():
-                    tail, filled = self._seal(tail), 0
+                    tail, filled = self._seal(), 0
 
-    def _owners(self, parts: Sequence[EdgeBackend], ids: Sequence[str]) -> dict[str, int]:
+    def _owners(self, parts: Sequence[ServedPart], ids: Sequence[str]) -> dict[str, int]:
         """Which earlier part holds each id (a re-written photo stays where it is)."""
         owners: dict[str, int] = {}
-        for i, part in enumerate(parts):
-            for pid in part.holding(ids):
+        for i, held in enumerate(_gathered([part.start("holding", ids) for part in parts])):
+            for pid in held:
                 owners[pid] = i
         return owners
 
-    def _seal(self, tail: EdgeBackend) -> EdgeBackend:
+    def _seal(self) -> ServedPart:
         """Build the full tail's graph and start the next part, which it returns."""
-        build = tail.build_index()  # searches go on meanwhile; writes wait (we hold the row's lock)
+        build = self.row.parts[-1].build_index()  # searches go on; writes wait (we hold the row's lock)
         if build is not None:
             self.row.seals.append(build)
-        fresh = EdgeBackend(self.root, f"{self.collection}{_SEP}{len(self.row.parts)}", self.row.tuning)
+        fresh = self.row.opened(f"{self.collection}{_SEP}{len(self.row.parts)}")
         fresh.ensure(self.row.dims or {})
         self.row.parts = [*self.row.parts, fresh]
         return fresh
@@ -173,48 +184,59 @@ class EdgeParts(VectorBackend):
 
     # -- reads ----------------------------------------------------------------------------
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
-        return [r for part in self._parts() for r in part.retrieve(ids, with_vectors)]
+        return [r for records in self._ask("retrieve", ids, with_vectors) for r in records]
 
     def search(self, vector: np.ndarray, using: str, flt: PointFilter, limit: int) -> list[Hit]:
-        return _best([part.search(vector, using, flt, limit) for part in self._parts()], limit)
+        return _best(self._ask("search", vector, using, flt, limit), limit)
 
     def search_batch(
         self, vectors: Sequence[np.ndarray], using: str, flts: Sequence[PointFilter], limit: int
     ) -> list[list[Hit]]:
-        answers = [part.search_batch(vectors, using, flts, limit) for part in self._parts()]
+        answers = self._ask("search_batch", vectors, using, flts, limit)
         return [_best([a[i] for a in answers], limit) for i in range(len(vectors))]
 
     def lexical_search(self, text: str, flt: PointFilter, limit: int) -> list[Hit]:
-        return _best([part.lexical_search(text, flt, limit) for part in self._parts()], limit)
+        return _best(self._ask("lexical_search", text, flt, limit), limit)
 
     def facet(self, key: str, flt: PointFilter | None, limit: int) -> list[tuple[str, int]]:
-        parts = self._parts()
-        if len(parts) == 1:
-            return parts[0].facet(key, flt, limit)
-        # a value just outside one part's top may be in the others': ask each for more
-        return summed_facets((part.facet(key, flt, limit * 4) for part in parts), limit)
+        # a value just outside one part's top may be in the others': past one part ask each for more
+        answers = self._ask("facet", key, flt, limit if len(self.row.parts) == 1 else limit * 4)
+        return answers[0] if len(answers) == 1 else summed_facets(answers, limit)
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
         for part in self._parts():
             yield from part.scroll(flt, with_vectors)
 
     def count(self, flt: PointFilter | None = None) -> int:
-        return sum(part.count(flt) for part in self._parts())
+        return sum(self._ask("count", flt))
 
     # -- index ----------------------------------------------------------------------------
     @property
     def seals(self) -> list[IndexBuild]:
-        """What building each part that filled did (its engine calls held the GIL as `held` says)."""
+        """What building each part that filled did."""
         return list(self.row.seals)
 
     def unindexed_kb(self) -> float:
-        return sum(part.unindexed_kb() for part in self._parts())
+        return sum(self._ask("unindexed_kb"))
 
     def build_index(self) -> IndexBuild | None:
         """Build each part's graph that has enough unindexed vectors: after a load, the tail's."""
         with self.row.lock:
             builds = [b for b in (part.build_index() for part in self._parts()) if b is not None]
         return IndexBuild.of_several(builds)
+
+
+def _gathered(answers: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Every started request's answer (each holds its part's socket until collected)."""
+    results, failure = [], None
+    for answer in answers:
+        try:
+            results.append(answer())
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
 
 
 def _best(answers: Sequence[list[Hit]], limit: int) -> list[Hit]:

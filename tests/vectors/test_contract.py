@@ -2,7 +2,8 @@
 each backend against an exact numpy reference, and the backends against each other.
 
 Backends: the embedded engine (edge) as it serves a small store (exact scan), the same engine
-after its HNSW index is built, and qdrant-client's embedded mode.
+after its HNSW index is built, the same engine in parts (the full ones served by part servers),
+and qdrant-client's embedded mode.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from services.vectors.base import (
 )
 from services.vectors.edge import EdgeBackend, EdgeTuning, close_shards
 from services.vectors.edge_parts import EdgeParts
+from services.vectors.part_server import server_pids
 from services.vectors.qdrant import QdrantBackend, close_local_clients, local_client
 from services.vectors.spaces import Spaces
 from services.vectors.store import split
@@ -48,9 +50,10 @@ SMALL_INDEX = EdgeTuning(
 )
 
 # Parts of 16 KB of vectors: the 360 photos (32 floats) fill three parts, the 120 texts one. The
-# contract runs them unindexed (exact, and no build per part); the parts test builds each.
+# contract builds each part as it fills, so the full ones are served by part servers, and searches
+# them exactly (every segment is below the full-scan threshold); the parts test uses the graph.
 PARTS = dataclasses.replace(SMALL_INDEX, part_kb=16)
-EXACT_PARTS = dataclasses.replace(EXACT, part_kb=16)
+EXACT_PARTS = dataclasses.replace(EXACT, part_kb=16, indexing_threshold_kb=4)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -161,11 +164,25 @@ def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def loaded(kind: str, tmp_path: Path) -> Iterator[VectorBackend]:
-    backend = open_backend(kind, tmp_path)
+@pytest.fixture(scope="module")
+def parts_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The contract store in parts, loaded once (each full part is built as it fills)."""
+    root = tmp_path_factory.mktemp("parts")
+    backend = open_backend("edge-parts", root)
     backend.ensure(DIMS)
     backend.upsert(POINTS)
+    close_all()
+    return root
+
+
+@pytest.fixture
+def loaded(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VectorBackend]:
+    if kind == "edge-parts":  # a copy of the loaded store, opened as a fresh process would
+        shutil.copytree(request.getfixturevalue("parts_made"), tmp_path, dirs_exist_ok=True)
+    backend = open_backend(kind, tmp_path)
+    backend.ensure(DIMS)
+    if kind != "edge-parts":
+        backend.upsert(POINTS)
     if kind == "edge-hnsw":
         build = backend.build_index()
         assert build is not None and build.vectors == len(POINTS)
@@ -176,6 +193,7 @@ def loaded(kind: str, tmp_path: Path) -> Iterator[VectorBackend]:
             "contract-image@2",
             "contract-text",
         ]
+        assert len(server_pids()) == 4  # one a part: three of photos, one of texts
     yield backend
     close_all()
 
@@ -578,11 +596,11 @@ def test_a_collection_grows_in_parts_each_indexed_as_it_fills(tmp_path: Path) ->
     backend.upsert(photos)
     folders = sorted(f.name for f in tmp_path.iterdir())
     assert folders == ["grow", "grow@1", "grow@2"]
-    parts = [EdgeBackend(tmp_path, name, PARTS) for name in folders]
+    parts = backend._parts()
+    assert [p.shard.engine for p in parts] == [None, None, None]  # each served by its part server
+    assert len(server_pids()) == 3
     assert [p.count() for p in parts] == [128, 128, 104]
     assert [p.unindexed_kb() for p in parts[:2]] == [0, 0]  # sealed parts were built as they filled
-    schema = parts[2]._engine().info().payload_schema
-    assert "brand" in schema and LEXICAL not in schema and "codes" not in schema  # words live on texts
     first = photos[0]
     moved = PointData(first.id, IMAGE, photos[-1].vector, {**first.payload, "brand": "Moved"})
     backend.upsert([moved])
@@ -594,6 +612,9 @@ def test_a_collection_grows_in_parts_each_indexed_as_it_fills(tmp_path: Path) ->
     backend.delete_ids([photos[1].id, photos[300].id])
     backend.delete_where(PointFilter(brands=("Late",)))
     assert backend.count() == len(photos) - 3
+    close_all()
+    schema = EdgeBackend(tmp_path, "grow@2", PARTS)._engine().info().payload_schema
+    assert "brand" in schema and LEXICAL not in schema and "codes" not in schema  # words live on texts
     close_all()
     again = EdgeParts(tmp_path, "grow", PARTS)
     again.ensure({IMAGE: IMAGE_DIM})
