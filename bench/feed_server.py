@@ -22,6 +22,10 @@ def serve(root: Path, port_file: Path) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # A CDN's server sends a small response without waiting (nginx's tcp_nodelay): with Nagle's
+        # algorithm on, the body written after the headers waited for the client's delayed ACK,
+        # ~40 ms per image on a keep-alive connection, which made the benchmark download-bound.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             if self.path == "/_stats":

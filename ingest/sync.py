@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import update
+from sqlalchemy import bindparam
 
 from ingest.faults import checkpoint
 from ingest.records import VARIANT_PRICES, RowError
@@ -37,6 +37,10 @@ from services.vectors import (
 )
 
 log = logging.getLogger(__name__)
+_PRODUCTS = Product.__table__
+_MARK_SYNCED = (
+    _PRODUCTS.update().where(_PRODUCTS.c.id == bindparam("product_id")).values(synced_state=bindparam("state"))
+)
 
 
 def payload_of(product: Product) -> dict[str, Any]:
@@ -259,11 +263,10 @@ class VectorSync:
         done = [p for p in products if p.sku not in failed]
         self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in wanted[p.sku]])
         checkpoint("after-delete-stale")
-        with self.catalog.session() as session:
+        if done:  # one executemany, not a statement per product (a batch's round trips add up)
+            with self.catalog.session() as session:
+                session.execute(_MARK_SYNCED, [{"product_id": p.id, "state": states[p.sku]} for p in done])
             for product in done:
-                session.execute(
-                    update(Product).where(Product.id == product.id).values(synced_state=states[product.sku])
-                )
                 product.synced_state = states[product.sku]
         checkpoint("after-synced")
         result.synced = len(done)

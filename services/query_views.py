@@ -28,6 +28,7 @@ by default, which is exactly today's query; `max_views` overrides that either wa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,9 +158,19 @@ def border_histogram_map(pixels: np.ndarray, bins: int = HIST_BINS) -> np.ndarra
 
 # -- from a map to a box ---------------------------------------------------------------------------
 def _filtered(mask: np.ndarray, size: int, grow: bool) -> np.ndarray:
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    image = image.filter(ImageFilter.MaxFilter(size) if grow else ImageFilter.MinFilter(size))
-    return np.asarray(image) > 127
+    """The mask grown (a max filter) or shrunk (a min filter) over a `size` x `size` square, edges
+    repeated outward as Pillow's MaxFilter/MinFilter do; the same pixels, ~40x less CPU: a square
+    window's max is a max along rows, then along columns (Pillow's rank filter sorts every window)."""
+    reach, (height, width) = size // 2, mask.shape
+    padded = np.pad(mask.astype(bool), reach, mode="edge")
+    combine = np.logical_or if grow else np.logical_and
+    rows = padded[:, :width].copy()
+    for k in range(1, size):
+        combine(rows, padded[:, k : k + width], out=rows)
+    out = rows[:height].copy()
+    for k in range(1, size):
+        combine(out, rows[k : k + height], out=out)
+    return out
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
@@ -244,6 +255,34 @@ def query_vectors(embedder: Embedder, image: Image.Image, max_views: int | None 
     if not result.ok(0):
         raise EmbedError(result.errors[0])
     return result.vectors[[i for i in range(len(result.vectors)) if result.ok(i)]]
+
+
+def query_vectors_many(
+    embedder: Embedder, images: Sequence[Image.Image], max_views: int | None = None
+) -> list[np.ndarray | None]:
+    """`query_vectors` of many photos, their views embedded in one `embed_images` call (None where
+    a photo's whole view fails). Why: calibration asks ~80 photo questions; one call each ran the
+    model on batches of 1-3 views, at about twice the CPU per image of full batches."""
+    per_photo = default_views(embedder) if max_views is None else max_views
+    views = [query_views(image, per_photo) for image in images]
+    try:
+        result = embedder.embed_images([view for photo_views in views for view in photo_views])
+    except EmbedError:  # the call as a whole failed: each photo alone, so one cannot sink the rest
+        return [_or_none(embedder, image, per_photo) for image in images]
+    vectors: list[np.ndarray | None] = []
+    start = 0
+    for photo_views in views:
+        rows = [i for i in range(start, start + len(photo_views)) if result.ok(i)]
+        vectors.append(result.vectors[rows] if result.ok(start) else None)
+        start += len(photo_views)
+    return vectors
+
+
+def _or_none(embedder: Embedder, image: Image.Image, max_views: int) -> np.ndarray | None:
+    try:
+        return query_vectors(embedder, image, max_views)
+    except EmbedError:
+        return None
 
 
 def best_over_views(scores: np.ndarray) -> np.ndarray:

@@ -28,12 +28,12 @@ from PIL import Image
 from services.calibration import Thresholds, calibrate, load_thresholds, needs_calibration
 from services.catalog.models import Product
 from services.catalog.store import CatalogStore
-from services.embedders.base import Embedder, EmbedError, QueryKind
+from services.embedders.base import Embedder, QueryKind
 from services.errors import NotFound, ShopLensError
 from services.images import ImageLimits
 from services.lexical import document_words, lexical_query, query_codes, query_terms
 from services.media import MediaStore
-from services.query_views import PER_IMAGE_BILLED, query_vectors
+from services.query_views import PER_IMAGE_BILLED, query_vectors, query_vectors_many
 from services.vectors import IMAGE, TEXT, PointFilter, ProductFilter, VectorStore, image_point_id
 
 LEXICAL_WEIGHT = 0.3  # the best lexical match adds this much (times the text's share) to its semantic score
@@ -213,15 +213,14 @@ class SearchService:
         self, images: list[Image.Image | None], texts: list[str | None], skus: list[str | None]
     ) -> list[float | None]:
         """The best semantic score of each query, against one product or the whole catalog;
-        photos and texts embedded in one batch each (calibration asks ~150 questions)."""
+        every photo's views and all texts embedded in one call each (calibration asks ~150 questions)."""
         words = [t.strip() for t in texts if t is not None and t.strip()]
         text_vectors = iter(self.embedder.embed_texts(words, queries=True).vectors if words else [])
+        photos = [image for image in images if image is not None]  # each photo's views, as a shopper's are searched
+        photo_views = iter(query_vectors_many(self.embedder, photos) if photos else [])
         scores: list[float | None] = []
         for image, text, sku in zip(images, texts, skus, strict=True):
-            try:  # a photo's views, as a shopper's photo is searched
-                image_views = query_vectors(self.embedder, image) if image is not None else None
-            except EmbedError:
-                image_views = None
+            image_views = next(photo_views) if image is not None else None
             text_vector = next(text_vectors) if text is not None and text.strip() else None
             components = self._weigh(image_views, text_vector, 0.5)[0]
             if not components or (image is not None and image_views is None):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 from pydantic import SecretStr
 
 from services.embedders.base import Embedder, EmbedderUnavailable
@@ -20,11 +20,13 @@ from services.images import ImageLimits, decode_for_model
 from services.query_views import (
     MAX_VIEWS,
     Box,
+    _filtered,
     best_over_views,
     default_views,
     foreground_boxes,
     query_embedding,
     query_vectors,
+    query_vectors_many,
     query_views,
 )
 from tests.support.fake_dashscope import FakeDashScope
@@ -202,3 +204,25 @@ def test_boxes_grow_by_their_margin_and_stay_inside_the_frame() -> None:
     edge = Box(0.9, 0.0, 1.0, 0.05).expanded(margin=0.1, min_side=0.2)
     assert (edge.left, edge.top, edge.right, edge.bottom) == pytest.approx((0.8, 0.0, 1.0, 0.2))
     assert Box(0, 0, 0.5, 0.5).iou(Box(0.25, 0, 0.75, 0.5)) == pytest.approx(1 / 3)
+
+
+def test_the_mask_filters_match_pillows_rank_filters() -> None:
+    """The numpy max/min filters must keep the boxes exactly what Pillow's MaxFilter/MinFilter gave."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        height, width = (int(v) for v in rng.integers(1, 70, 2))
+        mask = rng.random((height, width)) < rng.random()
+        for size in (3, 5):
+            for grow in (True, False):
+                image = Image.fromarray(mask.astype(np.uint8) * 255)
+                image = image.filter(ImageFilter.MaxFilter(size) if grow else ImageFilter.MinFilter(size))
+                assert np.array_equal(_filtered(mask, size, grow), np.asarray(image) > 127)
+
+
+def test_many_photos_at_once_give_each_photos_own_views(offline_embedder: Embedder) -> None:
+    photos = [shopper_photo(seed)[0] for seed in (1, 2)] + [Image.new("RGB", (300, 300), (40, 90, 160))]
+    together = query_vectors_many(offline_embedder, photos)
+    for photo, vectors in zip(photos, together, strict=True):
+        alone = query_vectors(offline_embedder, photo)
+        assert vectors is not None and vectors.shape == alone.shape
+        assert np.allclose(vectors, alone, atol=1e-6)  # other batch sizes round the last bits differently
