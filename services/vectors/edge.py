@@ -58,8 +58,8 @@ from services.vectors.base import (
 log = logging.getLogger(__name__)
 # Points per engine write call. A search waits for the write in progress (the engine holds the GIL,
 # and a part server answers one request at a time): 1,024 points took ~260 ms on a loaded 2-core
-# machine, so search p99 during a bulk load was about that; 256 keeps the wait near 60 ms.
-WRITE_BATCH = 256
+# machine, so search p99 during a bulk load was about that (256: 109 ms); 128 keeps it near 30 ms.
+WRITE_BATCH = 128
 # Unflushed points after which a write flushes. The engine holds the GIL while it flushes (about
 # 20 ms plus 5 ms per thousand points), so a flush now and then keeps each pause short, and the
 # flush an index build starts with has little left to do; flushing every batch would double the

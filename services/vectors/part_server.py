@@ -143,9 +143,7 @@ class ServedPart(VectorBackend):
         self.shard, self.tuning = shard, tuning
         self.lock = threading.Lock()  # one request at a time on the socket, from send to reply
         self.server: _Server | None = None
-        shard.served = self
-        if shard.live() is not None:  # opens while the caller goes on: a store's parts open at once
-            self._spawn()
+        shard.served = self  # its server starts at the first request (a search starts every part's at once)
 
     def _spawn(self) -> _Server:
         self.shard.claim()
@@ -171,14 +169,14 @@ class ServedPart(VectorBackend):
                 if server is not None and self.shard.served is self:
                     log.warning("the part server of %s had stopped; starting it again", self.shard.root.name)
                 server = self._spawn()  # a new part, or one whose server died or was stopped
-            server.wait_open()
-            server.conn.send((method, args))
+            server.conn.send((method, args))  # read once it has opened: parts starting together open together
         except BaseException:
             self.lock.release()
             raise
 
         def answer() -> Any:
             try:
+                server.wait_open()
                 return server.reply()
             finally:
                 self.lock.release()
@@ -306,11 +304,18 @@ def _opened(shard: Shard, tuning: EdgeTuning) -> _Server:
 
 
 # -- the part server process ---------------------------------------------------------------
-def _send(conn: Connection, status: str, value: Any) -> None:
+def _send(conn: Connection, status: str, value: Any) -> bool:
+    """Answer the parent; False when it is gone (it exited or closed its end: nothing to say)."""
     try:
         conn.send((status, value))
+    except OSError:
+        return False
     except Exception as exc:  # an answer or error that does not pickle: say what it was
-        conn.send(("error", RuntimeError(f"{type(value).__name__}: {value}; not sent: {exc}")))
+        try:
+            conn.send(("error", RuntimeError(f"{type(value).__name__}: {value}; not sent: {exc}")))
+        except OSError:
+            return False
+    return True
 
 
 def main(fd: int, folder: str, version: str, tuning_json: str) -> None:
@@ -332,8 +337,8 @@ def main(fd: int, folder: str, version: str, tuning_json: str) -> None:
     except Exception as exc:
         _send(conn, "error", VectorStoreUnavailable(f"cannot open the vector part {version or folder}: {exc}"))
         return
-    _send(conn, "ok", os.getpid())
-    while True:
+    answered = _send(conn, "ok", os.getpid())
+    while answered:
         try:
             method, args = conn.recv()
         except (EOFError, OSError):  # the parent went away
@@ -341,19 +346,16 @@ def main(fd: int, folder: str, version: str, tuning_json: str) -> None:
         if method == _STOP:
             break
         if method not in _METHODS:
-            _send(conn, "error", ValueError(f"a part server does not answer {method!r}"))
+            answered = _send(conn, "error", ValueError(f"a part server does not answer {method!r}"))
             continue
         try:
             result = getattr(backend, method)(*args)
         except Exception as exc:
-            _send(conn, "error", exc)
+            answered = _send(conn, "error", exc)
         else:
-            _send(conn, "ok", result)
+            answered = _send(conn, "ok", result)
     backend.shard.close()
-    try:
-        _send(conn, "ok", None)
-    except OSError:
-        pass
+    _send(conn, "ok", None)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.embedders.base import EmbedderIdentity
-from services.settings import Settings
 from services.vectors.base import IMAGE, TEXT, Hit, IndexBuild, PointData, PointFilter, VectorBackend
 from services.vectors.spaces import Spaces
+
+if TYPE_CHECKING:  # types only: the embedders' registry and pydantic-settings cost 0.12 s to import
+    from services.embedders.base import EmbedderIdentity
+    from services.settings import Settings
 
 
 def split(make: Callable[[str], VectorBackend], collection: str) -> Spaces:

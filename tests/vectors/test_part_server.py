@@ -106,8 +106,10 @@ def test_a_part_that_cannot_be_opened_says_so_and_the_live_version_stays(store: 
     assert again._parts()[0].shard.live() == live
 
 
-def test_part_servers_end_with_the_process_that_started_them(tmp_path: Path) -> None:
-    parent = textwrap.dedent(
+def _gone_parent(tmp_path: Path, body: str) -> tuple[list[int], str]:
+    """Run `body` in a parent that prints its part servers' pids and exits without any clean-up;
+    the pids and everything written to stderr (its servers' too) once they have all ended."""
+    script = textwrap.dedent(
         f"""
         import os, sys
         from pathlib import Path
@@ -117,23 +119,46 @@ def test_part_servers_end_with_the_process_that_started_them(tmp_path: Path) -> 
         from services.vectors.part_server import server_pids
         from services.vectors.base import IMAGE
         store = EdgeParts(Path({str(tmp_path)!r}), "p", TUNING)
-        store.ensure({{IMAGE: {DIM}}})
-        store.upsert(photos(150))
-        print(" ".join(map(str, server_pids())), flush=True)
-        os._exit(0)  # no clean-up at all
         """
     )
-    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120, check=True)
-    pids = [int(p) for p in done.stdout.split()]
+    tail = 'print(" ".join(map(str, server_pids())), flush=True)\nos._exit(0)\n'
+    done = subprocess.run(
+        [sys.executable, "-c", script + textwrap.dedent(body) + tail],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )  # returns once the servers, which share its stderr, have closed it
+    return [int(p) for p in done.stdout.split()], done.stderr
+
+
+def test_part_servers_end_with_the_process_that_started_them(tmp_path: Path) -> None:
+    pids, _ = _gone_parent(tmp_path, f"store.ensure({{IMAGE: {DIM}}})\nstore.upsert(photos(150))\n")
     assert len(pids) == 3
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in pids)
     again = EdgeParts(tmp_path, "p", TUNING)  # and the folders are free again
+    assert server_pids() == []  # a part's server starts at its first request
     assert again.count() == 150
+    assert len(server_pids()) == 3
     close_shards()
     assert server_pids() == []
+
+
+def test_a_parent_gone_before_its_part_opened_leaves_no_error(tmp_path: Path) -> None:
+    """The server finds nobody to tell that it opened: it closes the part and ends, quietly."""
+    store = EdgeParts(tmp_path, "p", TUNING)
+    store.ensure({IMAGE: DIM})
+    store.upsert(photos(150))
+    close_shards()
+    pids, stderr = _gone_parent(tmp_path, 'store._parts()[0].start("count")\n')
+    assert len(pids) == 1
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    again = EdgeParts(tmp_path, "p", TUNING)
+    assert again.count() == 150
+    close_shards()
 
 
 def _alive(pid: int) -> bool:
