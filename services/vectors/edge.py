@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +257,20 @@ def close_shards() -> None:
     forget_rows()
 
 
+Page = Callable[[PointFilter | None, bool, Any], tuple[list[Record], Any]]
+
+
+def paged(page: Page, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
+    """`scroll` from `scroll_page`: pages until the engine says there is no next one."""
+    offset = None
+    while True:
+        records, offset = page(flt, with_vectors, offset)
+        if records:
+            yield records
+        if offset is None:
+            return
+
+
 class EdgeBackend(VectorBackend):
     name = "edge"
 
@@ -419,13 +433,7 @@ class EdgeBackend(VectorBackend):
         return [(str(h.value), int(h.count)) for h in hits]
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
-        offset = None
-        while True:
-            records, offset = self.scroll_page(flt, with_vectors, offset)
-            if records:
-                yield records
-            if offset is None:
-                return
+        return paged(self.scroll_page, flt, with_vectors)
 
     def scroll_page(self, flt: PointFilter | None, with_vectors: bool, offset: Any) -> tuple[list[Record], Any]:
         """One page of `scroll` and where the next starts (None after the last)."""

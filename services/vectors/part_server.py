@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from services.vectors.base import Hit, IndexBuild, PointData, PointFilter, Record, VectorBackend, VectorStoreUnavailable
-from services.vectors.edge import WRITE_BATCH, EdgeBackend, EdgeTuning, Shard, built_copy
+from services.vectors.edge import WRITE_BATCH, EdgeBackend, EdgeTuning, Shard, built_copy, paged
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +248,7 @@ class ServedPart(VectorBackend):
         return self._ask("facet", key, flt, limit)
 
     def scroll(self, flt: PointFilter | None, with_vectors: bool) -> Iterator[list[Record]]:
-        offset = None
-        while True:
-            records, offset = self.scroll_page(flt, with_vectors, offset)
-            if records:
-                yield records
-            if offset is None:
-                return
+        return paged(self.scroll_page, flt, with_vectors)
 
     def scroll_page(self, flt: PointFilter | None, with_vectors: bool, offset: Any) -> tuple[list[Record], Any]:
         return self._ask("scroll_page", flt, with_vectors, offset)
