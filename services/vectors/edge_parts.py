@@ -95,7 +95,7 @@ class EdgeParts(VectorBackend):
 
     def _ask(self, method: str, *args: Any) -> list[Any]:
         """Every part's answer, asked at once: the part servers work side by side."""
-        return _gathered([part.start(method, *args) for part in self._parts()])
+        return _asked(self._parts(), method, *args)
 
     def _capacity(self) -> int:
         """Points a part takes before it is sealed: `part_kb` of float32 vectors."""
@@ -148,7 +148,7 @@ class EdgeParts(VectorBackend):
     def _owners(self, parts: Sequence[ServedPart], ids: Sequence[str]) -> dict[str, int]:
         """Which earlier part holds each id (a re-written photo stays where it is)."""
         owners: dict[str, int] = {}
-        for i, held in enumerate(_gathered([part.start("holding", ids) for part in parts])):
+        for i, held in enumerate(_asked(parts, "holding", ids)):
             for pid in held:
                 owners[pid] = i
         return owners
@@ -226,9 +226,18 @@ class EdgeParts(VectorBackend):
         return IndexBuild.of_several(builds)
 
 
-def _gathered(answers: Sequence[Callable[[], Any]]) -> list[Any]:
-    """Every started request's answer (each holds its part's socket until collected)."""
-    results, failure = [], None
+def _asked(parts: Sequence[ServedPart], method: str, *args: Any) -> list[Any]:
+    """Every part's answer, asked at once. A started request holds its part's socket until its
+    answer is collected, so every started one is collected, even when a later part cannot be asked
+    or an earlier one answers with an error; the first error is raised after."""
+    answers: list[Callable[[], Any]] = []
+    failure: BaseException | None = None
+    try:
+        for part in parts:
+            answers.append(part.start(method, *args))
+    except BaseException as exc:
+        failure = exc
+    results = []
     for answer in answers:
         try:
             results.append(answer())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +170,24 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def test_a_part_that_cannot_be_asked_leaves_the_others_free(tmp_path: Path) -> None:
+    """A search started on the first parts, then failed on a later one: the first parts' answers
+    are collected, so their servers answer the next request instead of waiting forever."""
+    store = EdgeParts(tmp_path, "p", TUNING)
+    store.ensure({IMAGE: DIM})
+    points = photos(150)  # parts of 64, 64 and 22
+    store.upsert(points)
+    close_shards()
+    reopened = EdgeParts(tmp_path, "p", TUNING)
+    shutil.rmtree(tmp_path / "p@2")  # gone after the store found it: its part cannot be asked
+    with pytest.raises(VectorStoreUnavailable, match="no vector shard"):
+        reopened.search(points[0].vector, IMAGE, PointFilter(), 1)
+    first = reopened._parts()[0]
+    done: list[int] = []
+    asking = threading.Thread(target=lambda: done.append(first.count()), daemon=True)
+    asking.start()
+    asking.join(60)
+    assert done == [64]
+    close_shards()
