@@ -168,11 +168,6 @@ class Shard:
         live = self.live()
         return self.root / f"v{int(live.name[1:]) + 1 if live else 1}"
 
-    def built(self) -> bool:
-        """Whether the live version came from an index build (a shard is made as `v1`)."""
-        live = self.live()
-        return live is not None and live.name != "v1"
-
     def claim(self) -> None:
         """Take the folder for this process and clear what a build cut short left behind."""
         if self._owner is not None:
