@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ class _AdvisoryLock(HeldLock):
         self._conn: Connection | None = None
         self._key: int | None = None
         self._session: tuple[int, datetime] | None = None  # (pid, backend_start) of the session holding it
+        self._checking = threading.Lock()  # a run's reader and embedding threads both ensure before writing
 
     def acquire(self, wait: float | None) -> None:
         deadline = None if wait is None else time.monotonic() + wait
@@ -112,6 +114,10 @@ class _AdvisoryLock(HeldLock):
 
         Raises OperationalError while the database cannot be reached (the caller's retries wait for
         it) and LockLost when another run holds the store now."""
+        with self._checking:
+            self._ensure()
+
+    def _ensure(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.execute(text("SELECT 1"))

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import (
@@ -28,6 +29,7 @@ from tenacity import (
 )
 from tqdm import tqdm
 
+from ingest.background import background_pool
 from ingest.downloads import ImageDownloader
 from ingest.faults import checkpoint
 from ingest.images import ImageInfo, PreparedProduct, local_image_stats, prepare_images
@@ -83,6 +85,18 @@ class Planned:
     refresh: bool = False  # an unchanged row read again to learn what its image URLs serve
     problems: list[RowError] = field(default_factory=list)  # an unchanged row's URL that could not be checked
     sources: list[ImageSource] = field(default_factory=list)  # image URLs to remember (ingest/remote.py)
+
+
+@dataclass
+class Written:
+    """A batch in SQL, handed from the reader thread to the one that embeds: its products, the
+    images decoded for them, each SKU's catalog row, and what writing it counted."""
+
+    products: list[Product]
+    decoded: dict[str, Image.Image]
+    rows: dict[str, int]
+    counts: IngestCounts
+    errors: list[RowError]
 
 
 @dataclass
@@ -176,11 +190,13 @@ class Ingestor:
         download_per_host: int = 4,
         download_retries: int = 2,
         photo_vectors_from: Callable[[], VectorStore | None] | None = None,
+        background_nice: int = 10,
     ):
         self.catalog, self.vectors, self.embedder, self.media, self.limits = catalog, vectors, embedder, media, limits
         self.home, self.batch_size, self.workers, self.retries = home, batch_size, workers, retries
         self.image_retry_backoff = image_retry_backoff
         self.download_per_host, self.download_retries = download_per_host, download_retries
+        self.background_nice = background_nice  # ingest/background.py
         self.calibrate = calibrate  # after each run: the search thresholds follow the catalog
         self.sync = VectorSync(catalog, vectors, embedder, media, limits, photo_vectors_from)
         self.stop_event = threading.Event()  # set by signal handlers: finish the batch, then stop
@@ -358,44 +374,51 @@ class Ingestor:
 
     # -- stages ---------------------------------------------------------------------------
     def _ingest_records(self, catalog: Catalog, result: IngestResult, progress: ProgressFn | None) -> None:
+        """Three stages, each batch passing through them in turn: the reader thread reads a batch,
+        downloads and decodes its images (the pool) and writes its rows to SQL; the calling thread
+        embeds it and writes its vectors. The reader works a batch ahead, at a lower CPU priority
+        (ingest/background.py), so the model never waits for it and is never slowed by it."""
         records = catalog.records
         batches = [records[i : i + self.batch_size] for i in range(0, len(records), self.batch_size)]
         bar = _progress_bar(len(records), "ingest")
         done = 0
         with (
             ImageDownloader(self.limits, self.workers, self.download_per_host, self.download_retries) as downloader,
-            ThreadPoolExecutor(1, thread_name_prefix="prepare") as reader,
-            ThreadPoolExecutor(self.workers, thread_name_prefix="images") as pool,
+            background_pool(1, "prepare", self.background_nice) as reader,
+            background_pool(self.workers, "images", self.background_nice) as pool,
         ):
 
-            def submit(batch: Sequence[ProductRecord]) -> Future:
-                return reader.submit(self._prepare, batch, catalog.base_dir, pool, downloader)
+            def read(batch: Sequence[ProductRecord]) -> Written:
+                planned = self._prepare(batch, catalog.base_dir, pool, downloader)
+                return self._retrying(self._write_rows, planned)
 
-            pending: Future | None = submit(batches[0]) if batches else None
-            for index in range(len(batches)):
-                prepared = pending.result()
-                pending = submit(batches[index + 1]) if index + 1 < len(batches) else None
-                self._retrying(self._write_batch, prepared, result)
-                done += len(batches[index])
-                bar.update(len(batches[index]))
+            pending: Future | None = reader.submit(read, batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                if pending is None:  # stopped
+                    break
+                written = pending.result()
+                ahead = index + 1 < len(batches) and not self.stop_event.is_set()
+                pending = reader.submit(read, batches[index + 1]) if ahead else None
+                _merge(result, written.counts, written.errors)
+                if written.products:
+                    self._add(result, self._retrying(self.sync.sync, written.products, written.decoded, written.rows))
+                done += len(batch)
+                bar.update(len(batch))
                 if progress:
                     progress(done, len(records))
-                if self.stop_event.is_set():
-                    if pending is not None:
-                        pending.cancel()
-                    break
+                if self.stop_event.is_set() and pending is not None and pending.cancel():
+                    pending = None  # not begun; a batch begun has rows in SQL: it is finished as well
         result.counts.images_downloaded = downloader.counts["bodies"]
         result.counts.images_not_modified = downloader.counts["not_modified"]
         bar.close()
 
     def _retrying(self, fn, *args):
-        """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat.
+        """Run a batch step again when SQL or Qdrant drops: every step is safe to repeat, and
+        returns what it did rather than adding to the run's counts, so a repeat counts once.
 
         Before each attempt, make sure the run still holds the store: a dropped connection can take
         a PostgreSQL lock with it, and writing on without it would let a second run start beside
         this one. `ensure` takes it again, or raises LockLost (not retried) if another run has it."""
-        result = self.current if self._held is not None else None  # None outside a run (e.g. reconcile)
-        before = (replace(result.counts), len(result.errors)) if result is not None else None
         for attempt in Retrying(
             retry=retry_if_exception_type(TRANSIENT),
             stop=stop_after_attempt(self.retries + 1),
@@ -404,9 +427,6 @@ class Ingestor:
             before_sleep=lambda state: log.warning("batch failed (%s); retrying", _describe(state.outcome.exception())),
         ):
             with attempt:
-                if result is not None and before is not None:  # a repeat starts from the counts before the step
-                    result.counts = replace(before[0])
-                    del result.errors[before[1] :]
                 if self._held is not None:
                     self._held.ensure()
                 return fn(*args)
@@ -461,8 +481,9 @@ class Ingestor:
         order = {r.sku: i for i, r in enumerate(batch)}
         return sorted(planned, key=lambda p: order[p.record.sku])
 
-    def _write_batch(self, planned: list[Planned], result: IngestResult) -> None:
-        decoded = {}
+    def _write_rows(self, planned: list[Planned]) -> Written:
+        """A batch's rows to SQL, each product left pending until its vectors are written."""
+        counts, errors, decoded = IngestCounts(), [], {}
         rows = {item.record.sku: item.record.row for item in planned}
         touched: list[str] = []
         with self.catalog.session() as session:
@@ -471,30 +492,29 @@ class Ingestor:
             for item in planned:
                 product = current.get(item.record.sku)
                 if item.images is None:  # fingerprint unchanged
-                    result.errors.extend(item.problems)
-                    result.counts.unchanged += 1
+                    errors.extend(item.problems)
+                    counts.unchanged += 1
                     if product is not None and product.image_failures:
-                        result.counts.image_retries_waiting += 1
+                        counts.image_retries_waiting += 1
                     if product is not None and self.sync.needs_sync(product):
                         touched.append(item.record.sku)
                     continue
-                result.errors.extend(item.images.errors)
+                errors.extend(item.images.errors)
                 if product is None:
                     product = Product(sku=item.record.sku)
                     session.add(product)
-                    result.counts.new += 1
+                    counts.new += 1
                 elif item.retry or item.refresh:
-                    result.counts.unchanged += 1
-                    result.counts.image_retries += int(item.retry)
+                    counts.unchanged += 1
+                    counts.image_retries += int(item.retry)
                 else:
-                    result.counts.changed += 1
+                    counts.changed += 1
                 self._apply(product, item)
                 decoded.update({i.sha256: i.decoded for i in item.images.images if i.decoded is not None})
                 touched.append(item.record.sku)
         checkpoint("after-sql")
-        if touched:
-            products = list(self.catalog.get_products(touched).values())
-            self._add(result, self.sync.sync(products, decoded, rows))
+        products = list(self.catalog.get_products(touched).values()) if touched else []
+        return Written(products, decoded, rows, counts, errors)
 
     def _apply(self, product: Product, item: Planned) -> None:
         record, prepared = item.record, item.images
@@ -552,6 +572,12 @@ class Ingestor:
         result.counts.images_reused += outcome.images_reused
         result.counts.texts_embedded += outcome.texts_embedded
         result.errors.extend(outcome.errors)
+
+
+def _merge(result: IngestResult, counts: IngestCounts, errors: Sequence[RowError]) -> None:
+    for name, value in asdict(counts).items():
+        setattr(result.counts, name, getattr(result.counts, name) + value)
+    result.errors.extend(errors)
 
 
 def _unchanged(record: ProductRecord, fingerprint: str, images: list[RemoteImage], product: Product) -> Planned:
@@ -620,4 +646,5 @@ def ingestor_for(app: ShopLens) -> Ingestor:
         s.download_per_host,
         s.download_retries,
         app.photo_vectors_from,
+        s.ingest_background_nice,
     )

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(
         default=4, ge=1, description="threads that download and decode images; also the most downloads at once"
     )
+    ingest_background_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how far below the model the download and decode threads run (Linux nice steps; 0: same "
+        "priority), so that they fill the gaps the model leaves instead of stalling it",
+    )
     download_per_host: int = Field(
         default=4, ge=1, description="the most image downloads at once from one host (a shop's server or CDN)"
     )
