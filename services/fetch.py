@@ -86,6 +86,10 @@ def fetch_capped(
             etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
             ctype = response.headers.get("content-type", "").lower()
             if response.status_code == 304 and headers:
+                # A 304 has no body, but the client reuses the connection only once the response is
+                # read to its end: unread, every conditional request of a scheduled run opened (and,
+                # on HTTPS, negotiated) a connection of its own.
+                response.read()
                 return Fetched(b"", ctype, 304, etag, modified)
             if response.status_code != 200:
                 status = response.status_code

@@ -63,6 +63,17 @@ def _top(app: ShopLens, seed: int) -> str:
     return app.search.search(SearchRequest(image=product_photo(seed), top_k=3)).hits[0].sku
 
 
+def test_conditional_requests_keep_their_connection(images: ImageServer) -> None:
+    """A scheduled run asks for every image again and most answer 304: each must not cost a new
+    connection (on HTTPS, a new handshake)."""
+    urls = [images.put(f"/img/{i}.jpg", _jpeg(800 + i)) for i in range(12)]
+    with ImageDownloader(ImageLimits(), workers=1, per_host=1) as downloader:
+        first = {url: downloader.get(url) for url in urls}
+        again = [downloader.get(url, Validators(f.etag, f.last_modified)) for url, f in first.items()]
+    assert [f.status for f in again] == [304] * 12 and sum(images.not_modified.values()) == 12
+    assert images.opened == 1, images.opened
+
+
 def test_an_unchanged_rerun_downloads_no_image_and_a_changed_one_reembeds_exactly_its_product(
     shop: ShopLens, images: ImageServer, tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 """A real image host on 127.0.0.1 that behaves like a shop's CDN: HTTP/1.1 keep-alive, ETag and
 Last-Modified with 304 answers, redirects, failures on demand, and a delay per request. It counts
-what the tests need to prove: requests and bodies per path, and the most requests and connections
-it served at once."""
+what the tests need to prove: requests and bodies per path, the most requests and connections it
+served at once, and the connections it accepted."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class ImageServer:
         self.not_modified: Counter[str] = Counter()
         self.user_agents: set[str] = set()
         self.active = self.max_active = self.connections = self.max_connections = 0
+        self.opened = 0  # connections accepted in all
         self._clock = 1_700_000_000  # Last-Modified moves a second per change: never the same for two bodies
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -51,6 +52,7 @@ class ImageServer:
         with self._lock:
             if connection:
                 self.connections += 1
+                self.opened += 1
                 self.max_connections = max(self.max_connections, self.connections)
             else:
                 self.active += 1
