@@ -1,7 +1,8 @@
 """The batch pipeline: catalog records → images → SQL → vectors, with a run record and a report.
 
-Batch k+1's images are downloaded (or asked for again), read and decoded in a thread pool while
-batch k is embedded and written.
+While batch k is embedded and its vectors written, a reader thread takes batch k+1: its images
+are downloaded (or asked for again), read and decoded in a thread pool, and its rows written to
+SQL, pending until their vectors land (_ingest_records).
 """
 
 from __future__ import annotations
