@@ -375,7 +375,7 @@ class Ingestor:
 
     # -- stages ---------------------------------------------------------------------------
     def _ingest_records(self, catalog: Catalog, result: IngestResult, progress: ProgressFn | None) -> None:
-        """Three stages, each batch passing through them in turn: the reader thread reads a batch,
+        """Two stages, each batch passing through both in turn: the reader thread plans a batch,
         downloads and decodes its images (the pool) and writes its rows to SQL; the calling thread
         embeds it and writes its vectors. The reader works a batch ahead, at a lower CPU priority
         (ingest/background.py), so the model never waits for it and is never slowed by it."""
