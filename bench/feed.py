@@ -230,9 +230,9 @@ def markdown(r: dict) -> str:
             f"vectors, index, calibration | {r['ingest_rate']:.1f} products/s ({r['ingest_s']:.1f} s, of which "
             f"calibrating the thresholds {r['calibrate_s']:.1f} s); {f['server']['bodies']:,} bodies served | |",
             f"| (b) / (a) | {r['ratio_images']:.2f} (against the pass before {r['ratio_images_passes'][0]:.2f}, "
-            f"after {r['ratio_images_passes'][1]:.2f}) | ≥ 0.9 |",
+            f"after {r['ratio_images_passes'][1]:.2f}) | |",
             f"| (b) / (a') | {r['ratio_all']:.2f} (against the pass before {r['ratio_all_passes'][0]:.2f}, after "
-            f"{r['ratio_all_passes'][1]:.2f}); without the calibration {r['ratio_all_pipeline']:.2f} | |",
+            f"{r['ratio_all_passes'][1]:.2f}); without the calibration {r['ratio_all_pipeline']:.2f} | ≥ 0.9 |",
             f"| (b) / (a') in CPU seconds of this process, without the calibration | {r['ratio_cpu']:.2f} "
             f"({r['model_cpu_s']:.1f} s model alone, {r['pipeline_cpu_s']:.1f} s pipeline; the calibration "
             f"{r['calibrate_cpu_s']:.1f} s) | |",
