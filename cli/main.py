@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("SHOPLENS_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "transformers", "root"):
+    # psycopg warns as it cleans up after a dropped connection; the run reports the drop in its own words
+    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "transformers", "root", "psycopg"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
     # third-party warnings (torch, transformers, open_clip) become log records, shown with --debug only
     logging.captureWarnings(True)

@@ -140,8 +140,9 @@ def test_a_run_whose_store_was_taken_during_the_drop_stops_cleanly(shop: Shop) -
         proc = shop.run("ingest", str(shop.catalog))
         taken.check()
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-        (line,) = other_lines(proc.stderr)
-        assert line.startswith("shoplens: error: the database connection dropped mid-run and another ingest run")
+        lines = other_lines(proc.stderr)
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("shoplens: error: the database connection dropped mid-run and another ingest run")
         (run,) = shop.runs()
         assert run["status"] == "failed" and "another ingest run took the store" in run["message"], run
         assert shop.stats()["sql"]["products"] == 6  # the first three batches, nothing after the drop
