@@ -1,4 +1,7 @@
-"""The `shoplens` command as a user runs it: real subprocesses, exit codes, stderr."""
+"""The `shoplens` command as a user runs it: exit codes, stdout, stderr.
+
+Most tests run the command inside the test process (tests/support/cli.py); the one-line errors a
+shell sees keep a real subprocess, since how the process ends is what they are about."""
 
 from __future__ import annotations
 
@@ -11,26 +14,39 @@ from pathlib import Path
 import pytest
 
 from tests.support.catalog import product_photo, variant, write_catalog
+from tests.support.cli import shoplens as shoplens_in_process
 
 
 @pytest.fixture
-def run(tmp_path: Path, openclip_env: dict[str, str]):
+def cli_env(tmp_path: Path, openclip_env: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **openclip_env, "SHOPLENS_HOME": str(tmp_path / "home"), "SHOPLENS_INGEST_BATCH_SIZE": "4"}
     env.pop("SHOPLENS_DATABASE_URL", None)
     env.pop("SHOPLENS_QDRANT_URL", None)
+    return env
 
+
+@pytest.fixture
+def run(tmp_path: Path, cli_env: dict[str, str]):
     def shoplens(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
+        proc = shoplens_in_process(*args, env=cli_env, cwd=tmp_path)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return shoplens
+
+
+@pytest.fixture
+def run_process(tmp_path: Path, cli_env: dict[str, str]):
+    def shoplens(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "cli.main", *args],
-            env=env,
+            env=cli_env,
             capture_output=True,
             text=True,
             timeout=300,
             cwd=tmp_path,
         )
-        if check:
-            assert proc.returncode == 0, proc.stderr
-        return proc
 
     return shoplens
 
@@ -78,10 +94,10 @@ def test_ingest_search_stats_reindex(run, tmp_path: Path) -> None:
         (["ingest", "latin1.csv"], "not valid UTF-8"),
     ],
 )
-def test_user_mistakes_are_one_clear_line(run, tmp_path: Path, args: list[str], message: str) -> None:
+def test_user_mistakes_are_one_clear_line(run_process, tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
     (tmp_path / "latin1.csv").write_bytes("sku,title\nA,Caf\u00e9\n".encode("latin-1"))
-    proc = run(*args, check=False)
+    proc = run_process(*args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("shoplens: error: ") and message in lines[-1], proc.stderr

@@ -4,6 +4,7 @@ and Qdrant agree: nothing lost, nothing duplicated, no orphan vector, no product
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from ingest.reconcile import collect_stats, reconcile
 from services.context import ShopLens
 from services.settings import Settings
 from tests.support.catalog import product_photo, read_rows, write_catalog, write_rows
+from tests.support.cli import shoplens
 
 
 @pytest.fixture
@@ -28,9 +30,15 @@ def shop(tmp_path: Path, openclip_env: dict[str, str]):
         env.pop(key, None)
 
     def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-        extra = {"SHOPLENS_CRASH_AT": crash_at} if crash_at else {}
+        """A run to be killed is a real process; the runs before and after it need not be."""
+        if crash_at is None:
+            return shoplens(*args, env=env)
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args], env={**env, **extra}, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "cli.main", *args],
+            env={**env, "SHOPLENS_CRASH_AT": crash_at},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     catalog = write_catalog(tmp_path / "shop", 10)
@@ -101,19 +109,48 @@ def test_reindex_killed_after_dropping_vectors(shop) -> None:
     check(env, 10, 10)
 
 
+def _synced(db: Path) -> int:
+    """Products whose vectors have landed, read while a run writes (-1 before its tables exist)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=1)) as conn:
+            return int(conn.execute("SELECT count(*) FROM products WHERE synced_state IS NOT NULL").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
 def test_killed_at_arbitrary_moments(shop) -> None:
+    """SIGKILL between checkpoints, three times over: each run is killed once a batch more than
+    before it has landed, plus a short pause that moves the kill to no step in particular. Each
+    kill must land mid-run (the process was still working), and the run after them settles all."""
     run, catalog, env = shop
-    base = [sys.executable, "-m", "cli.main", "ingest", str(catalog)]
-    for delay in (6.0, 9.0, 12.0):
-        proc = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+    rows = read_rows(catalog)
+    for i in range(10, 40):  # long enough that a run is still working when it is killed
+        product_photo(1000 * i).save(catalog.parent / "images" / f"p{i}-0.jpg")
+        rows.append({**rows[0], "sku": f"SKU-{i:04d}", "title": f"Product {i}", "image": f"images/p{i}-0.jpg"})
+    write_rows(catalog, rows)
+    db = Path(env["SHOPLENS_HOME"]) / "shoplens.db"
+    for pause in (0.0, 0.03, 0.07):
+        before = _synced(db)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "ingest", str(catalog)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while _synced(db) < max(before, 0) + 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(pause)
         proc.kill()
-        proc.wait(30)
+        assert proc.wait(30) == -signal.SIGKILL, f"the run ended before it was killed ({pause} s after a batch)"
+    landed = _synced(db)
+    assert 3 <= landed < 40, landed  # the kills left work for the last run
     final = run("ingest", str(catalog), "--json")
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["status"] == "succeeded"
-    stats = json.loads(run("stats", "--json").stdout)
-    assert stats["consistent"] and stats["sql"]["products"] == 10 and stats["qdrant"]["image_points"] == 10
+    check(env, 40, 40)
 
 
 def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_path: Path) -> None:
@@ -159,5 +196,4 @@ def test_sigterm_finishes_the_batch_and_records_an_interrupted_run(shop, tmp_pat
     finally:
         app.close()
     assert run("ingest", str(catalog)).returncode == 0
-    stats = json.loads(run("stats", "--json").stdout)
-    assert stats["consistent"] and stats["sql"]["products"] == 40
+    check(env, 40, 40)
