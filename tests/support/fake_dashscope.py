@@ -265,6 +265,9 @@ class FakeDashScope:
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeDashScope
     protocol_version = "HTTP/1.1"
+    # headers and body go out as two writes: without this, each answer on a kept-alive connection
+    # waits out the client's delayed ACK (tens of ms), which DashScope's own servers do not do
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass

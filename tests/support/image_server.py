@@ -70,6 +70,7 @@ class ImageServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: the client reuses connections
+            disable_nagle_algorithm = True  # else each body, a second write, waits for a delayed ACK
 
             def setup(self) -> None:
                 super().setup()
