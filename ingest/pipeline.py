@@ -86,6 +86,7 @@ class Planned:
     refresh: bool = False  # an unchanged row read again to learn what its image URLs serve
     problems: list[RowError] = field(default_factory=list)  # an unchanged row's URL that could not be checked
     sources: list[ImageSource] = field(default_factory=list)  # image URLs to remember (ingest/remote.py)
+    stored: Product | None = None  # an unchanged row's product as the plan read it
 
 
 @dataclass
@@ -488,11 +489,15 @@ class Ingestor:
         rows = {item.record.sku: item.record.row for item in planned}
         touched: list[str] = []
         with self.catalog.session() as session:
-            current = self.catalog.products_by_sku(session, rows)
+            # Only rows that changed are loaded again, to be written: an unchanged row's product is
+            # the one its plan read (this run holds the store, so nothing else wrote it since). On
+            # a scheduled re-run that is every row, and loading each product twice was a sixth of
+            # the run's CPU time.
+            current = self.catalog.products_by_sku(session, [i.record.sku for i in planned if i.images is not None])
             save_sources(session, [row for item in planned for row in item.sources])
             for item in planned:
-                product = current.get(item.record.sku)
                 if item.images is None:  # fingerprint unchanged
+                    product = item.stored
                     errors.extend(item.problems)
                     counts.unchanged += 1
                     if product is not None and product.image_failures:
@@ -501,6 +506,7 @@ class Ingestor:
                         touched.append(item.record.sku)
                     continue
                 errors.extend(item.images.errors)
+                product = current.get(item.record.sku)
                 if product is None:
                     product = Product(sku=item.record.sku)
                     session.add(product)
@@ -588,7 +594,7 @@ def _unchanged(record: ProductRecord, fingerprint: str, images: list[RemoteImage
         for r in images
         if r.error is not None
     ]
-    return Planned(record, fingerprint, None, problems=kept, sources=_sources(images, product.images))
+    return Planned(record, fingerprint, None, problems=kept, sources=_sources(images, product.images), stored=product)
 
 
 def _sources(images: list[RemoteImage], stored: Sequence[ImageInfo | ProductImage]) -> list[ImageSource]:
