@@ -4,7 +4,8 @@ process (bench/feed_server.py) with ETag and Last-Modified, as a shop's CDN woul
 
 (a) the model alone embeds the same decoded images in the same batches (before and after the
 ingestion: the mean is the baseline); (b) a fresh ingestion of the feed by URL; (c) the same feed
-again, unchanged; (d) one image replaced behind the same URL.
+again, unchanged, beside (c') its conditional requests made by a bare httpx client (the baseline of
+(c)); (d) one image replaced behind the same URL.
 
     .venv/bin/python -m bench.feed [--products 5000] [--out BENCHMARKS.md]
 """
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from PIL import Image, ImageDraw
 
 from bench.sections import write_section
 from ingest.pipeline import IngestResult, ingestor_for
+from ingest.remote import known_sources
 from ingest.sources import load_catalog
 from services.context import ShopLens
 from services.images import decode_for_model
@@ -105,6 +108,29 @@ def model_alone(app: ShopLens, folder: Path, products: int, batch: int) -> tuple
     return images_s, texts_s, cpu_s
 
 
+def requests_alone(app: ShopLens, products: int, host: str) -> float:
+    """Wall seconds of the unchanged re-run's conditional requests on their own: one httpx client,
+    the run's download threads and per-host connections, the validators the first run stored.
+    The floor of (c) on this machine, measured in the same run as it."""
+    urls = [f"{host}/img/{i}.jpg" for i in range(products)]
+    known = known_sources(app.catalog, urls)
+    settings = app.settings
+    per_host = settings.download_per_host
+    limits = httpx.Limits(max_connections=per_host, max_keepalive_connections=per_host)
+
+    def ask(url: str) -> int:
+        stored = known[url]
+        headers = {"If-None-Match": stored.etag} if stored.etag else {}
+        return client.get(url, headers=headers).status_code
+
+    with httpx.Client(limits=limits) as client, ThreadPoolExecutor(settings.ingest_workers) as pool:
+        started = time.perf_counter()
+        statuses = list(pool.map(ask, urls))
+        seconds = time.perf_counter() - started
+    assert statuses == [304] * products, set(statuses)
+    return seconds
+
+
 def timed_ingest(
     app: ShopLens, catalog: Path, host: str
 ) -> tuple[float, tuple[float, float, float], IngestResult, dict[str, int]]:
@@ -148,6 +174,7 @@ def run(products: int) -> dict[str, object]:
             after = model_alone(app, root / "img", products, batch)
             loads.append(os.getloadavg()[0])
             rerun_s, _, rerun, rerun_served = timed_ingest(app, catalog, host)
+            floor_s = requests_alone(app, products, host)
             (root / "img" / "7.jpg").write_bytes(photo(1_000_000 + 7))  # a new photo behind the same URL
             changed_s, _, changed, changed_served = timed_ingest(app, catalog, host)
             embedder = app.embedder.identity.describe()
@@ -183,6 +210,7 @@ def run(products: int) -> dict[str, object]:
         "ratio_cpu": model_cpu / pipeline_cpu,
         "first": _counts(first, first_served),
         "rerun_s": rerun_s,
+        "rerun_requests_alone_s": floor_s,
         "rerun": _counts(rerun, rerun_served),
         "changed_s": changed_s,
         "changed": _counts(changed, changed_served),
@@ -237,6 +265,9 @@ def markdown(r: dict) -> str:
             f"({r['model_cpu_s']:.1f} s model alone, {r['pipeline_cpu_s']:.1f} s pipeline; the calibration "
             f"{r['calibrate_cpu_s']:.1f} s) | |",
             f"| (c) unchanged re-run: wall time | {r['rerun_s']:.1f} s | < 10 s |",
+            f"| (c') its {r['products']:,} conditional requests alone (one httpx client, the same threads and "
+            f"connections) | {r['rerun_requests_alone_s']:.1f} s: (c) / (c') = "
+            f"{r['rerun_s'] / r['rerun_requests_alone_s']:.2f} | baseline |",
             f"| (c) image bodies downloaded | {again['server']['bodies']} ({again['server']['not_modified']:,} "
             "answered 304) | 0 |",
             f"| (c) products embedded | {again['images_embedded']} images, {again['texts_embedded']} texts | 0 |",
