@@ -322,15 +322,19 @@ class Ingestor:
         )
 
     def _build_index(self, result: IngestResult) -> None:
-        """Once per run, after the bulk of the writes: searches go on meanwhile."""
-        build = self._retrying(self.vectors.build_index)
+        """Once per run, after the bulk of the writes. Searches go on while the index builds, so the
+        "no good match" thresholds are calibrated meanwhile: the build is the vector engine's work,
+        the calibration mostly the model's, and one after the other they were the run's tail."""
+        with ThreadPoolExecutor(1, thread_name_prefix="index") as builder:
+            building = builder.submit(self._retrying, self.vectors.build_index)
+            if self.calibrate is not None:  # the thresholds follow the catalog
+                try:
+                    self.calibrate()
+                except Exception:  # searches keep the previous thresholds; the run's work is done
+                    log.warning("calibrating the search thresholds failed", exc_info=True)
+            build = building.result()
         if build is not None:
             result.counts.indexed_vectors, result.counts.index_seconds = build.vectors, round(build.seconds, 3)
-        if self.calibrate is not None:  # the "no good match" thresholds follow the catalog
-            try:
-                self.calibrate()
-            except Exception:  # searches keep the previous thresholds; the run's work is done
-                log.warning("calibrating the search thresholds failed", exc_info=True)
 
     def prune(self, keep_skus: set[str]) -> int:
         """Remove products not in `keep_skus` from SQL, then Qdrant, then unreferenced media."""
