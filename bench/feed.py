@@ -182,7 +182,6 @@ def run(products: int) -> dict[str, object]:
             app.close()
             close_embedded_clients()
     images_s, texts_s, model_cpu = ((b + a) / 2 for b, a in zip(before, after, strict=True))
-    pipeline_s = ingest_s - calibrate_s
     return {
         "products": products,
         "batch": batch,
@@ -199,11 +198,10 @@ def run(products: int) -> dict[str, object]:
         "model_all_rate": products / (images_s + texts_s),
         "ingest_s": ingest_s,
         "calibrate_s": calibrate_s,
+        "index_s": first.counts.index_seconds,
         "ingest_rate": products / ingest_s,
-        "pipeline_rate": products / pipeline_s,
         "ratio_images": images_s / ingest_s,
         "ratio_all": (images_s + texts_s) / ingest_s,
-        "ratio_all_pipeline": (images_s + texts_s) / pipeline_s,
         "model_cpu_s": model_cpu,
         "pipeline_cpu_s": pipeline_cpu,
         "calibrate_cpu_s": calibrate_cpu,
@@ -255,12 +253,13 @@ def markdown(r: dict) -> str:
             f"| (a') model alone: those images and the products' texts (what the pipeline embeds) | "
             f"{r['model_all_rate']:.1f} products/s ({r['model_images_s'] + r['model_texts_s']:.1f} s) | |",
             f"| (b) ingestion of the feed by URL: download, hash, decode, SQL, media, embed images and texts, "
-            f"vectors, index, calibration | {r['ingest_rate']:.1f} products/s ({r['ingest_s']:.1f} s, of which "
-            f"calibrating the thresholds {r['calibrate_s']:.1f} s); {f['server']['bodies']:,} bodies served | |",
+            f"vectors, index, calibration | {r['ingest_rate']:.1f} products/s ({r['ingest_s']:.1f} s, ending with "
+            f"the index build, {r['index_s']:.1f} s, beside the thresholds' calibration, {r['calibrate_s']:.1f} s); "
+            f"{f['server']['bodies']:,} bodies served | |",
             f"| (b) / (a) | {r['ratio_images']:.2f} (against the pass before {r['ratio_images_passes'][0]:.2f}, "
             f"after {r['ratio_images_passes'][1]:.2f}) | |",
             f"| (b) / (a') | {r['ratio_all']:.2f} (against the pass before {r['ratio_all_passes'][0]:.2f}, after "
-            f"{r['ratio_all_passes'][1]:.2f}); without the calibration {r['ratio_all_pipeline']:.2f} | ≥ 0.9 |",
+            f"{r['ratio_all_passes'][1]:.2f}) | ≥ 0.9 |",
             f"| (b) / (a') in CPU seconds of this process, without the calibration | {r['ratio_cpu']:.2f} "
             f"({r['model_cpu_s']:.1f} s model alone, {r['pipeline_cpu_s']:.1f} s pipeline; the calibration "
             f"{r['calibrate_cpu_s']:.1f} s) | |",
