@@ -56,6 +56,24 @@ def test_weights_load_strict() -> None:
     assert sum(p.numel() for p in model.parameters()) == 3_504_872  # torchvision's mobilenet_v2
 
 
+def test_folded_batch_norms_give_the_same_features() -> None:
+    """The served model has its BatchNorms folded into the convolutions before them: the packaged
+    weights must give the same feature maps as the network as trained, with no BatchNorm left."""
+    import torch
+
+    trained = offline.build_mobilenet_v2()
+    trained.load_state_dict(torch.load(offline.weights_path(), map_location="cpu", weights_only=True), strict=True)
+    trained.eval()
+    served = offline.load_image_model("cpu")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules()) == 52
+    batch = torch.from_numpy(np.stack([offline.preprocess(product_photo(seed)) for seed in range(3)]))
+    with torch.inference_mode():
+        want, got = trained.features(batch), served.features(batch)
+    assert want.abs().max() > 1.0  # real activations, not a collapsed map
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_identity(embedder) -> None:
     ident = embedder.identity
     assert (ident.backend, ident.image_dim, ident.text_dim, ident.cross_modal) == ("offline", 1280, 384, False)
