@@ -87,6 +87,7 @@ class _AdvisoryLock(HeldLock):
 
     def __init__(self, catalog: CatalogStore):
         self.engine = catalog.engine
+        self.lost_sessions = catalog.lost_sessions
         self._conn: Connection | None = None
         self._key: int | None = None
         self._session: tuple[int, datetime] | None = None  # (pid, backend_start) of the session holding it
@@ -122,6 +123,7 @@ class _AdvisoryLock(HeldLock):
             try:
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
+                self._end_lost_sessions(self._conn)
                 return
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
@@ -129,6 +131,14 @@ class _AdvisoryLock(HeldLock):
                 self._discard()
                 log.warning("the database session holding the ingest lock was lost; taking the lock again")
         self._retake()
+        assert self._conn is not None
+        self._end_lost_sessions(self._conn)
+
+    def _end_lost_sessions(self, conn: Connection) -> None:
+        """A batch about to be written again must not wait on the row locks of this run's own lost
+        sessions (services/catalog/sessions.py): end them first."""
+        if self.lost_sessions is not None:
+            self.lost_sessions.end(conn)
 
     def release(self) -> None:
         """Unlock, or nothing to do if the session is gone (the lock went with it): a run that

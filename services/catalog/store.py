@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.catalog.models import IngestRun, Product, ProductImage, utcnow
+from services.catalog.sessions import LostSessions
 from services.errors import Unavailable
 
 MAX_STORED_ERRORS = 1000
@@ -67,6 +68,8 @@ class CatalogStore:
 
         self.url = url
         self.engine = make_engine(url)
+        # a silent network drop leaves server sessions (and their row locks) behind: see sessions.py
+        self.lost_sessions = LostSessions(self.engine) if self.engine.dialect.name == "postgresql" else None
         try:
             self.migration = migrate(self.engine)  # a cheap read when the schema is already at head
         except OperationalError as exc:

@@ -294,3 +294,36 @@ def test_a_server_job_stopped_by_an_outage_is_recorded_failed_when_the_database_
     finally:
         app.close()
         proxy.close()
+
+
+def test_a_retried_write_does_not_wait_on_the_locks_of_its_own_lost_session(postgres_url: str, tmp_path: Path) -> None:
+    """A silent drop while a transaction had updated rows: the server keeps that session and its
+    row locks, and the retried write would wait on them for good. Making sure of the run's lock
+    (what every retry does first) ends this process's lost sessions, so the retry goes through."""
+    import sqlalchemy as sa
+
+    from services.catalog.models import Product
+
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    store = CatalogStore(url.set(port=proxy.port).render_as_string(hide_password=False))
+    try:
+        with store.session() as session:
+            session.add(Product(sku="A-1", title="A", row_hash="x"))
+        with ingest_lock(store, tmp_path, wait=0) as lock:
+            writer = store.engine.connect()
+            writer.execute(sa.update(Product).where(Product.sku == "A-1").values(title="half-written"))
+            proxy.partition()  # the server keeps the writer's session, its transaction and row lock
+            proxy.restore()
+            with pytest.raises(sa.exc.OperationalError):
+                writer.execute(sa.text("SELECT 1"))  # the client learns its connection is gone
+            writer.close()
+            lock.ensure()  # what a retry does first
+            with store.engine.connect() as again:
+                again.execute(sa.text("SET lock_timeout = '5s'"))  # a wait on the lost lock fails here
+                again.execute(sa.update(Product).where(Product.sku == "A-1").values(title="written"))
+                again.commit()
+        assert store.get_product("A-1").title == "written"
+    finally:
+        store.close()
+        proxy.close()
