@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -86,11 +85,11 @@ class _AdvisoryLock(HeldLock):
     on a connection of its own that lives as long as the run."""
 
     def __init__(self, catalog: CatalogStore):
+        assert catalog.lost_sessions is not None  # a PostgreSQL store notes the sessions it loses
         self.engine = catalog.engine
         self.lost_sessions = catalog.lost_sessions
         self._conn: Connection | None = None
         self._key: int | None = None
-        self._session: tuple[int, datetime] | None = None  # (pid, backend_start) of the session holding it
         self._checking = threading.Lock()  # a run's reader and embedding threads both ensure before writing
 
     def acquire(self, wait: float | None) -> None:
@@ -123,22 +122,17 @@ class _AdvisoryLock(HeldLock):
             try:
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
-                self._end_lost_sessions(self._conn)
-                return
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
                 self._discard()
                 log.warning("the database session holding the ingest lock was lost; taking the lock again")
-        self._retake()
+        if self._conn is None:
+            self._retake()
         assert self._conn is not None
-        self._end_lost_sessions(self._conn)
-
-    def _end_lost_sessions(self, conn: Connection) -> None:
-        """A batch about to be written again must not wait on the row locks of this run's own lost
-        sessions (services/catalog/sessions.py): end them first."""
-        if self.lost_sessions is not None:
-            self.lost_sessions.end(conn)
+        # a batch about to be written again must not wait on the row locks of this run's own lost
+        # sessions (services/catalog/sessions.py): they are ended first
+        self.lost_sessions.end(self._conn)
 
     def release(self) -> None:
         """Unlock, or nothing to do if the session is gone (the lock went with it): a run that
@@ -158,17 +152,8 @@ class _AdvisoryLock(HeldLock):
     # -- internals ---------------------------------------------------------------------------
     def _try(self, conn: Connection, key: int) -> bool:
         got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        if got:
-            self._identify(conn)
         conn.commit()
         return got
-
-    def _identify(self, conn: Connection) -> None:
-        """Remember which session holds the lock, to recognise it later if the connection drops."""
-        pid, started = conn.execute(
-            text("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        ).one()
-        self._session = (int(pid), started)
 
     def _retake(self) -> None:
         assert self._key is not None
@@ -187,29 +172,13 @@ class _AdvisoryLock(HeldLock):
 
     def _take_from_own_lost_session(self, conn: Connection, key: int) -> bool:
         """The lock may still be held by this run's own lost session: the server has not noticed yet
-        that the client went away (a silent network drop can hide that for hours). End that session,
-        and only that one (same pid and start time), then wait briefly for the lock it frees."""
-        if self._session is None:
-            return False
-        pid, started = self._session
-        try:
-            ended = conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = :pid AND backend_start = :s"),
-                {"pid": pid, "s": started},
-            ).scalar()
-            conn.commit()
-        except DBAPIError as exc:  # not allowed to end it: wait for it below all the same
-            if exc.connection_invalidated:
-                raise
-            conn.rollback()
-            ended = True
-            log.warning("could not end the lost database session %s of this run: %s", pid, exc)
-        if not ended:  # that session is gone (maybe just now, freeing the lock): one more try
+        that the client went away (a silent network drop can hide that for hours). End the sessions
+        this process lost (only those), then wait briefly for the lock they free."""
+        if not self.lost_sessions.end(conn):  # none left on the server (maybe gone just now): one more try
             return self._try(conn, key)
         try:
             conn.execute(text(f"SET LOCAL lock_timeout = '{RETAKE_WAIT}'"))
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            self._identify(conn)
             conn.commit()
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:

@@ -45,30 +45,32 @@ class LostSessions:
                 self._lost.add(session)
 
     def end(self, conn: Connection) -> int:
-        """End the lost sessions the server still holds; how many it ended. Raises what the
-        database raises when it cannot be reached (the caller's retries wait for it)."""
+        """End the lost sessions the server still holds; how many it still held (ended, or not ours
+        to end: their locks go when the server notices). Raises what the database raises when it
+        cannot be reached (the caller's retries wait for it)."""
         with self._lock:
             lost, self._lost = self._lost, set()
-        ended = 0
+        ended = held = 0
         for index, (pid, started) in enumerate(sorted(lost)):
             try:
-                ended += bool(
-                    conn.execute(
-                        text(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE pid = :pid AND backend_start = :started"
-                        ),
-                        {"pid": pid, "started": started},
-                    ).scalar()
-                )
+                found = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE pid = :pid AND backend_start = :started"
+                    ),
+                    {"pid": pid, "started": started},
+                ).scalar()
                 conn.commit()
+                ended += bool(found)
+                held += found is not None
             except DBAPIError as exc:
                 if exc.connection_invalidated:
                     with self._lock:
                         self._lost |= set(sorted(lost)[index:])  # asked again next time
                     raise
-                conn.rollback()  # not allowed to end it (another role): its locks end with it
+                conn.rollback()  # not allowed to end it: its locks go when the server notices it is gone
+                held += 1
                 log.warning("could not end the lost database session %s: %s", pid, exc.orig)
         if ended:
             log.warning("ended %d database session(s) this process had lost, and the locks they held", ended)
-        return ended
+        return held
