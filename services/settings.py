@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -9,6 +10,11 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def user_model_cache() -> Path:
+    """Where models converted at first use are kept by default: the user's cache directory."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shoplens" / "models"
 
 
 class Settings(BaseSettings):
@@ -61,7 +67,11 @@ class Settings(BaseSettings):
         "(laion5b_s13b_b90k) when openclip_model is left at its default, for Chinese and other queries",
     )
     device: str = "auto"
-    torch_threads: int = Field(default=0, ge=0, description="0: let torch decide")
+    torch_threads: int = Field(default=0, ge=0, description="threads of the photo model; 0: its runtime decides")
+    model_cache: Path = Field(
+        default_factory=user_model_cache,
+        description="models converted at first use (the offline photo network as ONNX), shared by every home",
+    )
     embed_batch_size: int = Field(default=32, ge=1)
 
     dashscope_api_key: SecretStr | None = Field(

@@ -34,7 +34,7 @@ from PIL import Image
 
 from services.embedders.base import Embedded, Embedder, EmbedderIdentity, EmbedderUnavailable
 from services.images import upright_rgb
-from services.settings import Settings
+from services.settings import Settings, user_model_cache
 
 log = logging.getLogger(__name__)
 
@@ -151,26 +151,61 @@ _image_lock = threading.Lock()  # one forward pass at a time: torch already uses
 _text_lock = threading.Lock()  # the C engine keeps its scratch buffers in the model
 
 
-def load_image_model(device: str = "cpu") -> Any:
-    """The MobileNetV2 with the packaged weights, once per process and device."""
-    if device in _image_models:  # no lock once loaded: every batch asks
-        return _image_models[device]
+class TorchFeatures:
+    """The feature network in torch on a GPU (ONNX Runtime's CPU build does not drive one)."""
+
+    def __init__(self, model: Any, device: str):
+        self.model, self.device = model, device
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.features(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+def trained_model() -> Any:
+    """The MobileNetV2 with the packaged weights and its BatchNorms folded, in torch."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise EmbedderUnavailable(f"torch is not installed: {exc}") from exc
+    path = weights_path()
+    model = build_mobilenet_v2()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        return fold_batch_norms(model.eval())
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise EmbedderUnavailable(f"cannot load MobileNetV2 weights {path}: {exc}") from exc
+
+
+def load_image_model(device: str = "cpu", threads: int = 0, cache_dir: Path | None = None) -> Any:
+    """The photo feature network, once per process, device and thread count: batch (N, 3, 224,
+    224) float32 -> feature map (N, 1280, 7, 7). On the CPU it runs in ONNX Runtime
+    (onnx_runtime.py says why), exported from the torch model once per machine."""
+    key = f"{device}:{threads}"
+    if key in _image_models:  # no lock once loaded: every batch asks
+        return _image_models[key]
     with _load_lock:
-        if device not in _image_models:
-            try:
+        if key not in _image_models:
+            model = trained_model()
+            if device == "cpu":
                 import torch
-            except ImportError as exc:
-                raise EmbedderUnavailable(f"torch is not installed: {exc}") from exc
-            path = weights_path()
-            model = build_mobilenet_v2()
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                model.load_state_dict(state, strict=True)
-                model = fold_batch_norms(model.eval()).to(device)
-            except (RuntimeError, OSError, ValueError) as exc:
-                raise EmbedderUnavailable(f"cannot load MobileNetV2 weights {path}: {exc}") from exc
-            _image_models[device] = model
-        return _image_models[device]
+
+                from services.embedders import onnx_runtime
+
+                sample = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
+                cache = cache_dir or user_model_cache()
+                try:
+                    _image_models[key] = onnx_runtime.served(
+                        model.features, sample, cache, "mobilenet_v2-features", weights_path(), threads
+                    )
+                except ImportError as exc:
+                    raise EmbedderUnavailable(f"onnxruntime or torch's ONNX exporter is missing: {exc}") from exc
+            else:
+                _image_models[key] = TorchFeatures(model.to(device), device)
+        return _image_models[key]
 
 
 def load_text_model() -> Any:
@@ -223,17 +258,16 @@ def preprocess(image: Image.Image, framing: str = "pad") -> np.ndarray:
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
-def pool(feature_map: Any, pooling: str) -> Any:
-    """(N, 1280, H, W) feature map -> (N, D) vectors."""
-    import torch
-
+def pool(feature_map: np.ndarray, pooling: str) -> np.ndarray:
+    """(N, 1280, H, W) feature map -> (N, D) float32 vectors."""
+    feature_map = np.asarray(feature_map, dtype=np.float32)
     if pooling == "avg":
         return feature_map.mean((2, 3))
     if pooling == "gem":  # generalised mean, p=3 (features are >= 0 after ReLU6)
-        return feature_map.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3)
+        return np.cbrt((np.maximum(feature_map, 1e-6) ** 3).mean((2, 3)))
     if pooling == "avgmax":  # each half unit-length first, so the larger max values do not dominate
-        halves = [feature_map.mean((2, 3)), feature_map.amax((2, 3))]
-        return torch.cat([torch.nn.functional.normalize(h, dim=1) for h in halves], dim=1)
+        halves = [feature_map.mean((2, 3)), feature_map.max((2, 3))]
+        return np.concatenate([h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12) for h in halves], 1)
     raise ValueError(f"unknown pooling {pooling!r}")
 
 
@@ -273,12 +307,18 @@ class OfflineEmbedder(Embedder):
     """
 
     def __init__(
-        self, device: str = "auto", batch_size: int = 32, variant: str = DEFAULT_VARIANT, torch_threads: int = 0
+        self,
+        device: str = "auto",
+        batch_size: int = 32,
+        variant: str = DEFAULT_VARIANT,
+        torch_threads: int = 0,
+        model_cache: Path | None = None,
     ):
         self._framing, self._pooling = parse_variant(variant)
         self.variant = variant
         self._requested_device = device
         self._torch_threads = torch_threads
+        self._model_cache = model_cache
         check_installed()
         self.image_batch_size = batch_size
         self.text_batch_size = max(batch_size, 64)
@@ -293,7 +333,12 @@ class OfflineEmbedder(Embedder):
     def from_settings(cls, settings: Settings) -> OfflineEmbedder:
         if importlib.util.find_spec("torch") is None:
             raise EmbedderUnavailable("torch is not installed (the offline embedder's photo model runs on it)")
-        return cls(settings.device, settings.embed_batch_size, torch_threads=settings.torch_threads)
+        return cls(
+            settings.device,
+            settings.embed_batch_size,
+            torch_threads=settings.torch_threads,
+            model_cache=settings.model_cache,
+        )
 
     @functools.cached_property
     def _torch(self) -> Any:
@@ -311,7 +356,8 @@ class OfflineEmbedder(Embedder):
 
     @property
     def _image_model(self) -> Any:
-        return load_image_model(self.device)  # loaded once per process and device
+        # loaded once per process, device and thread count
+        return load_image_model(self.device, self._torch_threads, self._model_cache)
 
     @property
     def _text_model(self) -> Any:
@@ -329,16 +375,15 @@ class OfflineEmbedder(Embedder):
             self._text_model  # noqa: B018 - as above
         return super().embed_texts(texts, queries=queries)
 
-    def image_features(self, images: Sequence[Image.Image]) -> Any:
+    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
         model = self._image_model
-        batch = self._torch.from_numpy(np.stack([preprocess(image, self._framing) for image in images]))
-        with _image_lock, self._torch.inference_mode():
-            return model.features(batch.to(self.device))
+        batch = np.stack([preprocess(image, self._framing) for image in images])
+        with _image_lock:
+            return model(batch)
 
     def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        with self._torch.inference_mode():
-            return pool(self.image_features(images), self._pooling).float().cpu().numpy()
+        return pool(self.image_features(images), self._pooling)
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         with _text_lock:

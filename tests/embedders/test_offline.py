@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("torch")
 offline = pytest.importorskip("services.embedders.offline")
 
+from services.embedders import onnx_runtime  # noqa: E402
 from services.embedders.base import EmbedderUnavailable  # noqa: E402
 
 
@@ -56,22 +57,54 @@ def test_weights_load_strict() -> None:
     assert sum(p.numel() for p in model.parameters()) == 3_504_872  # torchvision's mobilenet_v2
 
 
-def test_folded_batch_norms_give_the_same_features() -> None:
-    """The served model has its BatchNorms folded into the convolutions before them: the packaged
-    weights must give the same feature maps as the network as trained, with no BatchNorm left."""
+def trained_network():
     import torch
 
     trained = offline.build_mobilenet_v2()
     trained.load_state_dict(torch.load(offline.weights_path(), map_location="cpu", weights_only=True), strict=True)
-    trained.eval()
-    served = offline.load_image_model("cpu")
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+    return trained.eval()
+
+
+def test_the_served_network_gives_the_trained_features() -> None:
+    """What embeds photos is the packaged network with its BatchNorms folded into the convolutions,
+    exported to ONNX and run by ONNX Runtime: its feature maps must be the network's as trained."""
+    import torch
+
+    folded = offline.trained_model()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    trained = trained_network()
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules()) == 52
-    batch = torch.from_numpy(np.stack([offline.preprocess(product_photo(seed)) for seed in range(3)]))
+    served = offline.load_image_model("cpu", 2)
+    assert isinstance(served, onnx_runtime.OnnxFeatures)
+    batch = np.stack([offline.preprocess(product_photo(seed)) for seed in range(3)])
     with torch.inference_mode():
-        want, got = trained.features(batch), served.features(batch)
-    assert want.abs().max() > 1.0  # real activations, not a collapsed map
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        want = trained.features(torch.from_numpy(batch)).numpy()
+    assert np.abs(want).max() > 1.0  # real activations, not a collapsed map
+    np.testing.assert_allclose(served(batch), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(served(batch[:1]), want[:1], rtol=1e-4, atol=1e-4)  # any batch size
+
+
+def test_the_exported_graph_is_reused_and_a_broken_one_exported_again(tmp_path) -> None:
+    served = offline.load_image_model("cpu", 2)  # exported (or found) in the user's cache
+    cached = onnx_runtime.graph_path(tmp_path, "mobilenet_v2-features", offline.weights_path())
+    cached.write_bytes(served.graph.read_bytes())
+    module, sample = offline.trained_model().features, np.zeros((2, 3, 224, 224), np.float32)
+
+    def serve():
+        import torch
+
+        return onnx_runtime.served(
+            module, torch.from_numpy(sample), tmp_path, "mobilenet_v2-features", offline.weights_path()
+        )
+
+    stamp = cached.stat().st_mtime_ns
+    assert serve().graph == cached and cached.stat().st_mtime_ns == stamp  # found, not exported
+    cached.write_bytes(cached.read_bytes()[:100_000])  # a copy cut short
+    again = serve()
+    assert cached.stat().st_size == len(served.graph.read_bytes())
+    batch = np.stack([offline.preprocess(product_photo(7))])
+    np.testing.assert_allclose(again(batch), served(batch), rtol=1e-5, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no temporary file left
 
 
 def test_identity(embedder) -> None:

