@@ -59,6 +59,7 @@ KEPT_SECTIONS = (
     "## Catalog audit",  # python -m bench.audit
     "## Image feeds by URL: downloads, re-runs, changed images",  # python -m bench.feed
     "## Chinese and English shoppers",  # python -m bench.languages
+    "## Offline photo network: ONNX Runtime against eager torch",  # python -m bench.photo_runtime
 )
 
 
@@ -370,6 +371,7 @@ def main() -> None:
     parser.add_argument("--languages", action=argparse.BooleanOptionalAction, default=True, help="bench.languages")
     parser.add_argument("--hybrid-products", type=int, default=100_000, help="store size of bench.hybrid; 0 to skip it")
     parser.add_argument("--feed-products", type=int, default=5_000, help="feed size of bench.feed; 0 to skip it")
+    parser.add_argument("--runtime-photos", type=int, default=320, help="photos of bench.photo_runtime; 0 to skip it")
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -415,6 +417,7 @@ def main() -> None:
         (args.languages, "languages", lambda m: m.measure(args.cache)),
         (args.hybrid_products, "hybrid", lambda m: m.run(args.hybrid_products, 200)),
         (args.feed_products, "feed", lambda m: m.run(args.feed_products)),
+        (args.runtime_photos, "photo_runtime", lambda m: m.run(args.runtime_photos)),
     ]
     for wanted, name, measure in sections:  # each module owns one section of BENCHMARKS.md
         if wanted:

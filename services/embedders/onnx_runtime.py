@@ -1,13 +1,13 @@
 """The offline embedder's photo network run by ONNX Runtime on the CPU.
 
 Why not torch's eager mode, which trained it: eager torch re-enters Python between every two of
-the network's ~100 operations, so each of them waits for the GIL. In an ingest, the download,
-decode and SQL threads hold it, and the photo forward ran up to 1.8x slower than alone; ONNX
-Runtime runs the whole forward with the GIL released. It also keeps its buffers between batches,
-where glibc gave eager torch's feature maps back to the system after every batch and paid for the
-page faults again (the benchmarks had to run with MALLOC_MMAP_THRESHOLD_ raised; users did not).
-Measured on this machine, batch 32: 0.19 s a batch against torch's 0.32 s with the malloc tuning
-and 0.9 s without it; with two Python threads busy beside it, +8 % against torch's +26 %.
+the network's ~100 operations, each time waiting for the GIL, which an ingest's download, decode
+and SQL threads hold in turn; ONNX Runtime runs the whole forward with the GIL released. It also
+keeps its buffers between batches, where glibc handed eager torch's feature maps back to the system
+after every batch and paid the page faults again. Measured (bench/photo_runtime.py, batch 32, 2
+threads): 0.20 s a batch against eager torch's 0.39 s with glibc's defaults, what users run, and
+0.24 s with the malloc tuning the benchmarks run with; beside two busy Python threads ONNX Runtime
+took 1.30x its time alone, eager torch 1.40x.
 
 The graph is exported from the torch module (its BatchNorms folded) by torch's own ONNX exporter
 once per machine, then kept in the model cache under a name made of the weights' SHA-256 and the
