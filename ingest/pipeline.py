@@ -380,10 +380,12 @@ class Ingestor:
 
     # -- stages ---------------------------------------------------------------------------
     def _ingest_records(self, catalog: Catalog, result: IngestResult, progress: ProgressFn | None) -> None:
-        """Two stages, each batch passing through both in turn: the reader thread plans a batch,
+        """Three stages, each batch passing through them in turn: the reader thread plans a batch,
         downloads and decodes its images (the pool) and writes its rows to SQL; the calling thread
-        embeds it and writes its vectors. The reader works a batch ahead, at a lower CPU priority
-        (ingest/background.py), so the model never waits for it and is never slowed by it."""
+        embeds it; the writer thread writes its vectors and marks its rows synced. The reader works
+        a batch ahead, at a lower CPU priority (ingest/background.py), so the model never waits for
+        it and is never slowed by it; the writer writes a batch while the next one is embedded (one
+        batch in flight, written in order), so the model does not wait for the stores either."""
         records = catalog.records
         batches = [records[i : i + self.batch_size] for i in range(0, len(records), self.batch_size)]
         bar = _progress_bar(len(records), "ingest")
@@ -392,6 +394,7 @@ class Ingestor:
             ImageDownloader(self.limits, self.workers, self.download_per_host, self.download_retries) as downloader,
             background_pool(1, "prepare", self.background_nice) as reader,
             background_pool(self.workers, "images", self.background_nice) as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="vectors") as writer,
         ):
 
             def read(batch: Sequence[ProductRecord]) -> Written:
@@ -399,6 +402,7 @@ class Ingestor:
                 return self._retrying(self._write_rows, planned)
 
             pending: Future | None = reader.submit(read, batches[0]) if batches else None
+            writing: Future | None = None
             for index, batch in enumerate(batches):
                 if pending is None:  # stopped
                     break
@@ -406,14 +410,20 @@ class Ingestor:
                 ahead = index + 1 < len(batches) and not self.stop_event.is_set()
                 pending = reader.submit(read, batches[index + 1]) if ahead else None
                 _merge(result, written.counts, written.errors)
+                embedded = None
                 if written.products:
-                    self._add(result, self._retrying(self.sync.sync, written.products, written.decoded, written.rows))
+                    embedded = self._retrying(self.sync.embed, written.products, written.decoded, written.rows)
+                if writing is not None:
+                    self._add(result, writing.result())
+                writing = writer.submit(self._retrying, self.sync.write, embedded) if embedded is not None else None
                 done += len(batch)
                 bar.update(len(batch))
                 if progress:
                     progress(done, len(records))
                 if self.stop_event.is_set() and pending is not None and pending.cancel():
                     pending = None  # not begun; a batch begun has rows in SQL: it is finished as well
+            if writing is not None:
+                self._add(result, writing.result())
         result.counts.images_downloaded = downloader.counts["bodies"]
         result.counts.images_not_modified = downloader.counts["not_modified"]
         bar.close()

@@ -120,6 +120,19 @@ class SyncResult:
     errors: list[RowError] = field(default_factory=list)
 
 
+@dataclass
+class Embedding:
+    """A batch embedded and not yet written: what `VectorSync.write` needs."""
+
+    products: list[Product]
+    states: dict[str, str]  # sku -> the synced_state its written vectors give
+    wanted: dict[str, dict[str, dict[str, Any]]]  # sku -> point id -> payload
+    present: set[str]  # point ids the collection held before
+    points: list[PointData]  # new points
+    failed: set[str]  # skus left pending (an image or text that could not be embedded)
+    result: SyncResult
+
+
 class VectorSync:
     def __init__(
         self,
@@ -169,13 +182,24 @@ class VectorSync:
         rows: dict[str, int] | None = None,
     ) -> SyncResult:
         """Write the vectors of these products (SQL rows already committed)."""
+        embedding = self.embed(products, decoded, rows)
+        return self.write(embedding) if embedding is not None else SyncResult()
+
+    def embed(
+        self,
+        products: Sequence[Product],
+        decoded: dict[str, Image.Image] | None = None,
+        rows: dict[str, int] | None = None,
+    ) -> Embedding | None:
+        """The model's half of `sync`: the points these products lack, embedded (None: none to
+        sync). Nothing is written, so a run can embed a batch while the one before it is written."""
         decoded = decoded or {}
         rows = rows or {}
         result = SyncResult()
         states = {p.sku: desired_state(p, self.identity_key) for p in products}
         products = [p for p in products if p.synced_state != states[p.sku]]
         if not products:
-            return result
+            return None
         wanted = {p.sku: expected_points(p) for p in products}
         all_ids = [pid for points in wanted.values() for pid in points]
         present = self.vectors.existing_ids(all_ids)
@@ -254,8 +278,20 @@ class VectorSync:
                 continue
             new_points.append(PointData(tid, TEXT, texts.vectors[index], wanted[product.sku][tid]))
             result.texts_embedded += 1
+        return Embedding(list(products), states, wanted, present, new_points, failed, result)
 
-        self.vectors.upsert(new_points)
+    def write(self, embedding: Embedding) -> SyncResult:
+        """The store's half of `sync`: the new points, the payloads of those already present, the
+        products' stale points deleted, and only then their SQL rows marked synced. Safe to repeat."""
+        products, states, wanted, present, failed = (
+            embedding.products,
+            embedding.states,
+            embedding.wanted,
+            embedding.present,
+            embedding.failed,
+        )
+        result = embedding.result
+        self.vectors.upsert(embedding.points)
         checkpoint("after-upsert")
         self.vectors.set_payloads(
             {pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present}
