@@ -147,7 +147,7 @@ def _resolve_device(requested: str) -> str:
 _load_lock = threading.Lock()
 _image_models: dict[str, Any] = {}
 _text_models: dict[str, Any] = {}
-_image_lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+_image_lock = threading.Lock()  # one forward pass at a time: the runtime already uses every core
 _text_lock = threading.Lock()  # the C engine keeps its scratch buffers in the model
 
 
@@ -203,6 +203,8 @@ def load_image_model(device: str = "cpu", threads: int = 0, cache_dir: Path | No
                     )
                 except ImportError as exc:
                     raise EmbedderUnavailable(f"onnxruntime or torch's ONNX exporter is missing: {exc}") from exc
+                except Exception as exc:  # the exporter's and ONNX Runtime's own error types
+                    raise EmbedderUnavailable(f"cannot prepare MobileNetV2 for ONNX Runtime: {exc}") from exc
             else:
                 _image_models[key] = TorchFeatures(model.to(device), device)
         return _image_models[key]

@@ -50,8 +50,8 @@ def graph_path(cache_dir: Path, name: str, weights: Path) -> Path:
     return cache_dir / f"{name}-{file_sha256(weights)[:16]}-torch{version}-opset{OPSET}.onnx"
 
 
-def export(module: Any, sample: Any, target: Path) -> None:
-    """`module` (eval mode) as an ONNX graph at `target`, any batch size, written atomically."""
+def export(module: Any, sample: Any) -> bytes:
+    """`module` (eval mode) as a serialized ONNX graph that takes any batch size."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -61,11 +61,15 @@ def export(module: Any, sample: Any, target: Path) -> None:
         program = _exported(torch, module, sample, batch)
     if program is None:  # only the old exporter, asked to write a file itself, returns None
         raise RuntimeError("torch's ONNX exporter returned no program")
+    return bytes(program.model_proto.SerializeToString())
+
+
+def write_atomically(graph: bytes, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(program.model_proto.SerializeToString())
+            fh.write(graph)
         os.chmod(tmp, 0o644)  # readable by the machine's other users, as any cache entry
         os.replace(tmp, target)
     except BaseException:
@@ -90,15 +94,16 @@ class OnnxFeatures:
     """A network's ONNX graph in one ONNX Runtime session: float32 NCHW batch in, its output out.
     Session.run releases the GIL for the whole forward; calls may come from several threads."""
 
-    def __init__(self, graph: Path, threads: int = 0):
+    def __init__(self, graph: Path | bytes, threads: int = 0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's choice, one per physical core
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
-        self.graph = graph
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.graph = graph if isinstance(graph, Path) else None  # None: this process's own copy
+        source = str(graph) if isinstance(graph, Path) else graph
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
@@ -106,7 +111,8 @@ class OnnxFeatures:
 
 def served(module: Any, sample: Any, cache_dir: Path, name: str, weights: Path, threads: int = 0) -> OnnxFeatures:
     """The cached graph of `module` in a session, exported first when the cache lacks it or
-    holds a file ONNX Runtime cannot load (a copy cut short, a disk error)."""
+    holds a file ONNX Runtime cannot load (a copy cut short, a disk error). A cache that cannot
+    be written (a read-only volume) costs an export in each process, not the photo half."""
     target = graph_path(cache_dir, name, weights)
     with _export_lock:
         if target.is_file():
@@ -116,5 +122,10 @@ def served(module: Any, sample: Any, cache_dir: Path, name: str, weights: Path, 
                 log.warning("the cached %s graph %s cannot be loaded (%s); exporting it again", name, target, exc)
                 target.unlink(missing_ok=True)
         log.info("exporting %s to ONNX once for this machine (cached in %s)", name, cache_dir)
-        export(module, sample, target)
+        graph = export(module, sample)
+        try:
+            write_atomically(graph, target)
+        except OSError as exc:
+            log.warning("cannot keep the %s graph in %s (%s); this process keeps its own copy", name, cache_dir, exc)
+            return OnnxFeatures(graph, threads)
         return OnnxFeatures(target, threads)

