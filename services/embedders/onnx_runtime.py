@@ -17,7 +17,6 @@ processes that start together may both export, and one file wins.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from services.images import sha256_hex
+
 log = logging.getLogger(__name__)
 
 OPSET = 18
@@ -35,19 +36,11 @@ INPUT, OUTPUT = "pixels", "features"
 _export_lock = threading.Lock()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def graph_path(cache_dir: Path, name: str, weights: Path) -> Path:
     import torch
 
     version = torch.__version__.split("+")[0]
-    return cache_dir / f"{name}-{file_sha256(weights)[:16]}-torch{version}-opset{OPSET}.onnx"
+    return cache_dir / f"{name}-{sha256_hex(weights.read_bytes())[:16]}-torch{version}-opset{OPSET}.onnx"
 
 
 def export(module: Any, sample: Any) -> bytes:
