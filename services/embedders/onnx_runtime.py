@@ -18,8 +18,6 @@ processes that start together may both export, and one file wins.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from services.files import write_atomic
 from services.images import sha256_hex
 
 log = logging.getLogger(__name__)
@@ -55,19 +54,6 @@ def export(module: Any, sample: Any) -> bytes:
     if program is None:  # only the old exporter, asked to write a file itself, returns None
         raise RuntimeError("torch's ONNX exporter returned no program")
     return bytes(program.model_proto.SerializeToString())
-
-
-def write_atomically(graph: bytes, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(graph)
-        os.chmod(tmp, 0o644)  # readable by the machine's other users, as any cache entry
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _exported(torch: Any, module: Any, sample: Any, batch: Any) -> Any:
@@ -117,7 +103,7 @@ def served(module: Any, sample: Any, cache_dir: Path, name: str, weights: Path, 
         log.info("exporting %s to ONNX once for this machine (cached in %s)", name, cache_dir)
         graph = export(module, sample)
         try:
-            write_atomically(graph, target)
+            write_atomic(target, graph, 0o644)  # readable by the machine's other users, as any cache entry
         except OSError as exc:
             log.warning("cannot keep the %s graph in %s (%s); this process keeps its own copy", name, cache_dir, exc)
             return OnnxFeatures(graph, threads)
