@@ -157,6 +157,7 @@ def _jpeg_scale(short: int, wanted: int | None) -> int:
     return next((s for s in (8, 4, 2) if math.ceil(short / s) >= wanted), 1)
 
 
+ORIENTATION = 0x0112  # the EXIF tag
 MODEL_MAX_SIDE = 1024  # models look at ~224 px; a bounded copy caps memory per batch
 MODEL_SHORT_SIDE = 256  # the models resize the short side to 224-256 px, then crop
 
@@ -191,7 +192,7 @@ def decode_scaled(
                 scale = short_side / min(width, height)
                 img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             img.load()
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways
+            if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # stored sideways
                 width, height = height, width
             img = upright_rgb(img)
             if max_side is not None:
@@ -221,8 +222,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def upright_rgb(img: Image.Image) -> Image.Image:
-    """`to_rgb` of the picture as it is meant to be seen: its EXIF orientation applied."""
-    return to_rgb(ImageOps.exif_transpose(img) or img)
+    """`to_rgb` of the picture as it is meant to be seen: its EXIF orientation applied.
+
+    An upright picture is passed on as it is: Pillow's exif_transpose copies it, a whole
+    frame per catalog photo in the ingest's decode threads and again in the model's own thread."""
+    if img.getexif().get(ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
 
 
 def load_image(ref: str, base_dir: Path | None, limits: ImageLimits) -> Image.Image:

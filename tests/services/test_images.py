@@ -103,6 +103,9 @@ def test_to_rgb_stretches_16_bit_and_upright_rgb_turns_the_photo() -> None:
     sideways = reopened(Image.new("RGBA", (40, 20), (0, 0, 255, 0)), exif=turned())
     upright = upright_rgb(sideways)
     assert upright.mode == "RGB" and upright.size == (20, 40) and upright.getpixel((0, 0)) == (255, 255, 255)
+    straight = reopened(Image.new("RGB", (40, 20), (9, 9, 9)))
+    straight.load()
+    assert upright_rgb(straight) is straight  # upright already: no copy of the frame
 
 
 def test_cmyk_colours_survive() -> None:
