@@ -239,25 +239,51 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 25
 
 
 def centre_crop(image: Image.Image, resize_to: int = 256, crop: int = INPUT_SIZE) -> Image.Image:
+    """The centre `crop` square of the image with its short side resized to `resize_to`. Only the
+    crop's own region of the picture is resized (Pillow's `box`): the same filter, a fifth fewer
+    pixels to compute, and no second copy for the crop."""
     width, height = image.size
     scale = resize_to / min(width, height)
     size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
-    image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
-    return image.crop((left, top, left + crop, top + crop))
+    sx, sy = width / size[0], height / size[1]
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    return image.resize((crop, crop), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
 
 
-def preprocess(image: Image.Image, framing: str = "pad") -> np.ndarray:
-    """One image -> float32 CHW array, ImageNet-normalised."""
+# ImageNet normalisation of 0..255 pixels as one multiply and one subtract per value, per channel
+_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)[:, None, None]
+_SHIFT = (IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)[:, None, None]
+
+
+def framed(image: Image.Image, framing: str = "pad") -> Image.Image:
+    """The INPUT_SIZE square the network looks at: the whole photo padded white, or its centre."""
     image = upright_rgb(image)  # transparent areas on white, EXIF rotation applied
     if framing == "pad":
-        image = pad_to_square(image).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    elif framing == "crop":
-        image = centre_crop(image)
-    else:
-        raise ValueError(f"unknown framing {framing!r}")
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        return pad_to_square(image).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if framing == "crop":
+        return centre_crop(image)
+    raise ValueError(f"unknown framing {framing!r}")
+
+
+def preprocess(image: Image.Image, framing: str = "pad", out: np.ndarray | None = None) -> np.ndarray:
+    """One image -> float32 CHW array, ImageNet-normalised (written into `out` when given).
+
+    Why not (pixels / 255 - mean) / std on a float copy: that is four passes and two temporary
+    arrays per photo in the model's own thread; this is two passes straight into the batch."""
+    pixels = np.asarray(framed(image, framing)).transpose(2, 0, 1)  # (3, H, W) uint8 view
+    out = np.empty(pixels.shape, np.float32) if out is None else out
+    np.multiply(pixels, _SCALE, out=out)
+    out -= _SHIFT
+    return out
+
+
+def preprocess_batch(images: Sequence[Image.Image], framing: str = "pad") -> np.ndarray:
+    """(N, 3, INPUT_SIZE, INPUT_SIZE) float32, each photo written in place (no per-photo array to stack)."""
+    batch = np.empty((len(images), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+    for row, image in zip(batch, images, strict=True):
+        preprocess(image, framing, out=row)
+    return batch
 
 
 def pool(feature_map: np.ndarray, pooling: str) -> np.ndarray:
@@ -380,7 +406,7 @@ class OfflineEmbedder(Embedder):
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
         model = self._image_model
-        batch = np.stack([preprocess(image, self._framing) for image in images])
+        batch = preprocess_batch(images, self._framing)
         with _image_lock:
             return model(batch)
 

@@ -161,6 +161,37 @@ def test_preprocess_shape_and_normalisation() -> None:
         np.testing.assert_allclose(array[:, 0, 0], white, rtol=1e-5)  # transparent -> white -> normalised
 
 
+def reference_input(image: Image.Image, framing: str) -> np.ndarray:
+    """The network's input as the textbook writes it: resize the whole photo, crop its centre,
+    scale to 0..1, subtract the ImageNet mean, divide by its deviation."""
+    image = image.convert("RGB")
+    if framing == "crop":
+        width, height = image.size
+        scale = 256 / min(width, height)
+        size = (max(224, round(width * scale)), max(224, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        left, top = (size[0] - 224) // 2, (size[1] - 224) // 2
+        image = image.crop((left, top, left + 224, top + 224))
+    else:
+        image = offline.pad_to_square(image).resize((224, 224), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return ((pixels - offline.IMAGENET_MEAN) / offline.IMAGENET_STD).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("size", [(400, 400), (400, 300), (257, 611), (1024, 683), (224, 224)])
+def test_preprocessing_gives_the_textbook_input(size: tuple[int, int]) -> None:
+    """Only the crop's region is resized and the normalisation is fused into the batch: the same
+    input within one level of 255 (the resampler's rounding at a fractional crop offset)."""
+    photos = [product_photo(seed, size) for seed in range(3)]
+    for framing in offline.FRAMINGS:
+        batch = offline.preprocess_batch(photos, framing)
+        assert batch.shape == (3, 3, 224, 224) and batch.dtype == np.float32 and batch.flags.c_contiguous
+        expected = np.stack([reference_input(photo, framing) for photo in photos])
+        difference = np.abs(batch - expected)
+        assert difference.max() <= 1.0 / (255 * offline.IMAGENET_STD.min()) + 1e-5, (framing, size)
+        assert difference.mean() < 2e-3, (framing, size)
+
+
 def test_missing_weights_package_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = offline.importlib.util.find_spec
     monkeypatch.setattr(
