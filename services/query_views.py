@@ -36,7 +36,7 @@ from PIL import Image, ImageFilter
 
 from services.embedders.base import Embedder, EmbedError
 
-WORK_SIDE = 128  # the localiser looks at a copy this size: enough for the product's outline, ~10 ms
+WORK_SIDE = 128  # the localiser looks at a copy this size: enough for the product's outline, ~4 ms a photo
 BORDER = 0.06  # the band along the edges taken as background, a fraction of the short side
 CLUSTERS = 12  # border colour clusters (k-means, deterministic start)
 DISTANCE = 0.10  # a pixel this far (RGB in 0..1) from every border cluster is foreground
@@ -179,37 +179,56 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     return _filtered(_filtered(mask, 3, grow=False), 3, grow=True)
 
 
-def component_labels(mask: np.ndarray) -> np.ndarray:
-    """4-connected component labels of a boolean mask (-1 outside it): each pixel takes the smallest
-    index in its component, found by propagating minima with pointer jumping (numpy only)."""
+def largest_component(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The pixel bounds (left, top, right, bottom; right and bottom exclusive) of the mask's largest
+    4-connected blob, the one starting first in raster order among equals; None for an empty mask.
+
+    Why runs: a blob is a set of horizontal runs joined where runs of adjacent rows share a column,
+    so a union-find over a few hundred runs finds it without labelling every pixel (labelling by
+    repeated minimum propagation cost ~3 ms a mask, a third of a photo's localisation)."""
     height, width = mask.shape
-    outside = height * width
-    labels = np.where(mask, np.arange(outside).reshape(height, width), outside)
-    while True:
-        lowest = labels.copy()
-        np.minimum(lowest[1:], labels[:-1], out=lowest[1:])
-        np.minimum(lowest[:-1], labels[1:], out=lowest[:-1])
-        np.minimum(lowest[:, 1:], labels[:, :-1], out=lowest[:, 1:])
-        np.minimum(lowest[:, :-1], labels[:, 1:], out=lowest[:, :-1])
-        flat = np.where(mask, lowest, outside).ravel()
-        inside = flat < outside
-        flat[inside] = flat[flat[inside]]  # jump to the label's own label
-        updated = flat.reshape(height, width)
-        if np.array_equal(updated, labels):
-            return np.where(mask, labels, -1)
-        labels = updated
+    edges = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    rows_, starts_ = np.nonzero(edges == 1)  # raster order: by row, then by column
+    if not len(rows_):
+        return None
+    rows, starts, ends = rows_.tolist(), starts_.tolist(), np.nonzero(edges == -1)[1].tolist()
+    parent = list(range(len(rows)))  # a blob's root is its first run in raster order
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    above = row_start = 0  # the previous row's runs are runs[above:row_start] while it is adjacent
+    for i, (row, start, end) in enumerate(zip(rows, starts, ends, strict=True)):
+        if i and row != rows[i - 1]:
+            above, row_start = (row_start, i) if row == rows[i - 1] + 1 else (i, i)
+        while above < row_start and ends[above] <= start:  # ends before this run: before the next ones too
+            above += 1
+        j = above
+        while j < row_start and starts[j] < end:
+            a, b = root(i), root(j)
+            parent[max(a, b)] = min(a, b)
+            j += 1
+    size: dict[int, int] = {}
+    bounds: dict[int, tuple[int, int, int, int]] = {}
+    for i, (row, start, end) in enumerate(zip(rows, starts, ends, strict=True)):
+        r = root(i)
+        size[r] = size.get(r, 0) + end - start
+        left, top, right, bottom = bounds.get(r, (width, height, 0, 0))
+        bounds[r] = (min(left, start), min(top, row), max(right, end), max(bottom, row + 1))
+    return bounds[max(size, key=lambda r: (size[r], -r))]
 
 
 def largest_component_box(mask: np.ndarray) -> Box | None:
     """The box of the mask's largest blob after cleaning; None when nothing is left."""
-    mask = clean_mask(mask)
-    if not mask.any():
+    found = largest_component(clean_mask(mask))
+    if found is None:
         return None
-    labels = component_labels(mask)
-    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
-    ys, xs = np.nonzero(labels == ids[np.argmax(counts)])
+    left, top, right, bottom = found
     height, width = mask.shape
-    return Box(xs.min() / width, ys.min() / height, (xs.max() + 1) / width, (ys.max() + 1) / height)
+    return Box(left / width, top / height, right / width, bottom / height)
 
 
 def foreground_boxes(image: Image.Image) -> list[Box]:

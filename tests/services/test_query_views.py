@@ -24,6 +24,7 @@ from services.query_views import (
     best_over_views,
     default_views,
     foreground_boxes,
+    largest_component,
     query_embedding,
     query_vectors,
     query_vectors_many,
@@ -217,6 +218,40 @@ def test_the_mask_filters_match_pillows_rank_filters() -> None:
                 image = Image.fromarray(mask.astype(np.uint8) * 255)
                 image = image.filter(ImageFilter.MaxFilter(size) if grow else ImageFilter.MinFilter(size))
                 assert np.array_equal(_filtered(mask, size, grow), np.asarray(image) > 127)
+
+
+def flood_filled_largest(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest 4-connected blob's bounds by a plain flood fill from each pixel in raster order."""
+    height, width = mask.shape
+    seen = np.zeros_like(mask, dtype=bool)
+    best: tuple[int, tuple[int, int, int, int]] | None = None
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        if seen[y, x]:
+            continue
+        seen[y, x], todo, pixels = True, [(y, x)], []
+        while todo:
+            cy, cx = todo.pop()
+            pixels.append((cy, cx))
+            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    todo.append((ny, nx))
+        ys, xs = [p[0] for p in pixels], [p[1] for p in pixels]
+        if best is None or len(pixels) > best[0]:  # the first found wins a tie: raster order
+            best = (len(pixels), (min(xs), min(ys), max(xs) + 1, max(ys) + 1))
+    return None if best is None else best[1]
+
+
+def test_the_largest_blob_is_the_one_a_flood_fill_finds() -> None:
+    rng = np.random.default_rng(11)
+    masks = [rng.random((int(h), int(w))) < rng.random() for h, w in rng.integers(1, 40, (400, 2))]
+    masks += [np.zeros((5, 5), bool), np.eye(6, dtype=bool), np.ones((3, 7), bool)]
+    twins = np.zeros((9, 12), bool)  # two blobs of one size: the first in raster order wins
+    twins[5:7, 1:4] = twins[1:3, 7:10] = True
+    masks.append(twins)
+    for mask in masks:
+        assert largest_component(mask) == flood_filled_largest(mask), mask.astype(int)
+    assert largest_component(twins) == (7, 1, 10, 3)
 
 
 def test_many_photos_at_once_give_each_photos_own_views(offline_embedder: Embedder) -> None:
