@@ -283,27 +283,20 @@ class VectorSync:
     def write(self, embedding: Embedding) -> SyncResult:
         """The store's half of `sync`: the new points, the payloads of those already present, the
         products' stale points deleted, and only then their SQL rows marked synced. Safe to repeat."""
-        products, states, wanted, present, failed = (
-            embedding.products,
-            embedding.states,
-            embedding.wanted,
-            embedding.present,
-            embedding.failed,
-        )
-        result = embedding.result
-        self.vectors.upsert(embedding.points)
+        e = embedding
+        self.vectors.upsert(e.points)
         checkpoint("after-upsert")
         self.vectors.set_payloads(
-            {pid: payload for points in wanted.values() for pid, payload in points.items() if pid in present}
+            {pid: payload for points in e.wanted.values() for pid, payload in points.items() if pid in e.present}
         )
-        done = [p for p in products if p.sku not in failed]
-        self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in wanted[p.sku]])
+        done = [p for p in e.products if p.sku not in e.failed]
+        self.vectors.delete_stale([p.sku for p in done], [pid for p in done for pid in e.wanted[p.sku]])
         checkpoint("after-delete-stale")
         if done:  # one executemany, not a statement per product (a batch's round trips add up)
             with self.catalog.session() as session:
-                session.execute(_MARK_SYNCED, [{"product_id": p.id, "state": states[p.sku]} for p in done])
+                session.execute(_MARK_SYNCED, [{"product_id": p.id, "state": e.states[p.sku]} for p in done])
             for product in done:
-                product.synced_state = states[product.sku]
+                product.synced_state = e.states[product.sku]
         checkpoint("after-synced")
-        result.synced = len(done)
-        return result
+        e.result.synced = len(done)
+        return e.result
