@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -25,6 +27,9 @@ from services.images import (
 )
 from services.media import MediaStore
 
+log = logging.getLogger(__name__)
+PrepareFn = Callable[[Image.Image], Any]  # an embedder's prepare_image
+
 
 @dataclass
 class ImageInfo:
@@ -33,7 +38,7 @@ class ImageInfo:
     media_path: str
     width: int
     height: int
-    decoded: Image.Image | None = None  # present when freshly decoded (kept for embedding)
+    prepared: Any = None  # a fresh photo made ready for the embedder here (None: it prepares it itself)
 
 
 @dataclass
@@ -64,11 +69,13 @@ def prepare_images(
     media: MediaStore,
     limits: ImageLimits,
     remote: Mapping[str, RemoteImage] | None = None,
+    prepare: PrepareFn | None = None,
 ) -> PreparedProduct:
     """Every usable image of the record; a bad one is reported and, if it was stored before, kept.
 
     URL images come already asked for (`remote`, by ingest/remote.py): a 304 reuses the stored
-    copy without reading it, a body is used as a local file's bytes would be."""
+    copy without reading it, a body is used as a local file's bytes would be. A new photo is
+    decoded here and, with `prepare`, made ready for the embedder too, off the model's thread."""
     known = {img.sha256: img for img in previous.images} if previous else {}
     by_source = {img.source: img for img in previous.images} if previous else {}
     images: dict[str, ImageInfo] = {}
@@ -91,7 +98,7 @@ def prepare_images(
             fmt, _, _ = probe_format(data, limits)
             decoded, (width, height) = decode_for_model(data, limits)
             relative = media.put(data, sha, EXTENSIONS.get(fmt, ".img"))
-            images[sha] = ImageInfo(ref, sha, relative, width, height, decoded)
+            images[sha] = ImageInfo(ref, sha, relative, width, height, _prepared(decoded, prepare))
         except ImageError as exc:
             kept = by_source.get(ref)
             note = ""
@@ -113,3 +120,15 @@ def _asked(ref: str, remote: Mapping[str, RemoteImage] | None) -> RemoteImage | 
     if got is None or (got.body is None and got.known is None):
         raise ImageFetchError(f"image URL was not fetched: {ref}")
     return got
+
+
+def _prepared(photo: Image.Image, prepare: PrepareFn | None) -> Any:
+    """None when it cannot be made ready here: the embedding step reads the stored copy again and
+    reports what is wrong with it against its row."""
+    if prepare is None:
+        return None
+    try:
+        return prepare(photo)
+    except Exception as exc:
+        log.debug("preparing a photo for the embedder failed here (%s); the embedding step retries it", exc)
+        return None

@@ -1,8 +1,8 @@
 """The batch pipeline: catalog records → images → SQL → vectors, with a run record and a report.
 
 While batch k is embedded and its vectors written, a reader thread takes batch k+1: its images
-are downloaded (or asked for again), read and decoded in a thread pool, and its rows written to
-SQL, pending until their vectors land (_ingest_records).
+are downloaded (or asked for again), read, decoded and prepared for the embedder in a thread pool,
+and its rows written to SQL, pending until their vectors land (_ingest_records).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import (
@@ -91,11 +91,12 @@ class Planned:
 
 @dataclass
 class Written:
-    """A batch in SQL, handed from the reader thread to the one that embeds: its products, the
-    images decoded for them, each SKU's catalog row, and what writing it counted."""
+    """A batch in SQL, handed from the reader thread to the one that embeds: its products, their
+    new photos already prepared for the embedder (by sha256), each SKU's catalog row, and what
+    writing it counted."""
 
     products: list[Product]
-    decoded: dict[str, Image.Image]
+    prepared: dict[str, Any]
     rows: dict[str, int]
     counts: IngestCounts
     errors: list[RowError]
@@ -412,7 +413,7 @@ class Ingestor:
                 _merge(result, written.counts, written.errors)
                 embedded = None
                 if written.products:
-                    embedded = self._retrying(self.sync.embed, written.products, written.decoded, written.rows)
+                    embedded = self._retrying(self.sync.embed, written.products, written.prepared, written.rows)
                 if writing is not None:
                     self._add(result, writing.result())
                 writing = writer.submit(self._retrying, self.sync.write, embedded) if embedded is not None else None
@@ -488,7 +489,9 @@ class Ingestor:
         fetch_all((remote[u] for u in late), downloader, pool, self.media)
         for record, prev, local, retry, refresh in changed:
             fingerprint = record.fingerprint(local + url_stats(urls[record.sku], remote))
-            job = pool.submit(prepare_images, record, prev, base_dir, self.media, self.limits, remote)
+            job = pool.submit(
+                prepare_images, record, prev, base_dir, self.media, self.limits, remote, self.embedder.prepare_image
+            )
             planned.append(Planned(record, fingerprint, job, retry, refresh))
         for item in planned:
             if isinstance(item.images, Future):
@@ -499,7 +502,7 @@ class Ingestor:
 
     def _write_rows(self, planned: list[Planned]) -> Written:
         """A batch's rows to SQL, each product left pending until its vectors are written."""
-        counts, errors, decoded = IngestCounts(), [], {}
+        counts, errors, prepared = IngestCounts(), [], {}
         rows = {item.record.sku: item.record.row for item in planned}
         touched: list[str] = []
         with self.catalog.session() as session:
@@ -530,11 +533,11 @@ class Ingestor:
                 else:
                     counts.changed += 1
                 self._apply(product, item)
-                decoded.update({i.sha256: i.decoded for i in item.images.images if i.decoded is not None})
+                prepared.update({i.sha256: i.prepared for i in item.images.images if i.prepared is not None})
                 touched.append(item.record.sku)
         checkpoint("after-sql")
         products = list(self.catalog.get_products(touched).values()) if touched else []
-        return Written(products, decoded, rows, counts, errors)
+        return Written(products, prepared, rows, counts, errors)
 
     def _apply(self, product: Product, item: Planned) -> None:
         record, prepared = item.record, item.images

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import bindparam
 
 from ingest.faults import checkpoint
@@ -178,22 +177,25 @@ class VectorSync:
     def sync(
         self,
         products: Sequence[Product],
-        decoded: dict[str, Image.Image] | None = None,
+        prepared: dict[str, Any] | None = None,
         rows: dict[str, int] | None = None,
     ) -> SyncResult:
         """Write the vectors of these products (SQL rows already committed)."""
-        embedding = self.embed(products, decoded, rows)
+        embedding = self.embed(products, prepared, rows)
         return self.write(embedding) if embedding is not None else SyncResult()
 
     def embed(
         self,
         products: Sequence[Product],
-        decoded: dict[str, Image.Image] | None = None,
+        prepared: dict[str, Any] | None = None,
         rows: dict[str, int] | None = None,
     ) -> Embedding | None:
         """The model's half of `sync`: the points these products lack, embedded (None: none to
-        sync). Nothing is written, so a run can embed a batch while the one before it is written."""
-        decoded = decoded or {}
+        sync). Nothing is written, so a run can embed a batch while the one before it is written.
+
+        `prepared`: photos the decode threads already made ready for the embedder, by sha256;
+        any other photo is read from media and prepared here."""
+        prepared = prepared or {}
         rows = rows or {}
         result = SyncResult()
         states = {p.sku: desired_state(p, self.identity_key) for p in products}
@@ -223,11 +225,11 @@ class VectorSync:
                 new_points.append(PointData(pid, IMAGE, reused[pid], wanted[product.sku][pid]))
                 result.images_reused += 1
         image_jobs = [job for job in image_jobs if job[1] not in reused]
-        pixels: list[Image.Image] = []
+        inputs: list[Any] = []
         ready_jobs = []
         for product, pid, img in image_jobs:
-            picture = decoded.get(img.sha256)
-            if picture is None:
+            ready = prepared.get(img.sha256)
+            if ready is None:
                 try:
                     picture, _ = decode_for_model(self.media.read(img.media_path), self.limits)
                 except (OSError, ImageError) as exc:
@@ -242,9 +244,23 @@ class VectorSync:
                         )
                     )
                     continue
-            pixels.append(picture)
+                try:
+                    ready = self.embedder.prepare_image(picture)
+                except Exception as exc:  # e.g. a photo DashScope's size limit cannot take
+                    failed.add(product.sku)
+                    result.errors.append(
+                        RowError(
+                            rows.get(product.sku, 0),
+                            "image",
+                            f"{img.source}: embedding failed: {exc}",
+                            product.sku,
+                            EmbedError.code,
+                        )
+                    )
+                    continue
+            inputs.append(ready)
             ready_jobs.append((product, pid))
-        embedded = self.embedder.embed_images(pixels)
+        embedded = self.embedder.embed_prepared(inputs)
         for index, (product, pid) in enumerate(ready_jobs):
             if not embedded.ok(index):
                 failed.add(product.sku)

@@ -3,6 +3,10 @@
 Backends implement two batch methods that may raise; the base class owns what must be the same
 everywhere: chunking, isolating the one bad item of a failed batch, L2 normalisation, float32,
 and shape checks. That is why a DashScope timeout and a corrupt local image surface the same way.
+
+A photo is embedded in two steps, `prepare_image` (framing, resizing, normalising or encoding,
+which needs no model) and the batch itself, so that an ingestion prepares a batch in its decode
+threads while the model embeds the one before, as a data loader's workers do.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -135,9 +139,20 @@ class Embedder(ABC):
             kinds.add(QueryKind.TEXT_TO_IMAGE)
         return frozenset(kinds)
 
+    def prepare_image(self, image: Image.Image) -> Any:
+        """The photo as this embedder's batch step takes it; safe to call in any thread.
+
+        Why apart: it is per-photo work a whole core can do beside the model, which is the
+        bottleneck of an ingestion. What it returns goes to `embed_prepared` of this embedder
+        only. The default hands the photo on unchanged."""
+        return image
+
     @abstractmethod
+    def _embed_prepared(self, batch: Sequence[Any]) -> np.ndarray:
+        """Embed one batch of prepared photos; raise on any failure."""
+
     def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed one batch; raise on any failure."""
+        return self._embed_prepared([self.prepare_image(image) for image in images])
 
     @abstractmethod
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -150,6 +165,10 @@ class Embedder(ABC):
 
     def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
         return self._run(list(images), self._embed_images, self.identity.image_dim, self.image_batch_size)
+
+    def embed_prepared(self, prepared: Sequence[Any]) -> Embedded:
+        """Photos already passed through `prepare_image` (by another thread, ahead of time)."""
+        return self._run(list(prepared), self._embed_prepared, self.identity.image_dim, self.image_batch_size)
 
     def embed_texts(self, texts: Sequence[str], *, queries: bool = False) -> Embedded:
         """Catalog texts, or with `queries` the texts shoppers typed."""

@@ -341,10 +341,14 @@ class DashScopeEmbedder(Embedder):
         self._client.close()  # the SDK leaves a client it was given open...
         self._http.close()  # ...so close ours
 
-    # -- the two batch methods the base class calls
+    # -- what the base class calls
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._call([{"image": encode_image(image)} for image in images])
+    def prepare_image(self, image: Image.Image) -> str:
+        """The photo as the API takes it: a JPEG data URI under the size limit."""
+        return encode_image(image)
+
+    def _embed_prepared(self, batch: Sequence[Any]) -> np.ndarray:
+        return self._call([{"image": uri} for uri in batch])
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._call([{"text": prepare_text(text)} for text in texts])

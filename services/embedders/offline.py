@@ -266,24 +266,32 @@ def framed(image: Image.Image, framing: str = "pad") -> Image.Image:
     raise ValueError(f"unknown framing {framing!r}")
 
 
-def preprocess(image: Image.Image, framing: str = "pad", out: np.ndarray | None = None) -> np.ndarray:
-    """One image -> float32 CHW array, ImageNet-normalised (written into `out` when given).
+def framed_pixels(image: Image.Image, framing: str = "pad") -> np.ndarray:
+    """The framed photo as (INPUT_SIZE, INPUT_SIZE, 3) uint8: what `prepare_image` hands to the
+    batch, a quarter of the bytes of the normalised floats."""
+    return np.asarray(framed(image, framing))
+
+
+def normalised_batch(pixels: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, 3, INPUT_SIZE, INPUT_SIZE) float32, ImageNet-normalised, from framed uint8 photos.
 
     Why not (pixels / 255 - mean) / std on a float copy: that is four passes and two temporary
-    arrays per photo in the model's own thread; this is two passes straight into the batch."""
-    pixels = np.asarray(framed(image, framing)).transpose(2, 0, 1)  # (3, H, W) uint8 view
-    out = np.empty(pixels.shape, np.float32) if out is None else out
-    np.multiply(pixels, _SCALE, out=out)
-    out -= _SHIFT
-    return out
+    arrays per photo in the model's own thread; this is one multiply and one subtract over the
+    whole batch, written straight into it."""
+    stacked = np.stack(pixels).transpose(0, 3, 1, 2)  # (N, 3, H, W) uint8 view
+    batch = np.empty(stacked.shape, np.float32)
+    np.multiply(stacked, _SCALE, out=batch)
+    batch -= _SHIFT
+    return batch
+
+
+def preprocess(image: Image.Image, framing: str = "pad") -> np.ndarray:
+    """One photo -> the float32 CHW array the network takes."""
+    return normalised_batch([framed_pixels(image, framing)])[0]
 
 
 def preprocess_batch(images: Sequence[Image.Image], framing: str = "pad") -> np.ndarray:
-    """(N, 3, INPUT_SIZE, INPUT_SIZE) float32, each photo written in place (no per-photo array to stack)."""
-    batch = np.empty((len(images), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
-    for row, image in zip(batch, images, strict=True):
-        preprocess(image, framing, out=row)
-    return batch
+    return normalised_batch([framed_pixels(image, framing) for image in images])
 
 
 def pool(feature_map: np.ndarray, pooling: str) -> np.ndarray:
@@ -403,15 +411,22 @@ class OfflineEmbedder(Embedder):
             self._text_model  # noqa: B018 - as above
         return super().embed_texts(texts, queries=queries)
 
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        """The photo framed to the network's input, as uint8 pixels (normalised with its batch)."""
+        return framed_pixels(image, self._framing)
+
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The raw (N, 1280, 7, 7) MobileNetV2 feature map of a batch (used by the benchmark)."""
+        return self._features([self.prepare_image(image) for image in images])
+
+    def _features(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         model = self._image_model
-        batch = preprocess_batch(images, self._framing)
+        batch = normalised_batch(prepared)
         with _image_lock:
             return model(batch)
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return pool(self.image_features(images), self._pooling)
+    def _embed_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        return pool(self._features(batch), self._pooling)
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         with _text_lock:

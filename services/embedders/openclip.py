@@ -276,10 +276,14 @@ class OpenClipEmbedder(Embedder):
         model_name, pretrained = model_and_weights(settings)
         return cls(model_name, pretrained, settings.device, settings.embed_batch_size)
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = self._torch.stack([self._preprocess(image) for image in images])
+    def prepare_image(self, image: Image.Image) -> Any:
+        """The model's own transform (resize, crop, normalise) to a CHW tensor."""
+        return self._preprocess(image)
+
+    def _embed_prepared(self, batch: Sequence[Any]) -> np.ndarray:
+        pixels = self._torch.stack(list(batch))
         with self._lock, self._torch.inference_mode():
-            features = self._model.encode_image(batch.to(self.device, dtype=self._dtype))
+            features = self._model.encode_image(pixels.to(self.device, dtype=self._dtype))
         return features.float().cpu().numpy()
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -50,6 +51,18 @@ def test_batch_equals_one_by_one(embedder: Embedder) -> None:
     np.testing.assert_allclose(
         embedder.embed_texts(texts).vectors, np.stack([embedder.embed_text(t) for t in texts]), atol=2e-4
     )
+
+
+def test_photos_prepared_in_other_threads_embed_as_the_photos_do(embedder: Embedder) -> None:
+    """An ingestion prepares each photo in its decode threads and embeds the batch in the model's:
+    the vectors must be the ones `embed_images` gives the same photos, in the same order."""
+    images = [photo(i, (100 + 30 * i, 140 - 10 * i)) for i in range(5)]
+    with ThreadPoolExecutor(3) as pool:
+        prepared = list(pool.map(embedder.prepare_image, images))
+    result = embedder.embed_prepared(prepared)
+    assert not result.errors
+    np.testing.assert_allclose(result.vectors, embedder.embed_images(images).vectors, atol=2e-4)
+    assert embedder.embed_prepared([]).vectors.shape == (0, embedder.identity.image_dim)
 
 
 def test_empty_input(embedder: Embedder) -> None:

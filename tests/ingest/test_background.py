@@ -38,7 +38,7 @@ def test_workers_started_from_a_lowered_thread_are_not_lowered_twice() -> None:
     assert nested == min(MAX_NICE, base + 4)
 
 
-def test_an_ingestion_downloads_and_decodes_below_the_model(
+def test_an_ingestion_downloads_decodes_and_prepares_below_the_model(
     settings_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, int | None] = {}
@@ -50,15 +50,21 @@ def test_an_ingestion_downloads_and_decodes_below_the_model(
 
     monkeypatch.setattr(pipeline, "prepare_images", recording)
     embedding: list[int | None] = []
+    preparing: dict[str, int | None] = {}
     app = ShopLens(settings_factory(ingest_background_nice=7))
     try:
-        embed = app.embedder.embed_images
+        embed, prepare = app.embedder.embed_prepared, app.embedder.prepare_image
 
-        def embed_recording(images):
+        def embed_recording(prepared):
             embedding.append(thread_nice())
-            return embed(images)
+            return embed(prepared)
 
-        monkeypatch.setattr(app.embedder, "embed_images", embed_recording)
+        def prepare_recording(image):
+            preparing[threading.current_thread().name] = thread_nice()
+            return prepare(image)
+
+        monkeypatch.setattr(app.embedder, "embed_prepared", embed_recording)
+        monkeypatch.setattr(app.embedder, "prepare_image", prepare_recording)
         base = thread_nice()
         assert base is not None
         result = ingestor_for(app).ingest(read_catalog(write_catalog(tmp_path / "shop", 6)))
@@ -66,4 +72,7 @@ def test_an_ingestion_downloads_and_decodes_below_the_model(
         app.close()
     assert result.status == "succeeded" and result.counts.images_embedded == 6
     assert seen and set(seen.values()) == {min(MAX_NICE, base + 7)}, seen
+    # each photo made ready for the model in the decode threads, not in the model's
+    assert preparing and set(preparing.values()) == {min(MAX_NICE, base + 7)}, preparing
+    assert all(name.startswith("images") for name in preparing), preparing
     assert embedding and set(embedding) == {base}  # the model runs at the caller's priority

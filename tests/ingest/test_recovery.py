@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from pathlib import Path
+
+import pytest
 
 from ingest.pipeline import ingestor_for
 from ingest.reconcile import collect_stats, reconcile
@@ -164,3 +167,35 @@ def test_a_catalog_photo_searched_as_it_was_ingested_scores_one(app: ShopLens, t
     as_eval_reads_it = load_image("images/big1.jpg", shop, app.limits)
     top = app.search.search(SearchRequest(image=as_eval_reads_it, top_k=1)).hits[0]
     assert top.sku == "SKU-0001" and top.score > 0.9999
+
+
+def test_a_photo_the_decode_threads_cannot_prepare_is_prepared_again_or_reported(
+    app: ShopLens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos are made ready for the model in the decode threads. One that fails there is read
+    from media and prepared in the embedding step; one that fails there too is reported with its
+    line and the rest lands."""
+    shop = tmp_path / "shop"
+    (shop / "images").mkdir(parents=True)
+    sizes = [(320, 240), (333, 222), (320, 240)]  # the second photo cannot be prepared anywhere
+    for i, size in enumerate(sizes):
+        product_photo(900 + i, size).save(shop / "images" / f"p{i}.jpg", "JPEG", quality=90)
+    write_rows(shop / "catalog.csv", [product_row(i, [f"images/p{i}.jpg"]) for i in range(3)])
+    prepare, where = app.embedder.prepare_image, []
+
+    def prepare_image(image):
+        thread = threading.current_thread().name
+        where.append(thread)
+        if thread.startswith("images") or image.size == (333, 222):
+            raise ValueError("this photo cannot be made ready here")
+        return prepare(image)
+
+    monkeypatch.setattr(app.embedder, "prepare_image", prepare_image)
+    result = ingestor_for(app).ingest(load_catalog(str(shop / "catalog.csv")))
+    assert sum(name.startswith("images") for name in where) == 3  # each tried in a decode thread first
+    problems = [(e.row, e.sku, e.field, e.code) for e in result.errors]
+    assert problems == [(3, "SKU-0001", "image", "embed_failed")], result.errors
+    assert "cannot be made ready here" in result.errors[0].message
+    assert result.counts.images_embedded == 2 and app.catalog.counts()["unsynced"] == 1
+    for i in (0, 2):
+        assert app.search.search(SearchRequest(image=product_photo(900 + i), top_k=1)).hits[0].sku == f"SKU-{i:04d}"
