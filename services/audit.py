@@ -40,6 +40,7 @@ from services.catalog.models import Product
 from services.errors import ShopLensError, UsageError
 from services.files import spreadsheet_safe
 from services.images import ImageError, decode_for_model
+from services.union_find import find_root
 from services.vectors import IMAGE, TEXT, PointFilter, VectorStore, image_point_id
 
 if TYPE_CHECKING:
@@ -406,10 +407,7 @@ def duplicate_groups(evidence: dict[str, Evidence], threshold: float) -> list[Du
 
     def root(sku: str) -> str:
         parent.setdefault(sku, sku)
-        while parent[sku] != sku:
-            parent[sku] = parent[parent[sku]]
-            sku = parent[sku]
-        return sku
+        return find_root(parent, sku)
 
     weakest: dict[str, float] = {}
     for score, a, b in pairs:

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from services.embedders.base import Embedder, EmbedError
+from services.union_find import find_root
 
 WORK_SIDE = 128  # the localiser looks at a copy this size: enough for the product's outline, ~4 ms a photo
 BORDER = 0.06  # the band along the edges taken as background, a fraction of the short side
@@ -194,12 +195,6 @@ def largest_component(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     rows, starts, ends = rows_.tolist(), starts_.tolist(), np.nonzero(edges == -1)[1].tolist()
     parent = list(range(len(rows)))  # a blob's root is its first run in raster order
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     above = row_start = 0  # the previous row's runs are runs[above:row_start] while it is adjacent
     for i, (row, start, end) in enumerate(zip(rows, starts, ends, strict=True)):
         if i and row != rows[i - 1]:
@@ -208,13 +203,13 @@ def largest_component(mask: np.ndarray) -> tuple[int, int, int, int] | None:
             above += 1
         j = above
         while j < row_start and starts[j] < end:
-            a, b = root(i), root(j)
+            a, b = find_root(parent, i), find_root(parent, j)
             parent[max(a, b)] = min(a, b)
             j += 1
     size: dict[int, int] = {}
     bounds: dict[int, tuple[int, int, int, int]] = {}
     for i, (row, start, end) in enumerate(zip(rows, starts, ends, strict=True)):
-        r = root(i)
+        r = find_root(parent, i)
         size[r] = size.get(r, 0) + end - start
         left, top, right, bottom = bounds.get(r, (width, height, 0, 0))
         bounds[r] = (min(left, start), min(top, row), max(right, end), max(bottom, row + 1))
