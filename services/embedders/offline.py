@@ -405,6 +405,12 @@ class OfflineEmbedder(Embedder):
             self._image_model  # noqa: B018 - a model that cannot load fails the call, not each item
         return super().embed_images(images)
 
+    def embed_prepared(self, prepared: Sequence[Any]) -> Embedded:
+        prepared = list(prepared)
+        if prepared:
+            self._image_model  # noqa: B018 - as above
+        return super().embed_prepared(prepared)
+
     def embed_texts(self, texts: Sequence[str], *, queries: bool = False) -> Embedded:
         texts = list(texts)
         if texts:

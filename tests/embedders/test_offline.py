@@ -218,3 +218,19 @@ def test_a_cache_that_cannot_be_written_costs_an_export_not_the_photos(tmp_path,
     batch = np.stack([offline.preprocess(product_photo(3))])
     want = offline.load_image_model("cpu", 2)(batch)
     np.testing.assert_allclose(served(batch), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_that_cannot_load_fails_the_call_not_each_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Photos prepared ahead (an ingestion's) and plain ones alike: one clear error for the call,
+    which stops the run, instead of every photo failing on its own as if each were bad."""
+    embedder = offline.OfflineEmbedder(device="cpu")
+    prepared = embedder.prepare_image(product_photo(1))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise EmbedderUnavailable("the photo network's weights are unreadable")
+
+    monkeypatch.setattr(offline, "load_image_model", broken)
+    with pytest.raises(EmbedderUnavailable, match="unreadable"):
+        embedder.embed_prepared([prepared])
+    with pytest.raises(EmbedderUnavailable, match="unreadable"):
+        embedder.embed_images([product_photo(1)])
