@@ -225,6 +225,11 @@ class VectorSync:
                 new_points.append(PointData(pid, IMAGE, reused[pid], wanted[product.sku][pid]))
                 result.images_reused += 1
         image_jobs = [job for job in image_jobs if job[1] not in reused]
+
+        def fail(product: Product, field: str, message: str, code: str) -> None:
+            failed.add(product.sku)
+            result.errors.append(RowError(rows.get(product.sku, 0), field, message, product.sku, code))
+
         inputs: list[Any] = []
         ready_jobs = []
         for product, pid, img in image_jobs:
@@ -233,47 +238,20 @@ class VectorSync:
                 try:
                     picture, _ = decode_for_model(self.media.read(img.media_path), self.limits)
                 except (OSError, ImageError) as exc:
-                    failed.add(product.sku)
-                    result.errors.append(
-                        RowError(
-                            rows.get(product.sku, 0),
-                            "image",
-                            f"stored copy {img.media_path} unusable: {exc}",
-                            product.sku,
-                            "bad_image",
-                        )
-                    )
+                    fail(product, "image", f"stored copy {img.media_path} unusable: {exc}", "bad_image")
                     continue
                 try:
                     ready = self.embedder.prepare_image(picture)
                 except Exception as exc:  # e.g. a photo DashScope's size limit cannot take
-                    failed.add(product.sku)
-                    result.errors.append(
-                        RowError(
-                            rows.get(product.sku, 0),
-                            "image",
-                            f"{img.source}: embedding failed: {exc}",
-                            product.sku,
-                            EmbedError.code,
-                        )
-                    )
+                    fail(product, "image", f"{img.source}: embedding failed: {exc}", EmbedError.code)
                     continue
             inputs.append(ready)
             ready_jobs.append((product, pid))
         embedded = self.embedder.embed_prepared(inputs)
         for index, (product, pid) in enumerate(ready_jobs):
             if not embedded.ok(index):
-                failed.add(product.sku)
                 source = next((i.source for i in product.images if image_point_id(product.sku, i.sha256) == pid), pid)
-                result.errors.append(
-                    RowError(
-                        rows.get(product.sku, 0),
-                        "image",
-                        f"{source}: embedding failed: {embedded.errors[index]}",
-                        product.sku,
-                        EmbedError.code,
-                    )
-                )
+                fail(product, "image", f"{source}: embedding failed: {embedded.errors[index]}", EmbedError.code)
                 continue
             new_points.append(PointData(pid, IMAGE, embedded.vectors[index], wanted[product.sku][pid]))
             result.images_embedded += 1
@@ -281,16 +259,7 @@ class VectorSync:
         texts = self.embedder.embed_texts([p.text for p, _ in text_jobs])
         for index, (product, tid) in enumerate(text_jobs):
             if not texts.ok(index):
-                failed.add(product.sku)
-                result.errors.append(
-                    RowError(
-                        rows.get(product.sku, 0),
-                        "title",
-                        f"text embedding failed: {texts.errors[index]}",
-                        product.sku,
-                        EmbedError.code,
-                    )
-                )
+                fail(product, "title", f"text embedding failed: {texts.errors[index]}", EmbedError.code)
                 continue
             new_points.append(PointData(tid, TEXT, texts.vectors[index], wanted[product.sku][tid]))
             result.texts_embedded += 1
