@@ -201,6 +201,8 @@ class Embedder(ABC):
             try:
                 out[start : start + len(chunk)] = self._checked(fn(chunk), len(chunk), dim)
                 continue
+            except EmbedderUnavailable:  # a model that cannot load fails the call, not each item
+                raise
             except Exception as exc:  # isolate the bad item(s) below
                 if len(chunk) == 1:
                     errors[start] = _message(exc)

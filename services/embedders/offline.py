@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from services.embedders.base import Embedded, Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
 from services.images import upright_rgb
 from services.settings import Settings, user_model_cache
 
@@ -398,24 +398,6 @@ class OfflineEmbedder(Embedder):
     @property
     def _text_model(self) -> Any:
         return load_text_model()
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Embedded:
-        images = list(images)
-        if images:
-            self._image_model  # noqa: B018 - a model that cannot load fails the call, not each item
-        return super().embed_images(images)
-
-    def embed_prepared(self, prepared: Sequence[Any]) -> Embedded:
-        prepared = list(prepared)
-        if prepared:
-            self._image_model  # noqa: B018 - as above
-        return super().embed_prepared(prepared)
-
-    def embed_texts(self, texts: Sequence[str], *, queries: bool = False) -> Embedded:
-        texts = list(texts)
-        if texts:
-            self._text_model  # noqa: B018 - as above
-        return super().embed_texts(texts, queries=queries)
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         """The photo framed to the network's input, as uint8 pixels (normalised with its batch)."""

@@ -234,3 +234,6 @@ def test_a_model_that_cannot_load_fails_the_call_not_each_photo(monkeypatch: pyt
         embedder.embed_prepared([prepared])
     with pytest.raises(EmbedderUnavailable, match="unreadable"):
         embedder.embed_images([product_photo(1)])
+    monkeypatch.setattr(offline, "load_text_model", broken)
+    with pytest.raises(EmbedderUnavailable, match="unreadable"):
+        embedder.embed_texts(["oak desk", "linen shirt"])
