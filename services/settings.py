@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         "(laion5b_s13b_b90k) when openclip_model is left at its default, for Chinese and other queries",
     )
     device: str = "auto"
-    torch_threads: int = Field(default=0, ge=0, description="threads of the photo model; 0: its runtime decides")
+    torch_threads: int = Field(
+        default=0, ge=0, description="CPU threads of the models (offline: streams of a large batch); 0: one per core"
+    )
     model_cache: Path = Field(
         default_factory=user_model_cache,
         description="models converted at first use (the offline photo network as ONNX), shared by every home",

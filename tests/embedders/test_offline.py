@@ -237,3 +237,28 @@ def test_a_model_that_cannot_load_fails_the_call_not_each_photo(monkeypatch: pyt
     monkeypatch.setattr(offline, "load_text_model", broken)
     with pytest.raises(EmbedderUnavailable, match="unreadable"):
         embedder.embed_texts(["oak desk", "linen shirt"])
+
+
+def test_large_batches_run_in_single_threaded_streams_with_the_vectors_of_small_ones() -> None:
+    """An ingestion's batches run in streams (services/embedders/streams.py), a shopper's query on
+    the runtimes' own threads: both give a photo or a text the same vector."""
+    import threading
+
+    embedder = offline.OfflineEmbedder(device="cpu", torch_threads=2)
+    photos = [product_photo(seed) for seed in range(10)]
+    texts = [f"oak desk {i}" if i % 2 else f"跑步鞋 {i}" for i in range(10)]
+    one_by_one = np.concatenate([embedder.embed_images([photo]).vectors for photo in photos])
+    np.testing.assert_allclose(embedder.embed_images(photos).vectors, one_by_one, atol=1e-5)
+    for queries in (False, True):
+        singly = np.concatenate([embedder.embed_texts([text], queries=queries).vectors for text in texts])
+        np.testing.assert_allclose(embedder.embed_texts(texts, queries=queries).vectors, singly, atol=1e-5)
+    names = {thread.name.rsplit("_", 1)[0] for thread in threading.enumerate()}
+    assert {"onnx-stream", "e5-stream"} <= names
+
+    # each text stream's OpenMP team is its own thread; the caller's team is left as it was
+    caller_team = offline.load_text_model()._lib.omp_get_max_threads()
+    streams = offline.text_streams(2)
+    assert streams is not None
+    teams = streams.map(lambda chunk: np.array([offline.stream_text_model()._lib.omp_get_max_threads()]), [0] * 8)
+    assert set(teams.tolist()) == {1}
+    assert offline.load_text_model()._lib.omp_get_max_threads() == caller_team
