@@ -108,7 +108,9 @@ def markdown(r: dict) -> str:
         HEADING,
         "",
         f"The offline embedder's MobileNetV2 (BatchNorms folded), {r['photos']} synthetic 400x400 product photos "
-        f"preprocessed beforehand, batches of {r['batch']}, {r['threads']} threads; the two runtimes take turns, "
+        f"preprocessed beforehand, batches of {r['batch']}, {r['threads']} threads (ONNX Runtime as the embedder "
+        f"serves a batch this large: {r['threads']} single-threaded streams, services/embedders/streams.py); the "
+        "two runtimes take turns, "
         f"{ROUNDS} rounds each, median seconds per batch. GIL-holding threads: two Python threads running pure "
         "Python in slices, as an ingest's download, decode and SQL threads do. `python -m bench.photo_runtime`.",
         "",
