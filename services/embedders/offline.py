@@ -459,5 +459,5 @@ class OfflineEmbedder(Embedder):
         streams = text_streams(self._torch_threads)
         with _text_lock:
             if streams is not None and streams.wanted(len(texts)):
-                return streams.map(lambda part: stream_text_model().encode(list(part), query), texts)
+                return streams.map(lambda part: stream_text_model().encode(part, query), texts)
             return np.asarray(self._text_model.encode(texts, query), dtype=np.float32)
