@@ -7,7 +7,7 @@ process (bench/feed_server.py) with ETag and Last-Modified, as a shop's CDN woul
 the model-alone passes before and after it (the median run is the result), timed as the server runs
 one: its stores already open (server/state.py opens them when it starts), from reading the feed to
 the built index and the calibrated thresholds; (c) the same feed again, unchanged, beside (c') its
-conditional requests made by a bare httpx client (the baseline of (c)); (d) one image replaced behind
+conditional requests made by a bare urllib3 pool (the baseline of (c)); (d) one image replaced behind
 the same URL.
 
     .venv/bin/python -m bench.feed [--products 5000] [--repeats 3] [--out BENCHMARKS.md]
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import urllib3
 from PIL import Image, ImageDraw
 
 from bench.sections import write_section
@@ -116,24 +117,26 @@ def model_alone(app: ShopLens, folder: Path, products: int, batch: int) -> tuple
 
 
 def requests_alone(app: ShopLens, products: int, host: str) -> float:
-    """Wall seconds of the unchanged re-run's conditional requests on their own: one httpx client,
-    the run's download threads and per-host connections, the validators the first run stored.
+    """Wall seconds of the unchanged re-run's conditional requests on their own: one urllib3 pool
+    (the library services/fetch.py uses), the run's download threads and per-host connections, the
+    validators the first run stored.
     The floor of (c) on this machine, measured in the same run as it."""
     urls = [f"{host}/img/{i}.jpg" for i in range(products)]
     known = known_sources(app.catalog, urls)
     settings = app.settings
     per_host = settings.download_per_host
-    limits = httpx.Limits(max_connections=per_host, max_keepalive_connections=per_host)
+    client = urllib3.PoolManager(maxsize=per_host, block=True)
 
     def ask(url: str) -> int:
         stored = known[url]
         headers = {"If-None-Match": stored.etag} if stored.etag else {}
-        return client.get(url, headers=headers).status_code
+        return client.request("GET", url, headers=headers).status
 
-    with httpx.Client(limits=limits) as client, ThreadPoolExecutor(settings.ingest_workers) as pool:
+    with ThreadPoolExecutor(settings.ingest_workers) as pool:
         started = time.perf_counter()
         statuses = list(pool.map(ask, urls))
         seconds = time.perf_counter() - started
+    client.clear()
     assert statuses == [304] * products, set(statuses)
     return seconds
 
@@ -297,7 +300,7 @@ def markdown(r: dict) -> str:
             + ", ".join(f"{run['ratio']:.2f}" for run in r["runs"])
             + ") | ≥ 0.9 |",
             f"| (c) unchanged re-run: wall time | {r['rerun_s']:.1f} s | < 10 s |",
-            f"| (c') its {r['products']:,} conditional requests alone (one httpx client, the same threads and "
+            f"| (c') its {r['products']:,} conditional requests alone (one urllib3 pool, the same threads and "
             f"connections) | {r['rerun_requests_alone_s']:.1f} s: (c) / (c') = "
             f"{r['rerun_s'] / r['rerun_requests_alone_s']:.2f} | baseline |",
             f"| (c) image bodies downloaded | {again['server']['bodies']} ({again['server']['not_modified']:,} "

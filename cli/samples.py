@@ -96,7 +96,7 @@ def cached_tarball(
     try:
         dist = package_dist(client, registry or REGISTRY_URL)
         log(f"downloading {PACKAGE}@{VERSION} from {dist.tarball}")
-        data = _download(client, dist.tarball)
+        data = _download(dist.tarball)
     finally:
         if owned:
             client.close()
@@ -132,9 +132,9 @@ def package_dist(client: httpx.Client, registry: str) -> PackageDist:
     return PackageDist(tarball, integrity)
 
 
-def _download(client: httpx.Client, url: str) -> bytes:
+def _download(url: str) -> bytes:
     try:
-        return fetch_capped(url, MAX_TARBALL_BYTES, TIMEOUT, client).data
+        return fetch_capped(url, MAX_TARBALL_BYTES, TIMEOUT).data
     except FetchError as exc:
         raise SampleError(f"downloading {url}: the server {exc}") from None
 

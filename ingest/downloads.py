@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential
 
-from services.fetch import Fetched, FetchError, fetch_capped, new_client
+from services.fetch import FetchClient, Fetched, FetchError, fetch_capped
 from services.images import ImageLimits
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ImageDownloader:
 
     def __init__(self, limits: ImageLimits, workers: int, per_host: int = 4, retries: int = 2) -> None:
         self.limits, self.per_host, self.retries = limits, max(1, per_host), retries
-        self.client = new_client(max(workers, self.per_host))
+        self.client = FetchClient(max(workers, self.per_host))
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # bodies, not_modified, failed, retried (what this run cost)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlparse
 
-import httpx
-
 from ingest.readers import (
     CATALOG_SUFFIXES,
     MAX_CATALOG_BYTES,
@@ -15,11 +13,11 @@ from ingest.readers import (
     parse_catalog,
     read_catalog,
 )
-from services.fetch import FetchError, fetch_capped, is_url
+from services.fetch import FetchClient, FetchError, fetch_capped, is_url
 
 
 def load_catalog(
-    source: str, timeout: float = 30.0, client: httpx.Client | None = None, deadline: float | None = None
+    source: str, timeout: float = 30.0, client: FetchClient | None = None, deadline: float | None = None
 ) -> Catalog:
     """Read a catalog path or URL; a URL that is down, slow or serves HTML is a CatalogError."""
     if not is_url(source):
@@ -37,7 +35,7 @@ def load_catalog(
     return catalog
 
 
-def _download(url: str, timeout: float, client: httpx.Client | None, deadline: float | None) -> tuple[bytes, str]:
+def _download(url: str, timeout: float, client: FetchClient | None, deadline: float | None) -> tuple[bytes, str]:
     try:
         fetched = fetch_capped(url, MAX_CATALOG_BYTES, timeout, client, deadline)
     except FetchError as exc:

@@ -9,12 +9,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.errors import ShopLensError
-from services.fetch import FetchError, fetch_capped, is_url
+from services.fetch import FetchClient, FetchError, fetch_capped, is_url
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits, client: httpx.Client | None = None) -> bytes:
+def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits, client: FetchClient | None = None) -> bytes:
     """Bytes of a local path (relative to the catalog's folder) or an http(s) URL, size-capped."""
     return _read_url(ref, limits, client) if is_url(ref) else _read_path(ref, base_dir, limits)
 
@@ -110,7 +109,7 @@ def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
     return path.read_bytes()
 
 
-def _read_url(url: str, limits: ImageLimits, client: httpx.Client | None) -> bytes:
+def _read_url(url: str, limits: ImageLimits, client: FetchClient | None) -> bytes:
     try:
         data = fetch_capped(url, limits.max_bytes, limits.url_timeout, client, limits.url_deadline).data
     except FetchError as exc:

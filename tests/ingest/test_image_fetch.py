@@ -156,7 +156,7 @@ def test_bad_urls_each_get_a_problem_and_the_rest_lands(settings_factory, images
         assert all(code == "fetch_failed" for code, _ in problems.values())
         assert "answered HTTP 404" in problems["SKU-0002"][1] and "/missing.jpg" in problems["SKU-0002"][1]
         assert "timed out after 0.5 s" in problems["SKU-0003"][1]
-        assert "is unreachable (ConnectError)" in problems["SKU-0004"][1]
+        assert "is unreachable (cannot connect: Connection refused)" in problems["SKU-0004"][1]
         assert "is too large" in problems["SKU-0005"][1] and "limit 60,000" in problems["SKU-0005"][1]
         assert "redirected more than 5 times" in problems["SKU-0006"][1] and images.requests["/loop.jpg"] == 6
         products = app.catalog.get_products([f"SKU-{i:04d}" for i in range(6)])
