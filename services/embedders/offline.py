@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from services.embedders.base import Embedder, EmbedderIdentity, EmbedderUnavailable
+from services.embedders.openmp import narrow_to_this_thread
 from services.embedders.streams import Streams, stream_count
 from services.images import upright_rgb
 from services.settings import Settings, user_model_cache
@@ -253,9 +254,7 @@ def stream_text_model() -> Any:
     model = getattr(_stream_local, "text_model", None)
     if model is None:
         model = new_text_model()
-        narrow = getattr(model._lib, "omp_set_num_threads", None)  # absent: an engine built without OpenMP
-        if narrow is not None:
-            narrow(1)
+        narrow_to_this_thread(model._lib)
         _stream_local.text_model = model
     return model
 

