@@ -3,7 +3,7 @@
 Downloads go through urllib3 rather than httpx (which the API client and the DashScope embedder
 use): a conditional request answered 304 costs about 0.33 ms of CPU through urllib3 against
 0.72 ms through httpx, and a scheduled re-run of a large feed is thousands of them on the cores the
-models share (BENCHMARKS.md, "Feeds")."""
+models share (BENCHMARKS.md, "Image feeds by URL")."""
 
 from __future__ import annotations
 

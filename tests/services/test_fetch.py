@@ -4,19 +4,19 @@ mid-transfer, a compressed body, a URL that is not one, and connections kept acr
 from __future__ import annotations
 
 import gzip
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from services.fetch import FetchClient, FetchError, fetch_capped
+from tests.support.http_server import LoopbackServer
 
 BODY = bytes(range(256)) * 64
 
 
-class Origin:
+class Origin(LoopbackServer):
     """/whole: BODY; /cut: declares BODY's length, sends half and hangs up; /gzip: BODY gzipped."""
 
     def __init__(self) -> None:
@@ -48,17 +48,10 @@ class Origin:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
-class ForwardProxy:
+class ForwardProxy(LoopbackServer):
     """A plain-HTTP forward proxy: records the absolute URLs asked of it and relays them."""
 
     def __init__(self) -> None:
@@ -79,14 +72,7 @@ class ForwardProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
