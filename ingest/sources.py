@@ -13,16 +13,14 @@ from ingest.readers import (
     parse_catalog,
     read_catalog,
 )
-from services.fetch import FetchClient, FetchError, fetch_capped, is_url
+from services.fetch import FetchError, fetch_capped, is_url
 
 
-def load_catalog(
-    source: str, timeout: float = 30.0, client: FetchClient | None = None, deadline: float | None = None
-) -> Catalog:
+def load_catalog(source: str, timeout: float = 30.0, deadline: float | None = None) -> Catalog:
     """Read a catalog path or URL; a URL that is down, slow or serves HTML is a CatalogError."""
     if not is_url(source):
         return read_catalog(Path(source))
-    data, content_type = _download(source, timeout, client, deadline)
+    data, content_type = _download(source, timeout, deadline)
     if "html" in content_type:
         raise CatalogError(f"the catalog URL returned an HTML page ({content_type}), not CSV or JSONL: {source}")
     suffix = PurePosixPath(urlparse(source).path).suffix.lower()
@@ -35,9 +33,9 @@ def load_catalog(
     return catalog
 
 
-def _download(url: str, timeout: float, client: FetchClient | None, deadline: float | None) -> tuple[bytes, str]:
+def _download(url: str, timeout: float, deadline: float | None) -> tuple[bytes, str]:
     try:
-        fetched = fetch_capped(url, MAX_CATALOG_BYTES, timeout, client, deadline)
+        fetched = fetch_capped(url, MAX_CATALOG_BYTES, timeout, deadline=deadline)
     except FetchError as exc:
         raise CatalogError(f"the catalog URL {exc}: {url}") from None
     return fetched.data, fetched.content_type

@@ -141,9 +141,7 @@ def fetch_capped(
     owned = client is None
     client = client or FetchClient(1)
     try:
-        return _get(client, url, max_bytes, timeout, time.monotonic() + deadline, deadline, headers)
-    except FetchError:
-        raise
+        return _get(client, url, max_bytes, timeout, deadline, headers)
     except MaxRetryError as exc:
         raise _failure(exc.reason or exc, timeout) from None
     except (HTTPError, LocationValueError) as exc:
@@ -158,10 +156,10 @@ def _get(
     url: str,
     max_bytes: int,
     timeout: float,
-    ends: float,
     deadline: float,
     headers: dict[str, str] | None,
 ) -> Fetched:
+    ends = time.monotonic() + deadline
     response = client.manager(url).request(
         "GET",
         url,

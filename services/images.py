@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.errors import ShopLensError
-from services.fetch import FetchClient, FetchError, fetch_capped, is_url
+from services.fetch import FetchError, fetch_capped, is_url
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits, client: FetchClient | None = None) -> bytes:
+def read_image_bytes(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
     """Bytes of a local path (relative to the catalog's folder) or an http(s) URL, size-capped."""
-    return _read_url(ref, limits, client) if is_url(ref) else _read_path(ref, base_dir, limits)
+    return _read_url(ref, limits) if is_url(ref) else _read_path(ref, base_dir, limits)
 
 
 def local_path(ref: str, base_dir: Path | None) -> Path:
@@ -109,9 +109,9 @@ def _read_path(ref: str, base_dir: Path | None, limits: ImageLimits) -> bytes:
     return path.read_bytes()
 
 
-def _read_url(url: str, limits: ImageLimits, client: FetchClient | None) -> bytes:
+def _read_url(url: str, limits: ImageLimits) -> bytes:
     try:
-        data = fetch_capped(url, limits.max_bytes, limits.url_timeout, client, limits.url_deadline).data
+        data = fetch_capped(url, limits.max_bytes, limits.url_timeout, deadline=limits.url_deadline).data
     except FetchError as exc:
         raise ImageFetchError(f"image URL {exc}: {url}") from None
     if not data:

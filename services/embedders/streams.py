@@ -7,10 +7,9 @@ ingestion's download, decode and SQL threads, a model thread that is preempted f
 up the other at every barrier, and that core idles too. A stream runs whole chunks of the batch in
 one thread: a preempted stream loses only its own time, the others go on, and no thread waits inside
 a pass. Measured (bench/streams.py, batches of 32, two cores, the two ways taking turns): beside two
-decode threads at nice 10, photos 0.197 s a batch in streams against 0.232 s split per operation
-and texts 0.461 s against 0.614 s; alone, photos 0.188 s against 0.189 s and texts 0.446 s against
-0.544 s. On a 5,000-product feed (bench/feed.py) ingestion ran at 0.89 and 0.91 of the model alone
-(medians of three runs, two runs), where the last runs before streams gave 0.81 to 0.84.
+decode threads at nice 10, photos 0.248 s a batch in streams against 0.273 s split per operation
+and texts 0.351 s against 0.414 s; alone, photos 0.236 s against 0.253 s and texts 0.377 s against
+0.406 s. What that gives a whole ingestion depends on the machine: BENCHMARKS.md, "Image feeds by URL".
 
 A shopper's query (a photo's few views, one text) is too small to share out, and in one thread it
 takes about twice as long: batches under MIN_PER_STREAM items a stream keep the runtimes' own threads.
